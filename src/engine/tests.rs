@@ -1,0 +1,408 @@
+//! Engine tests against in-memory key sets: every token and credential rule, and the table of
+//! bad inputs, each asserting the HTTP status and the RFC 6750 error code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::Config;
+use crate::keys::{IssuerKeys, KeySet};
+use crate::testutil::{TestKey, b64, claims, now};
+
+const RESOURCE: &str = "https://mcp.example.com/weather/mcp";
+const ISS: &str = "https://idp.test";
+const RELAXED: &str = "https://relaxed.test";
+const HMAC: &str = "https://hmac.test";
+const UNTRUSTED: &str = "https://other.test";
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-hmac";
+
+struct Keys {
+    rsa: TestKey,
+    rsa_other: TestKey,
+    ec: TestKey,
+    ed: TestKey,
+    rsa_relaxed: TestKey,
+    hmac: TestKey,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        rsa: TestKey::rsa("rsa-1"),
+        // Same kid as `rsa`, different key: a forged signature.
+        rsa_other: TestKey::rsa("rsa-1"),
+        ec: TestKey::ec("ec-1"),
+        ed: TestKey::ed("ed-1"),
+        rsa_relaxed: TestKey::rsa("rel-1"),
+        hmac: TestKey::hmac("h", SECRET, Algorithm::HS256),
+    })
+}
+
+fn config(secret_file: &std::path::Path) -> Config {
+    Config::from_yaml(&format!(
+        r#"
+issuers:
+  - issuer: {ISS}
+    jwks_uri: https://idp.test/jwks
+    algorithms: [RS256, ES256, EdDSA]
+    claims: {{tenant: tenant}}
+  - issuer: {RELAXED}
+    jwks_uri: https://relaxed.test/jwks
+    typ: relaxed
+  - issuer: {HMAC}
+    algorithms: [HS256]
+    hmac_secret: {{file: {}}}
+  - issuer: {UNTRUSTED}
+    jwks_uri: https://other.test/jwks
+servers:
+  - id: weather
+    resource: {RESOURCE}
+    authorization_servers: [{ISS}, {RELAXED}, {HMAC}]
+    scopes_supported: [mcp:connect, mcp:tools]
+    challenge_scopes: [mcp:connect]
+"#,
+        secret_file.display()
+    ))
+    .unwrap()
+}
+
+fn engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let secret = dir.path().join("secret");
+            std::fs::write(&secret, SECRET).unwrap();
+            let config = config(&secret);
+            let k = keys();
+            let metrics = crate::metrics::Metrics::unregistered();
+            let set = |keys: &[&TestKey], allowed: &[Algorithm]| {
+                let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
+                KeySet::from_jwks(jwks.to_string().as_bytes(), allowed).unwrap().0
+            };
+            let issuers = vec![
+                IssuerKeys::with_static(
+                    config.issuers[0].clone(),
+                    set(&[&k.rsa, &k.ec, &k.ed], &config.issuers[0].algorithms),
+                    metrics.clone(),
+                ),
+                IssuerKeys::with_static(
+                    config.issuers[1].clone(),
+                    set(&[&k.rsa_relaxed], &config.issuers[1].algorithms),
+                    metrics.clone(),
+                ),
+                IssuerKeys::new(config.issuers[2].clone(), metrics.clone(), 1 << 20).unwrap(),
+                IssuerKeys::with_static(
+                    config.issuers[3].clone(),
+                    set(&[&k.rsa_other], &config.issuers[3].algorithms),
+                    metrics.clone(),
+                ),
+            ];
+            Arc::new(Engine::new(&config, issuers, metrics).unwrap())
+        })
+        .clone()
+}
+
+/// What a check answered, reduced to the parts the rules are about.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    error: Option<String>,
+    www_authenticate: Option<String>,
+    body: String,
+    allow: Option<Allow>,
+}
+
+async fn run(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let input = CheckInput {
+        method,
+        path,
+        host: "mcp.example.com",
+        headers: &headers,
+        body,
+    };
+    match engine().check(&input).await {
+        Decision::Allow(a) => Answer {
+            status: 200,
+            error: None,
+            www_authenticate: None,
+            body: String::new(),
+            allow: Some(a),
+        },
+        Decision::Respond(r) => {
+            let www = r
+                .headers
+                .iter()
+                .find(|(k, _)| *k == "www-authenticate")
+                .map(|(_, v)| v.clone());
+            let error = www.as_deref().and_then(|w| {
+                w.split("error=\"").nth(1).map(|s| s.split('"').next().unwrap().to_owned())
+            });
+            Answer {
+                status: r.status,
+                error,
+                www_authenticate: www,
+                body: r.body,
+                allow: None,
+            }
+        }
+    }
+}
+
+async fn with_auth(auth: &str) -> Answer {
+    run("POST", "/weather/mcp", &[("authorization", auth)], b"{}").await
+}
+
+async fn with_token(token: &str) -> Answer {
+    with_auth(&format!("Bearer {token}")).await
+}
+
+fn good() -> Value {
+    claims(ISS, RESOURCE)
+}
+
+fn with(mut c: Value, key: &str, v: Value) -> Value {
+    c[key] = v;
+    c
+}
+
+fn without(mut c: Value, key: &str) -> Value {
+    c.as_object_mut().unwrap().remove(key);
+    c
+}
+
+fn header(alg: Algorithm, kid: &str, typ: Option<&str>) -> Header {
+    let mut h = Header::new(alg);
+    h.kid = Some(kid.into());
+    h.typ = typ.map(str::to_owned);
+    h
+}
+
+/// A token with a hand-written header and payload and a junk signature.
+fn raw(header: &Value, payload: &Value, sig: &str) -> String {
+    format!(
+        "{}.{}.{sig}",
+        b64(header.to_string().as_bytes()),
+        b64(payload.to_string().as_bytes())
+    )
+}
+
+#[tokio::test]
+async fn valid_tokens_of_every_algorithm_are_allowed() {
+    let k = keys();
+    for token in [
+        k.rsa.token(&good()),
+        k.ec.token(&good()),
+        k.ed.token(&good()),
+        k.hmac.token(&claims(HMAC, RESOURCE)),
+        k.rsa_relaxed
+            .sign(&header(Algorithm::RS256, "rel-1", Some("JWT")), &claims(RELAXED, RESOURCE)),
+        k.rsa_relaxed
+            .sign(&header(Algorithm::RS256, "rel-1", None), &claims(RELAXED, RESOURCE)),
+    ] {
+        let a = with_token(&token).await;
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+}
+
+#[tokio::test]
+async fn allow_sets_identity_headers_and_strips_the_token() {
+    let k = keys();
+    let c = with(good(), "scope", json!("mcp:connect mcp:tools"));
+    let a = with_token(&k.rsa.token(&c)).await;
+    let allow = a.allow.expect("allowed");
+    let set: HashMap<_, _> = allow.set_headers.into_iter().collect();
+    assert_eq!(set["x-mcp-authz-subject"], "alice");
+    assert_eq!(set["x-mcp-authz-tenant"], "acme");
+    assert_eq!(set["x-mcp-authz-client-id"], "client-1");
+    assert_eq!(set["x-mcp-authz-scopes"], "mcp:connect mcp:tools");
+    assert_eq!(set["x-mcp-authz-issuer"], ISS);
+    assert_eq!(allow.remove_headers, vec!["authorization".to_string()]);
+
+    // Facts the token lacks are removed, so a client's copy cannot stand in for them.
+    let c = without(without(good(), "tenant"), "client_id");
+    let allow = with_token(&k.rsa.token(&c)).await.allow.expect("allowed");
+    assert!(allow.remove_headers.contains(&"x-mcp-authz-tenant".to_string()));
+    assert!(allow.remove_headers.contains(&"x-mcp-authz-client-id".to_string()));
+}
+
+#[tokio::test]
+async fn scopes_from_scp_arrays_and_audience_case() {
+    let k = keys();
+    let c = with(without(good(), "scope"), "scp", json!(["a", "b"]));
+    let c = with(c, "aud", json!(["https://other", "HTTPS://MCP.EXAMPLE.COM/weather/mcp"]));
+    let allow = with_token(&k.ec.token(&c)).await.allow.expect("allowed");
+    assert_eq!(allow.identity.scopes, vec!["a", "b"]);
+    assert_eq!(allow.identity.tenant.as_deref(), Some("acme"));
+}
+
+#[tokio::test]
+async fn challenges_carry_resource_metadata_and_scope() {
+    let a = run("POST", "/weather/mcp", &[], b"{}").await;
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        a.www_authenticate.as_deref(),
+        Some(
+            "Bearer scope=\"mcp:connect\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/weather/mcp\""
+        )
+    );
+    let a = with_token("abc.def.ghi").await;
+    let www = a.www_authenticate.unwrap();
+    assert!(www.starts_with("Bearer error=\"invalid_token\", error_description=\""), "{www}");
+    assert!(www.contains("resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/weather/mcp\""));
+    let body: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    // 400 carries no `scope`: only a 401 advertises what to ask for.
+    let a = with_auth("Bearer a, Bearer b").await;
+    assert!(!a.www_authenticate.unwrap().contains("scope="));
+}
+
+#[tokio::test]
+async fn prm_is_served_from_configuration_not_the_host_header() {
+    let headers: HashMap<String, String> = HashMap::new();
+    let input = CheckInput {
+        method: "GET",
+        path: "/.well-known/oauth-protected-resource/weather/mcp",
+        host: "mcp.example.com",
+        headers: &headers,
+        body: b"",
+    };
+    let Decision::Respond(r) = engine().check(&input).await else {
+        panic!("expected a direct response");
+    };
+    assert_eq!(r.status, 200);
+    let doc: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(doc["resource"], RESOURCE);
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    assert_eq!(doc["authorization_servers"], json!([ISS, RELAXED, HMAC]));
+    // Another Host: no server there, so no document and no redirection of clients.
+    let input = CheckInput {
+        host: "evil.example.com",
+        ..input
+    };
+    let Decision::Respond(r) = engine().check(&input).await else {
+        panic!("expected a direct response");
+    };
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn bad_inputs_table() {
+    let k = keys();
+    let n = now();
+    let big = format!("Bearer {}", "a".repeat(9000));
+    let rsa_pub_pem_as_secret = TestKey::hmac("rsa-1", k.rsa.public_jwk().to_string().as_bytes(), Algorithm::HS256);
+    let mut tampered = k.rsa.token(&good());
+    {
+        let parts: Vec<&str> = tampered.split('.').collect();
+        let evil = b64(with(good(), "sub", json!("root")).to_string().as_bytes());
+        tampered = format!("{}.{evil}.{}", parts[0], parts[2]);
+    }
+    let mut crit = header(Algorithm::RS256, "rsa-1", Some("at+jwt"));
+    crit.crit = Some(vec!["exp".into()]);
+    let mut jku = header(Algorithm::RS256, "attacker", Some("at+jwt"));
+    jku.jku = Some("http://127.0.0.1:1/jwks".into());
+    let attacker = TestKey::rsa("attacker");
+
+    type Case = (&'static str, String, u16, Option<&'static str>);
+    let t = |name: &'static str, token: String| -> Case { (name, format!("Bearer {token}"), 401, Some("invalid_token")) };
+    let cases: Vec<Case> = vec![
+        ("empty header", String::new(), 401, None),
+        ("whitespace header", "   ".into(), 401, None),
+        ("basic scheme", "Basic dXNlcjpwYXNz".into(), 401, None),
+        ("digest scheme", "Digest username=x".into(), 401, None),
+        ("scheme only", "Bearer".into(), 400, Some("invalid_request")),
+        ("scheme and spaces", "Bearer    ".into(), 400, Some("invalid_request")),
+        ("two headers", format!("Bearer {}, Bearer x", k.rsa.token(&good())), 400, Some("invalid_request")),
+        ("quote in token", "Bearer ab\"c".into(), 400, Some("invalid_request")),
+        ("space in token", "Bearer a b".into(), 400, Some("invalid_request")),
+        ("oversized", big, 401, Some("invalid_token")),
+        t("garbage", "abc".into()),
+        t("two parts", "abc.def".into()),
+        t("jwe five parts", "a.b.c.d.e".into()),
+        t("header not base64", "!!!.e30.sig".into()),
+        t("header not json", format!("{}.e30.sig", b64(b"nope"))),
+        t("payload not json", format!("{}.{}.sig", b64(br#"{"alg":"RS256","typ":"at+jwt","kid":"rsa-1"}"#), b64(b"nope"))),
+        t("alg none", raw(&json!({"alg": "none", "typ": "at+jwt"}), &good(), "")),
+        t("alg None", raw(&json!({"alg": "None", "typ": "at+jwt"}), &good(), "")),
+        t("alg missing", raw(&json!({"typ": "at+jwt", "kid": "rsa-1"}), &good(), "x")),
+        t("hs256 with rsa key as secret", rsa_pub_pem_as_secret.token(&good())),
+        t("hs256 on hmac issuer with wrong secret", rsa_pub_pem_as_secret.token(&claims(HMAC, RESOURCE))),
+        t("unknown kid", TestKey::ec("nope").token(&good())),
+        t("forged signature same kid", k.rsa_other.token(&good())),
+        t("tampered payload", tampered),
+        t("junk signature", raw(&json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"}), &good(), "AAAA")),
+        t("expired", k.rsa.token(&with(good(), "exp", json!(n - 120)))),
+        t("exp as string", k.rsa.token(&with(good(), "exp", json!("soon")))),
+        t("missing exp", k.rsa.token(&without(good(), "exp"))),
+        t("not yet valid", k.rsa.token(&with(good(), "nbf", json!(n + 600)))),
+        t("issued in future", k.rsa.token(&with(good(), "iat", json!(n + 600)))),
+        t("wrong iss", k.rsa.token(&with(good(), "iss", json!("https://evil.test")))),
+        t("missing iss", k.rsa.token(&without(good(), "iss"))),
+        t("issuer not trusted for this server", k.rsa_other.token(&claims(UNTRUSTED, RESOURCE))),
+        t("wrong aud", k.rsa.token(&with(good(), "aud", json!("https://mcp.example.com/other/mcp")))),
+        t("aud with fragment", k.rsa.token(&with(good(), "aud", json!(format!("{RESOURCE}#x"))))),
+        t("aud array without resource", k.rsa.token(&with(good(), "aud", json!(["a", "b"])))),
+        t("missing aud", k.rsa.token(&without(good(), "aud"))),
+        t("typ JWT on strict issuer", k.rsa.sign(&header(Algorithm::RS256, "rsa-1", Some("JWT")), &good())),
+        t("typ missing on strict issuer", k.rsa.sign(&header(Algorithm::RS256, "rsa-1", None), &good())),
+        t("typ id+jwt on relaxed issuer", k.rsa_relaxed.sign(&header(Algorithm::RS256, "rel-1", Some("id+jwt")), &claims(RELAXED, RESOURCE))),
+        t("alg outside allowlist", TestKey::rsa_with("rsa-1", Algorithm::RS384).token(&good())),
+        t("ps256 with rs256-only key", raw(&json!({"alg": "PS256", "typ": "at+jwt", "kid": "rsa-1"}), &good(), "AAAA")),
+        t("es256 key as es384", raw(&json!({"alg": "ES384", "typ": "at+jwt", "kid": "ec-1"}), &good(), "AAAA")),
+        t("critical header", k.rsa.sign(&crit, &good())),
+        t("jku is never followed", attacker.sign(&jku, &good())),
+        t("missing sub", k.rsa.token(&without(good(), "sub"))),
+        t("sub not a string", k.rsa.token(&with(good(), "sub", json!(42)))),
+        t("sub with newline", k.rsa.token(&with(good(), "sub", json!("alice\r\nx-admin: 1")))),
+        t("scope not a string", k.rsa.token(&with(good(), "scope", json!({"a": 1})))),
+    ];
+    assert!(cases.len() >= 30);
+    for (name, auth, status, error) in cases {
+        let a = with_auth(&auth).await;
+        assert_eq!(a.status, status, "{name}: {a:?}");
+        assert_eq!(a.error.as_deref(), error, "{name}: {a:?}");
+        let www = a.www_authenticate.unwrap_or_default();
+        assert!(www.contains("resource_metadata="), "{name}: {www}");
+        // Never echo the credential back.
+        if let Some(token) = auth.strip_prefix("Bearer ").filter(|t| t.len() > 8) {
+            assert!(!www.contains(token) && !a.body.contains(token), "{name} echoed the token");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_outside_the_header_are_invalid_requests() {
+    let token = keys().rsa.token(&good());
+    let a = run("GET", &format!("/weather/mcp?access_token={token}"), &[], b"").await;
+    assert_eq!((a.status, a.error.as_deref()), (400, Some("invalid_request")));
+    let auth = format!("Bearer {token}");
+    let a = run("POST", &format!("/weather/mcp?access_token={token}"), &[("authorization", &auth)], b"").await;
+    assert_eq!((a.status, a.error.as_deref()), (400, Some("invalid_request")));
+    let form = format!("access_token={token}");
+    let a = run(
+        "POST",
+        "/weather/mcp",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+    .await;
+    assert_eq!((a.status, a.error.as_deref()), (400, Some("invalid_request")));
+}
+
+#[tokio::test]
+async fn unmatched_requests_are_denied() {
+    let token = keys().rsa.token(&good());
+    let auth = format!("Bearer {token}");
+    let a = run("POST", "/elsewhere", &[("authorization", &auth)], b"").await;
+    assert_eq!(a.status, 404);
+    assert!(a.allow.is_none());
+}

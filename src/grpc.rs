@@ -1,0 +1,152 @@
+//! The thin gRPC adapter: Envoy's `CheckRequest` in, engine [`Decision`] out as a
+//! `CheckResponse`. All protobuf conversions live here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{Allow, CheckInput, Decision, Engine, Respond};
+
+/// `envoy.service.auth.v3.Authorization` backed by an [`Engine`].
+#[derive(Clone)]
+pub struct AuthzService {
+    engine: Arc<Engine>,
+}
+
+impl AuthzService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let request = request.into_inner();
+        let Some(http) = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+        else {
+            // Not an HTTP check: nothing to decide on. Envoy's error path (status_on_error,
+            // never failure_mode_allow in our deploy files) applies.
+            return Err(Status::invalid_argument("CheckRequest has no HTTP request attributes"));
+        };
+        // `raw_body` when Envoy packs bytes (`pack_as_bytes: true`), else the UTF-8 `body`.
+        let body = if http.raw_body.is_empty() {
+            http.body.as_bytes()
+        } else {
+            &http.raw_body
+        };
+        let input = CheckInput {
+            method: &http.method,
+            path: &http.path,
+            host: &http.host,
+            headers: &http.headers,
+            body,
+        };
+        let decision = self.engine.check(&input).await;
+        Ok(Response::new(to_check_response(decision)))
+    }
+}
+
+pub fn to_check_response(decision: Decision) -> CheckResponse {
+    match decision {
+        Decision::Allow(allow) => allowed(allow),
+        Decision::Respond(respond) => denied(respond),
+    }
+}
+
+fn allowed(allow: Allow) -> CheckResponse {
+    let headers = allow
+        .set_headers
+        .into_iter()
+        .map(|(key, value)| header(key, value, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .collect();
+    let id = &allow.identity;
+    let mut fields = HashMap::new();
+    let mut put = |k: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            fields.insert(k.to_owned(), string_value(v));
+        }
+    };
+    put("server", Some(&allow.server_id));
+    put("subject", Some(&id.subject));
+    put("issuer", Some(&id.issuer));
+    put("tenant", id.tenant.as_deref());
+    put("client_id", id.client_id.as_deref());
+    fields.insert(
+        "scopes".to_owned(),
+        string_value(&id.scopes.join(" ")),
+    );
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::Ok as i32,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove: allow.remove_headers,
+            ..Default::default()
+        })),
+        // Lands under `envoy.filters.http.ext_authz` for access logs and later filters.
+        dynamic_metadata: Some(Struct { fields }),
+    }
+}
+
+fn denied(respond: Respond) -> CheckResponse {
+    let code = match respond.status {
+        401 => tonic::Code::Unauthenticated,
+        503 => tonic::Code::Unavailable,
+        _ => tonic::Code::PermissionDenied,
+    };
+    let headers = respond
+        .headers
+        .into_iter()
+        .map(|(k, v)| header(k.to_owned(), v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .collect();
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: code as i32,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            // Always explicit: without it Envoy answers 403 to everything.
+            status: Some(HttpStatus {
+                code: i32::from(respond.status),
+            }),
+            headers,
+            body: respond.body,
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+fn header(key: String, value: String, action: HeaderAppendAction) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key,
+            value,
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    }
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}

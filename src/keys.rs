@@ -1,0 +1,486 @@
+//! Verification keys per issuer: an immutable [`KeySet`] snapshot behind `ArcSwap`, refreshed in
+//! the background and, for tokens signed with an unknown `kid`, refetched on demand with a single
+//! flight and a rate limit.
+
+mod fetch;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::config::IssuerConfig;
+use crate::metrics::Metrics;
+pub use fetch::{FetchError, Fetcher};
+
+/// One verification key and the algorithms it may be used with.
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    /// INVARIANT: non-empty, within the issuer's allowlist, and within the key's own type
+    /// (a JWK `alg`, an EC curve), so an RSA key is never used as an HMAC secret and a P-256
+    /// key never verifies ES384 (RFC 8725 s3.1).
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// An issuer's keys at one point in time. Never mutated after construction.
+pub struct KeySet {
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+    anonymous: Vec<Arc<VerifyKey>>,
+    pub fetched_at: SystemTime,
+}
+
+/// The outcome of looking up the key for a token.
+pub enum Lookup<'a> {
+    Found(&'a VerifyKey),
+    /// The token names a `kid` this set does not have: a refetch may find it.
+    UnknownKid,
+    /// The token names no `kid` and the set has zero or several candidate keys.
+    Ambiguous,
+    /// A key was found but may not be used with the token's `alg`.
+    WrongAlgorithm,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeySetError {
+    #[error("JWKS is not valid JSON: {0}")]
+    Json(String),
+    #[error("JWKS has no usable keys ({skipped} skipped)")]
+    Empty { skipped: usize },
+}
+
+// === impl KeySet ===
+
+impl KeySet {
+    pub fn new(keys: Vec<VerifyKey>) -> Self {
+        let mut by_kid = HashMap::new();
+        let mut anonymous = Vec::new();
+        for key in keys {
+            let key = Arc::new(key);
+            match &key.kid {
+                Some(kid) => {
+                    by_kid.insert(kid.clone(), key);
+                }
+                None => anonymous.push(key),
+            }
+        }
+        Self {
+            by_kid,
+            anonymous,
+            fetched_at: SystemTime::now(),
+        }
+    }
+
+    /// Parses a JWKS (RFC 7517 s5). Keys that cannot be used for verification with the
+    /// allowed algorithms are skipped, not fatal: IdPs publish encryption keys and new key
+    /// types alongside signing keys. Symmetric (`oct`) keys are never taken from a JWKS.
+    pub fn from_jwks(json: &[u8], allowed: &[Algorithm]) -> Result<(Self, usize), KeySetError> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            keys: Vec<serde_json::Value>,
+        }
+        let raw: Raw = serde_json::from_slice(json).map_err(|e| KeySetError::Json(e.to_string()))?;
+        let mut keys = Vec::new();
+        let mut skipped = 0;
+        for value in raw.keys {
+            match serde_json::from_value::<Jwk>(value)
+                .ok()
+                .and_then(|jwk| verify_key(&jwk, allowed))
+            {
+                Some(key) => keys.push(key),
+                None => skipped += 1,
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeySetError::Empty { skipped });
+        }
+        Ok((Self::new(keys), skipped))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_kid.len() + self.anonymous.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
+        let key = match kid {
+            Some(kid) => match self.by_kid.get(kid) {
+                Some(key) => key,
+                // A set whose only keys have no `kid` (an HMAC secret, a minimal JWKS) still
+                // verifies tokens that carry one.
+                None if self.by_kid.is_empty() && self.anonymous.len() == 1 => &self.anonymous[0],
+                None => return Lookup::UnknownKid,
+            },
+            None => {
+                let mut candidates = self
+                    .by_kid
+                    .values()
+                    .chain(self.anonymous.iter())
+                    .filter(|k| k.algorithms.contains(&alg));
+                match (candidates.next(), candidates.next()) {
+                    (Some(only), None) => only,
+                    _ => return Lookup::Ambiguous,
+                }
+            }
+        };
+        if key.algorithms.contains(&alg) {
+            Lookup::Found(key)
+        } else {
+            Lookup::WrongAlgorithm
+        }
+    }
+}
+
+/// Turns a JWK into a verification key bound to the algorithms it may serve.
+fn verify_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyKey> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    let own: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa.algorithms().to_vec(),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            vec![Algorithm::EdDSA]
+        }
+        _ => return None,
+    };
+    let declared = match &jwk.common.key_algorithm {
+        Some(a) => Some(a.to_string().parse::<Algorithm>().ok()?),
+        None => None,
+    };
+    let algorithms: Vec<Algorithm> = own
+        .into_iter()
+        .filter(|a| allowed.contains(a) && declared.is_none_or(|d| d == *a))
+        .collect();
+    if algorithms.is_empty() {
+        return None;
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerifyKey {
+        kid: jwk.common.key_id.clone(),
+        key,
+        algorithms,
+    })
+}
+
+// === IssuerKeys ===
+
+/// The live keys of one issuer, and the machinery that keeps them fresh.
+pub struct IssuerKeys {
+    pub config: Arc<IssuerConfig>,
+    /// `None` until the first successful fetch; a failed fetch never clears it.
+    current: ArcSwapOption<KeySet>,
+    /// `None` for an HMAC issuer, whose single key never changes.
+    fetcher: Option<Fetcher>,
+    coordinator: Mutex<Coordinator>,
+    /// Bumped after every fetch attempt; waiters watch it.
+    generation: watch::Sender<u64>,
+    in_flight: AtomicBool,
+    last_outcome: ArcSwap<Outcome>,
+    metrics: Metrics,
+}
+
+struct Coordinator {
+    last_start: Option<Instant>,
+}
+
+/// What the last fetch attempt produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub max_age: Option<Duration>,
+}
+
+/// Readiness of one issuer, for `/readyz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuerStatus {
+    pub issuer: String,
+    pub ready: bool,
+    pub keys: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The background schedule: always fetches (unless one is running).
+    Schedule,
+    /// A token with an unknown `kid`: rate-limited.
+    UnknownKid,
+}
+
+impl IssuerKeys {
+    /// Builds the key holder. An HMAC issuer is ready at once; others wait for a fetch.
+    pub fn new(config: IssuerConfig, metrics: Metrics, max_bytes: usize) -> Result<Arc<Self>, String> {
+        let config = Arc::new(config);
+        let (current, fetcher) = match &config.hmac_secret {
+            Some(secret) => {
+                let bytes = secret.read()?;
+                let key = VerifyKey {
+                    kid: None,
+                    key: DecodingKey::from_secret(&bytes),
+                    algorithms: config.algorithms.clone(),
+                };
+                (Some(Arc::new(KeySet::new(vec![key]))), None)
+            }
+            None => (None, Some(Fetcher::new(config.clone(), max_bytes)?)),
+        };
+        let this = Arc::new(Self {
+            current: ArcSwapOption::new(current),
+            fetcher,
+            coordinator: Mutex::new(Coordinator { last_start: None }),
+            generation: watch::channel(0).0,
+            in_flight: AtomicBool::new(false),
+            last_outcome: ArcSwap::default(),
+            metrics,
+            config,
+        });
+        if let Some(set) = this.current.load_full() {
+            this.metrics.keys_loaded(&this.config.issuer, set.len());
+        }
+        Ok(this)
+    }
+
+    /// Builds a holder around a fixed key set (tests, benchmarks, the dev issuer in process).
+    pub fn with_static(config: IssuerConfig, set: KeySet, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            config: Arc::new(config),
+            current: ArcSwapOption::new(Some(Arc::new(set))),
+            fetcher: None,
+            coordinator: Mutex::new(Coordinator { last_start: None }),
+            generation: watch::channel(0).0,
+            in_flight: AtomicBool::new(false),
+            last_outcome: ArcSwap::default(),
+            metrics,
+        })
+    }
+
+    /// The current snapshot: one atomic load, no lock. The hot path.
+    pub fn load(&self) -> Option<Arc<KeySet>> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> IssuerStatus {
+        let set = self.current.load();
+        let outcome = self.last_outcome.load();
+        IssuerStatus {
+            issuer: self.config.issuer.clone(),
+            ready: set.is_some(),
+            keys: set.as_ref().map_or(0, |s| s.len()),
+            last_error: if outcome.ok { None } else { outcome.error.clone() },
+        }
+    }
+
+    /// Called when a token names a `kid` the current set lacks. Starts a refetch unless one is
+    /// running or one started less than `unknown_kid_interval` ago, then waits at most
+    /// `unknown_kid_wait` for the running fetch. Returns the newest snapshot either way.
+    pub async fn refetch_for_unknown_kid(self: &Arc<Self>) -> Option<Arc<KeySet>> {
+        if self.fetcher.is_none() {
+            return self.load();
+        }
+        let mut rx = self.generation.subscribe();
+        match self.start(Trigger::UnknownKid) {
+            Start::RateLimited => {
+                self.metrics.unknown_kid_refetch(&self.config.issuer, "rate_limited");
+                return self.load();
+            }
+            Start::Joined => self.metrics.unknown_kid_refetch(&self.config.issuer, "joined"),
+            Start::Started => self.metrics.unknown_kid_refetch(&self.config.issuer, "started"),
+        }
+        let wait = self.config.key_refresh.unknown_kid_wait;
+        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        self.load()
+    }
+
+    /// Fetches now (joining a running fetch) and returns the outcome. Used by the background
+    /// loop and at startup.
+    pub async fn refresh(self: &Arc<Self>) -> Outcome {
+        let mut rx = self.generation.subscribe();
+        self.start(Trigger::Schedule);
+        // The fetch bounds itself (two requests with timeouts); this is a backstop.
+        let backstop = self.config.key_refresh.fetch_timeout * 3;
+        let _ = tokio::time::timeout(backstop, rx.changed()).await;
+        (**self.last_outcome.load()).clone()
+    }
+
+    fn start(self: &Arc<Self>, trigger: Trigger) -> Start {
+        // This mutex guards only the start decision, never an await: it is taken on the cold
+        // paths (scheduled refresh, unknown kid), never by a check that finds its key.
+        let mut coord = match self.coordinator.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if self.in_flight.load(Ordering::Acquire) {
+            return Start::Joined;
+        }
+        if trigger == Trigger::UnknownKid
+            && coord
+                .last_start
+                .is_some_and(|t| t.elapsed() < self.config.key_refresh.unknown_kid_interval)
+        {
+            return Start::RateLimited;
+        }
+        coord.last_start = Some(Instant::now());
+        self.in_flight.store(true, Ordering::Release);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.fetch_and_swap().await;
+            this.in_flight.store(false, Ordering::Release);
+            this.generation.send_modify(|g| *g += 1);
+        });
+        Start::Started
+    }
+
+    async fn fetch_and_swap(&self) {
+        let Some(fetcher) = &self.fetcher else { return };
+        let issuer = &self.config.issuer;
+        let result = fetcher.fetch().await.and_then(|fetched| {
+            KeySet::from_jwks(&fetched.body, &self.config.algorithms)
+                .map(|(set, skipped)| (set, skipped, fetched.max_age))
+                .map_err(|e| FetchError::KeySet {
+                    url: fetched.url.to_string(),
+                    message: e.to_string(),
+                })
+        });
+        match result {
+            Ok((set, skipped, max_age)) => {
+                let previous = self.current.load();
+                let changed = previous.as_ref().is_none_or(|p| !same_kids(p, &set));
+                if changed {
+                    tracing::info!(issuer = %issuer, keys = set.len(), skipped, "key set loaded");
+                } else {
+                    tracing::debug!(issuer = %issuer, keys = set.len(), "key set refreshed");
+                }
+                self.metrics.keys_loaded(issuer, set.len());
+                self.metrics.key_refresh(issuer, "success");
+                self.current.store(Some(Arc::new(set)));
+                self.last_outcome.store(Arc::new(Outcome {
+                    ok: true,
+                    error: None,
+                    max_age,
+                }));
+            }
+            Err(e) => {
+                // Keep the last good set: an IdP outage must not lock every user out.
+                let kept = self.current.load().as_ref().map_or(0, |s| s.len());
+                tracing::warn!(issuer = %issuer, error = %e, kept_keys = kept, "key set refresh failed");
+                self.metrics.key_refresh(issuer, "failure");
+                self.last_outcome.store(Arc::new(Outcome {
+                    ok: false,
+                    error: Some(e.to_string()),
+                    max_age: None,
+                }));
+            }
+        }
+    }
+
+    /// Runs the background refresh until `shutdown` fires: on success after the response's
+    /// `max-age` clamped to the configured bounds, with +-10% jitter so replicas spread out;
+    /// on failure with exponential backoff from 1 s up to `min_interval`.
+    pub async fn run_refresher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if self.fetcher.is_none() {
+            return;
+        }
+        let bounds = self.config.key_refresh.clone();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let outcome = self.refresh().await;
+            let delay = if outcome.ok {
+                backoff = Duration::from_secs(1);
+                let base = outcome
+                    .max_age
+                    .unwrap_or(bounds.default_interval)
+                    .clamp(bounds.min_interval, bounds.max_interval);
+                jitter(base)
+            } else {
+                let d = backoff.min(bounds.min_interval);
+                backoff = (backoff * 2).min(bounds.min_interval);
+                d
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+enum Start {
+    Started,
+    Joined,
+    RateLimited,
+}
+
+fn same_kids(a: &KeySet, b: &KeySet) -> bool {
+    a.len() == b.len() && a.by_kid.keys().all(|k| b.by_kid.contains_key(k))
+}
+
+fn jitter(base: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.9..1.1);
+    base.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TestKey;
+
+    #[test]
+    fn jwks_keys_bound_to_their_algorithm() {
+        let rsa = TestKey::rsa("r1");
+        let ec = TestKey::ec("e1");
+        let jwks = serde_json::json!({"keys": [rsa.public_jwk(), ec.public_jwk(),
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "h1"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"},
+            {"kty": "weird", "kid": "w"}]});
+        let allowed = [Algorithm::RS256, Algorithm::ES256, Algorithm::HS256];
+        let (set, skipped) = KeySet::from_jwks(jwks.to_string().as_bytes(), &allowed).unwrap();
+        assert_eq!(set.len(), 2);
+        assert_eq!(skipped, 3);
+        assert!(matches!(set.find(Some("r1"), Algorithm::RS256), Lookup::Found(_)));
+        // The RSA key declared RS256: never HS256 (the classic confusion attack) or PS256.
+        assert!(matches!(set.find(Some("r1"), Algorithm::HS256), Lookup::WrongAlgorithm));
+        assert!(matches!(set.find(Some("r1"), Algorithm::PS256), Lookup::WrongAlgorithm));
+        assert!(matches!(set.find(Some("e1"), Algorithm::ES384), Lookup::WrongAlgorithm));
+        assert!(matches!(set.find(Some("h1"), Algorithm::HS256), Lookup::UnknownKid));
+        assert!(matches!(set.find(Some("zzz"), Algorithm::RS256), Lookup::UnknownKid));
+        // No kid: exactly one candidate for the algorithm is required.
+        assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
+    }
+
+    #[test]
+    fn empty_or_garbage_jwks_is_an_error() {
+        assert!(KeySet::from_jwks(b"{\"keys\": []}", &[Algorithm::RS256]).is_err());
+        assert!(KeySet::from_jwks(b"not json", &[Algorithm::RS256]).is_err());
+        let rsa = TestKey::rsa("r1");
+        let jwks = serde_json::json!({"keys": [rsa.public_jwk()]}).to_string();
+        // Keys outside the allowlist are skipped; none left is an error.
+        assert!(KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::ES256]).is_err());
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(100));
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110));
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! HTTP side of key sets: authorization server metadata discovery (RFC 8414, then OpenID Connect
+//! Discovery) and JWKS download, with timeouts, size limits and no redirects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use reqwest::header::{CACHE_CONTROL, HeaderMap};
+use url::Url;
+
+use crate::config::IssuerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET `{url}`: {message}")]
+    Http { url: String, message: String },
+    #[error("GET `{url}`: status {status}")]
+    Status { url: String, status: u16 },
+    #[error("GET `{url}`: response larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("`{url}`: {message}")]
+    Metadata { url: String, message: String },
+    #[error("`{url}`: {message}")]
+    KeySet { url: String, message: String },
+    #[error("no discovery document found for issuer `{issuer}` ({tried})")]
+    NotDiscovered { issuer: String, tried: String },
+}
+
+/// A fetched JWKS.
+pub struct Fetched {
+    pub url: Url,
+    pub body: Vec<u8>,
+    /// From `Cache-Control: max-age`, unclamped.
+    pub max_age: Option<Duration>,
+}
+
+pub struct Fetcher {
+    config: Arc<IssuerConfig>,
+    client: reqwest::Client,
+    max_bytes: usize,
+    /// The discovered `jwks_uri`, kept once found; forgotten when a JWKS fetch fails so the
+    /// next attempt rediscovers (the IdP may have moved it).
+    discovered: ArcSwapOption<Url>,
+}
+
+impl Fetcher {
+    pub fn new(config: Arc<IssuerConfig>, max_bytes: usize) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(config.key_refresh.fetch_timeout)
+            .connect_timeout(config.key_refresh.fetch_timeout)
+            // A redirect could leave https or the IdP's host; the operator configures the URL.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mcp-authz/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Self {
+            config,
+            client,
+            max_bytes,
+            discovered: ArcSwapOption::empty(),
+        })
+    }
+
+    pub async fn fetch(&self) -> Result<Fetched, FetchError> {
+        let url = match (&self.config.jwks_uri, self.discovered.load_full()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(url)) => (*url).clone(),
+            (None, None) => {
+                let url = self.discover().await?;
+                self.discovered.store(Some(Arc::new(url.clone())));
+                url
+            }
+        };
+        let result = self.get(&url).await;
+        if result.is_err() {
+            self.discovered.store(None);
+        }
+        let (body, headers) = result?;
+        Ok(Fetched {
+            max_age: max_age(&headers),
+            url,
+            body,
+        })
+    }
+
+    /// RFC 8414 s3.1 inserts the well-known segment between host and path; OpenID Connect
+    /// Discovery s4 appends it. Either document must name this exact issuer (RFC 8414 s3.3).
+    async fn discover(&self) -> Result<Url, FetchError> {
+        let issuer = &self.config.issuer;
+        let candidates = discovery_urls(issuer).map_err(|message| FetchError::Metadata {
+            url: issuer.clone(),
+            message,
+        })?;
+        let mut tried = Vec::new();
+        for url in candidates {
+            let body = match self.get(&url).await {
+                Ok((body, _)) => body,
+                Err(FetchError::Status { status: 404, .. }) => {
+                    tried.push(format!("{url}: 404"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            #[derive(serde::Deserialize)]
+            struct Metadata {
+                issuer: String,
+                jwks_uri: Option<String>,
+            }
+            let meta: Metadata =
+                serde_json::from_slice(&body).map_err(|e| FetchError::Metadata {
+                    url: url.to_string(),
+                    message: format!("invalid metadata document: {e}"),
+                })?;
+            if &meta.issuer != issuer {
+                return Err(FetchError::Metadata {
+                    url: url.to_string(),
+                    message: format!(
+                        "metadata names issuer `{}`, expected `{issuer}` (RFC 8414 s3.3)",
+                        meta.issuer
+                    ),
+                });
+            }
+            let jwks = meta.jwks_uri.ok_or_else(|| FetchError::Metadata {
+                url: url.to_string(),
+                message: "metadata has no `jwks_uri`".into(),
+            })?;
+            let jwks = Url::parse(&jwks).map_err(|e| FetchError::Metadata {
+                url: url.to_string(),
+                message: format!("`jwks_uri` is not a URL: {e}"),
+            })?;
+            self.config
+                .check_transport(&jwks, "jwks_uri")
+                .map_err(|i| FetchError::Metadata {
+                    url: url.to_string(),
+                    message: i.message,
+                })?;
+            return Ok(jwks);
+        }
+        Err(FetchError::NotDiscovered {
+            issuer: issuer.clone(),
+            tried: tried.join(", "),
+        })
+    }
+
+    async fn get(&self, url: &Url) -> Result<(Vec<u8>, HeaderMap), FetchError> {
+        let http = |e: reqwest::Error| FetchError::Http {
+            url: url.to_string(),
+            message: e.to_string(),
+        };
+        let mut response = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(http)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let too_large = || FetchError::TooLarge {
+            url: url.to_string(),
+            limit: self.max_bytes,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http)? {
+            if body.len() + chunk.len() > self.max_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, headers))
+    }
+}
+
+pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, String> {
+    let base = Url::parse(issuer).map_err(|e| format!("issuer is not a URL: {e}"))?;
+    let path = base.path().trim_end_matches('/');
+    let mut rfc8414 = base.clone();
+    rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+    let mut oidc = base.clone();
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
+    Ok(vec![rfc8414, oidc])
+}
+
+/// `Cache-Control: max-age=N` (RFC 9111 s5.2.2.1); `no-store`/`no-cache` mean "as soon as the
+/// lower bound allows".
+fn max_age(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(CACHE_CONTROL)?.to_str().ok()?;
+    let mut result = None;
+    for directive in value.split(',') {
+        let directive = directive.trim();
+        if directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache")
+        {
+            return Some(Duration::ZERO);
+        }
+        if let Some((name, v)) = directive.split_once('=')
+            && name.trim().eq_ignore_ascii_case("max-age")
+        {
+            result = v.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_urls_follow_rfc8414_and_oidc() {
+        let urls = discovery_urls("https://idp.example.com").unwrap();
+        assert_eq!(
+            urls[0].as_str(),
+            "https://idp.example.com/.well-known/oauth-authorization-server"
+        );
+        assert_eq!(
+            urls[1].as_str(),
+            "https://idp.example.com/.well-known/openid-configuration"
+        );
+        let urls = discovery_urls("https://idp.example.com/realms/acme/").unwrap();
+        assert_eq!(
+            urls[0].as_str(),
+            "https://idp.example.com/.well-known/oauth-authorization-server/realms/acme"
+        );
+        assert_eq!(
+            urls[1].as_str(),
+            "https://idp.example.com/realms/acme/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        let mut h = HeaderMap::new();
+        assert_eq!(max_age(&h), None);
+        h.insert(CACHE_CONTROL, "public, max-age=600".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::from_secs(600)));
+        h.insert(CACHE_CONTROL, "no-store".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::ZERO));
+        h.insert(CACHE_CONTROL, "max-age=abc".parse().unwrap());
+        assert_eq!(max_age(&h), None);
+    }
+}

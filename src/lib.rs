@@ -1,0 +1,22 @@
+//! mcp-authz: an Envoy external-authorization service for MCP servers.
+//!
+//! A request flows `grpc` (Envoy's `CheckRequest`) -> `engine` (routing via `resource`,
+//! credentials via `bearer`, tokens via `token` and `keys`) -> `Decision` -> `grpc`
+//! (`CheckResponse`), with `challenge` rendering RFC 6750 / RFC 9728 answers.
+
+pub mod admin;
+pub mod bearer;
+pub mod challenge;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod engine;
+pub mod grpc;
+pub mod keys;
+pub mod metrics;
+pub mod resource;
+pub mod server;
+pub mod token;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod testutil;

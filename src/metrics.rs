@@ -1,0 +1,220 @@
+//! Prometheus metrics. The registry is passed in; label values come from small fixed sets, and
+//! the per-check counters are resolved once at startup so a check touches only atomics.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Why a check ended the way it did. Fixed set: it is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Allowed,
+    Metadata,
+    NoToken,
+    InvalidRequest,
+    InvalidToken,
+    NoMatchingServer,
+    Unavailable,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::Allowed,
+        Reason::Metadata,
+        Reason::NoToken,
+        Reason::InvalidRequest,
+        Reason::InvalidToken,
+        Reason::NoMatchingServer,
+        Reason::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::Metadata => "metadata",
+            Reason::NoToken => "no_token",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::InvalidToken => "invalid_token",
+            Reason::NoMatchingServer => "no_matching_server",
+            Reason::Unavailable => "unavailable",
+        }
+    }
+
+    fn decision(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allow",
+            Reason::Metadata => "metadata",
+            Reason::Unavailable => "error",
+            _ => "deny",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Indexed by `Reason as usize`.
+    checks: Vec<IntCounter>,
+    check_duration: Histogram,
+    key_refreshes: IntCounterVec,
+    keys: IntGaugeVec,
+    key_last_success: GaugeVec,
+    unknown_kid: IntCounterVec,
+    build_info: Gauge,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let checks_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_checks_total",
+                "Authorization checks by decision and reason.",
+            ),
+            &["decision", "reason"],
+        )?;
+        let checks = Reason::ALL
+            .iter()
+            .map(|r| checks_vec.with_label_values(&[r.decision(), r.as_str()]))
+            .collect();
+        // 10 us .. ~1.3 s: resolves cached-token checks and slow key fetches alike.
+        let check_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "mcp_authz_check_duration_seconds",
+                "Time to decide one check, from request to response.",
+            )
+            .buckets(prometheus::exponential_buckets(1e-5, 2.0, 18)?),
+        )?;
+        let key_refreshes = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_jwks_refreshes_total",
+                "JWKS fetch attempts by issuer and outcome.",
+            ),
+            &["issuer", "outcome"],
+        )?;
+        let keys = IntGaugeVec::new(
+            Opts::new("mcp_authz_jwks_keys", "Verification keys held per issuer."),
+            &["issuer"],
+        )?;
+        let key_last_success = GaugeVec::new(
+            Opts::new(
+                "mcp_authz_jwks_last_success_timestamp_seconds",
+                "Unix time of the last successful JWKS fetch per issuer.",
+            ),
+            &["issuer"],
+        )?;
+        let unknown_kid = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_jwks_unknown_kid_refetches_total",
+                "Tokens with an unknown kid, by what happened: started a refetch, joined one, or rate_limited.",
+            ),
+            &["issuer", "outcome"],
+        )?;
+        let build_info = Gauge::with_opts(
+            Opts::new("mcp_authz_build_info", "Build information; always 1.")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build_info.set(1.0);
+        registry.register(Box::new(checks_vec))?;
+        registry.register(Box::new(check_duration.clone()))?;
+        registry.register(Box::new(key_refreshes.clone()))?;
+        registry.register(Box::new(keys.clone()))?;
+        registry.register(Box::new(key_last_success.clone()))?;
+        registry.register(Box::new(unknown_kid.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                checks,
+                check_duration,
+                key_refreshes,
+                keys,
+                key_last_success,
+                unknown_kid,
+                build_info,
+            }),
+        })
+    }
+
+    /// Metrics that go nowhere, for tests and tools.
+    pub fn unregistered() -> Self {
+        // INVARIANT: a fresh registry has no name collisions.
+        match Self::new(&Registry::new()) {
+            Ok(m) => m,
+            Err(e) => unreachable!("metrics on an empty registry: {e}"),
+        }
+    }
+
+    pub fn check(&self, reason: Reason, elapsed: Duration) {
+        self.inner.checks[reason as usize].inc();
+        self.inner.check_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn key_refresh(&self, issuer: &str, outcome: &str) {
+        self.inner
+            .key_refreshes
+            .with_label_values(&[issuer, outcome])
+            .inc();
+        if outcome == "success" {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.inner
+                .key_last_success
+                .with_label_values(&[issuer])
+                .set(now);
+        }
+    }
+
+    pub fn keys_loaded(&self, issuer: &str, n: usize) {
+        self.inner
+            .keys
+            .with_label_values(&[issuer])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn unknown_kid_refetch(&self, issuer: &str, outcome: &str) {
+        self.inner
+            .unknown_kid
+            .with_label_values(&[issuer, outcome])
+            .inc();
+    }
+
+    pub fn build_info(&self) -> f64 {
+        self.inner.build_info.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder;
+
+    #[test]
+    fn counters_land_under_their_labels() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        m.check(Reason::InvalidToken, Duration::from_micros(50));
+        m.check(Reason::Allowed, Duration::from_micros(20));
+        m.key_refresh("https://idp", "failure");
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(
+            "mcp_authz_checks_total{decision=\"deny\",reason=\"invalid_token\"} 1"
+        ));
+        assert!(text.contains("mcp_authz_checks_total{decision=\"allow\",reason=\"allowed\"} 1"));
+        assert!(text.contains("mcp_authz_check_duration_seconds_count 2"));
+        assert!(text.contains(
+            "mcp_authz_jwks_refreshes_total{issuer=\"https://idp\",outcome=\"failure\"} 1"
+        ));
+        assert_eq!(m.build_info(), 1.0);
+    }
+}

@@ -1,0 +1,202 @@
+//! Wiring: binds the listeners (so a bad address fails before anything serves), builds the
+//! engine, starts the key refreshers, the gRPC server and the admin server, and stops them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use futures_util::StreamExt;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::dev::DevIssuer;
+use crate::engine::Engine;
+use crate::grpc::AuthzService;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on `{addr}` ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
+}
+
+/// A started service.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<Result<(), ServeError>>,
+}
+
+/// Starts everything and returns once the listeners are bound. Keys load in the background;
+/// `/readyz` says when they have.
+pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Running, ServeError> {
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry).map_err(|e| ServeError::Setup(e.to_string()))?;
+    let issuers = Engine::issuers_from_config(config, &metrics).map_err(ServeError::Setup)?;
+    let engine = Arc::new(Engine::new(config, issuers, metrics).map_err(ServeError::Setup)?);
+
+    let grpc_listener = bind(config.listen.grpc, "gRPC").await?;
+    let admin_listener = bind(config.listen.admin, "admin").await?;
+    let grpc_addr = local_addr(&grpc_listener, config.listen.grpc, "gRPC")?;
+    let admin_addr = local_addr(&admin_listener, config.listen.admin, "admin")?;
+
+    let (shutdown, _) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    let app = admin::router(AdminState {
+        engine: engine.clone(),
+        registry,
+        dev,
+    });
+    let mut rx = shutdown.subscribe();
+    tasks.spawn(async move {
+        axum::serve(admin_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(ServeError::Admin)
+    });
+
+    for issuer in engine.issuers() {
+        tokio::spawn(issuer.clone().run_refresher(shutdown.subscribe()));
+    }
+
+    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
+        conn.inspect(|stream| {
+            // Checks are small request/response pairs: Nagle only adds latency.
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    let service = AuthorizationServer::new(AuthzService::new(engine.clone()));
+    let mut rx = shutdown.subscribe();
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            // Envoy multiplexes many checks over few connections; keep them alive and let
+            // HTTP/2 flow control breathe instead of serializing on the default windows.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .initial_connection_window_size(Some(1 << 20))
+            .initial_stream_window_size(Some(1 << 20))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(ServeError::Grpc)
+    });
+
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        engine,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, what, source })
+}
+
+fn local_addr(
+    l: &TcpListener,
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<SocketAddr, ServeError> {
+    l.local_addr()
+        .map_err(|source| ServeError::Bind { addr, what, source })
+}
+
+impl Running {
+    /// Waits until `signal` completes or a server fails, then shuts down gracefully: listeners
+    /// stop accepting and in-flight requests finish (bounded by `grace`).
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), ServeError> {
+        let failed = tokio::select! {
+            _ = signal => None,
+            r = self.tasks.join_next() => Some(r),
+        };
+        let _ = self.shutdown.send(true);
+        if let Some(Some(Ok(Err(e)))) = failed {
+            return Err(e);
+        }
+        let drain = async {
+            while let Some(r) = self.tasks.join_next().await {
+                if let Ok(Err(e)) = r {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(grace, drain).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period elapsed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the service (tests).
+    pub async fn stop(self) {
+        let _ = self.run_until(async {}, Duration::from_secs(5)).await;
+    }
+
+    /// Waits until every issuer has keys, or `timeout` passes. Returns readiness.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.engine.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

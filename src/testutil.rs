@@ -1,0 +1,269 @@
+//! Test helpers shared by unit, integration and end-to-end tests: signing keys of every
+//! supported type, token minting, and a real in-process HTTP server that plays an identity
+//! provider (discovery + JWKS) with knobs for rotation, outages and counting requests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+/// A signing key with its public JWK.
+#[derive(Clone)]
+pub struct TestKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    encoding: EncodingKey,
+}
+
+impl TestKey {
+    /// RSA 2048, RS256.
+    pub fn rsa(kid: &str) -> Self {
+        Self::rsa_with(kid, Algorithm::RS256)
+    }
+
+    pub fn rsa_with(kid: &str, alg: Algorithm) -> Self {
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().unwrap();
+        let pem = pem("PRIVATE KEY", der.as_ref());
+        Self {
+            kid: kid.into(),
+            alg,
+            encoding: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        }
+    }
+
+    /// P-256, ES256.
+    pub fn ec(kid: &str) -> Self {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        Self {
+            kid: kid.into(),
+            alg: Algorithm::ES256,
+            encoding: EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref()),
+        }
+    }
+
+    /// P-384, ES384.
+    pub fn ec384(kid: &str) -> Self {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
+        Self {
+            kid: kid.into(),
+            alg: Algorithm::ES384,
+            encoding: EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref()),
+        }
+    }
+
+    /// Ed25519, EdDSA.
+    pub fn ed(kid: &str) -> Self {
+        let pair = Ed25519KeyPair::generate().unwrap();
+        Self {
+            kid: kid.into(),
+            alg: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_der(pair.to_pkcs8().unwrap().as_ref()),
+        }
+    }
+
+    /// An HMAC key from raw secret bytes.
+    pub fn hmac(kid: &str, secret: &[u8], alg: Algorithm) -> Self {
+        Self {
+            kid: kid.into(),
+            alg,
+            encoding: EncodingKey::from_secret(secret),
+        }
+    }
+
+    /// The public JWK, with `kid`, `alg` and `use: sig`.
+    pub fn public_jwk(&self) -> Value {
+        let mut jwk = Jwk::from_encoding_key(&self.encoding, self.alg).unwrap();
+        jwk.common.key_id = Some(self.kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        serde_json::to_value(jwk).unwrap()
+    }
+
+    /// A token with `typ: at+jwt` and this key's `kid`.
+    pub fn token(&self, claims: &Value) -> String {
+        let mut h = Header::new(self.alg);
+        h.typ = Some("at+jwt".into());
+        h.kid = Some(self.kid.clone());
+        self.sign(&h, claims)
+    }
+
+    pub fn sign(&self, header: &Header, claims: &Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.encoding).unwrap()
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Valid RFC 9068 claims for `aud`, expiring in five minutes.
+pub fn claims(iss: &str, aud: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": iss,
+        "sub": "alice",
+        "aud": aud,
+        "client_id": "client-1",
+        "scope": "mcp:connect mcp:tools",
+        "tenant": "acme",
+        "iat": now,
+        "exp": now + 300,
+        "jti": format!("jti-{now}"),
+    })
+}
+
+/// Base64url without padding, for hand-built tokens.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+// === FakeIdp ===
+
+/// A real HTTP server on 127.0.0.1 serving RFC 8414 / OIDC discovery and a JWKS.
+pub struct FakeIdp {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    state: Arc<IdpState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct IdpState {
+    issuer: Mutex<String>,
+    base: Mutex<String>,
+    keys: Mutex<Vec<Value>>,
+    failing: AtomicBool,
+    oidc_only: AtomicBool,
+    cache_control: Mutex<Option<String>>,
+    jwks_hits: AtomicUsize,
+    discovery_hits: AtomicUsize,
+}
+
+impl FakeIdp {
+    pub async fn start(keys: &[&TestKey]) -> Self {
+        let state = Arc::new(IdpState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        *state.issuer.lock().unwrap() = issuer.clone();
+        *state.base.lock().unwrap() = issuer.clone();
+        *state.keys.lock().unwrap() = keys.iter().map(|k| k.public_jwk()).collect();
+        let app = Router::new()
+            .route("/.well-known/oauth-authorization-server", get(rfc8414))
+            .route("/.well-known/openid-configuration", get(oidc))
+            .route("/jwks", get(jwks))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            issuer,
+            state,
+            task,
+        }
+    }
+
+    /// Replaces the published keys (a rotation).
+    pub fn set_keys(&self, keys: &[&TestKey]) {
+        *self.state.keys.lock().unwrap() = keys.iter().map(|k| k.public_jwk()).collect();
+    }
+
+    /// Makes every endpoint answer 500 (an outage) or recover.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Serves only OpenID Connect discovery (RFC 8414 path answers 404).
+    pub fn set_oidc_only(&self, on: bool) {
+        self.state.oidc_only.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        *self.state.cache_control.lock().unwrap() = value.map(str::to_owned);
+    }
+
+    /// Makes discovery claim another issuer (a misconfigured or hostile IdP).
+    pub fn set_advertised_issuer(&self, issuer: &str) {
+        *self.state.issuer.lock().unwrap() = issuer.into();
+    }
+
+    pub fn jwks_hits(&self) -> usize {
+        self.state.jwks_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn discovery_hits(&self) -> usize {
+        self.state.discovery_hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeIdp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn metadata(state: &IdpState) -> Response {
+    state.discovery_hits.fetch_add(1, Ordering::SeqCst);
+    if state.failing.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let issuer = state.issuer.lock().unwrap().clone();
+    let base = state.base.lock().unwrap().clone();
+    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{base}/jwks")})).into_response()
+}
+
+async fn rfc8414(State(state): State<Arc<IdpState>>) -> Response {
+    if state.oidc_only.load(Ordering::SeqCst) {
+        state.discovery_hits.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    metadata(&state)
+}
+
+async fn oidc(State(state): State<Arc<IdpState>>) -> Response {
+    metadata(&state)
+}
+
+async fn jwks(State(state): State<Arc<IdpState>>) -> Response {
+    state.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    if state.failing.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let keys = state.keys.lock().unwrap().clone();
+    let mut response = axum::Json(json!({ "keys": keys })).into_response();
+    if let Some(cc) = state.cache_control.lock().unwrap().clone() {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, cc.parse().unwrap());
+    }
+    response
+}

@@ -1,0 +1,376 @@
+//! JWT access token verification (RFC 9068, RFC 8725): parse once, pick the issuer the server
+//! trusts, verify the signature with a key bound to its algorithm, then check the claims.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::{Map, Value};
+
+use crate::config::{IssuerConfig, TypPolicy};
+use crate::keys::{IssuerKeys, KeySet, Lookup};
+use crate::resource::ProtectedServer;
+
+/// Who the token speaks for, with the claims mapped per the issuer's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    pub expires_at: i64,
+    /// Every claim, for policies in later stages. Never logged or forwarded as a whole.
+    pub claims: Map<String, Value>,
+}
+
+/// Why a token was refused. Every variant but `KeysUnavailable` is a 401 `invalid_token`;
+/// descriptions are fixed strings so nothing from the token is ever echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    NotAJwt,
+    Encrypted,
+    BadHeader,
+    UnsupportedAlgorithm,
+    CriticalHeader,
+    WrongType,
+    BadPayload,
+    UntrustedIssuer,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    AmbiguousKey,
+    KeyAlgorithmMismatch,
+    BadSignature,
+    MissingExpiry,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    WrongAudience,
+    MissingSubject,
+    BadClaim,
+    /// The issuer's keys are not loaded yet: the service cannot decide (503), which is not the
+    /// caller's fault.
+    KeysUnavailable,
+}
+
+impl TokenError {
+    pub fn description(self) -> &'static str {
+        use TokenError::*;
+        match self {
+            NotAJwt => "the access token is not a JWT",
+            Encrypted => "encrypted (JWE) access tokens are not supported",
+            BadHeader => "the token header is malformed",
+            UnsupportedAlgorithm => "the token uses an unsupported signature algorithm",
+            CriticalHeader => "the token has critical header parameters that are not understood",
+            WrongType => "the token is not an access token (typ must be at+jwt)",
+            BadPayload => "the token payload is malformed",
+            UntrustedIssuer => "the token issuer is not trusted for this resource",
+            AlgorithmNotAllowed => "the token signature algorithm is not allowed for this issuer",
+            UnknownKey => "the token is signed with an unknown key",
+            AmbiguousKey => "the token has no kid and the issuer publishes several keys",
+            KeyAlgorithmMismatch => "the signing key may not be used with the token algorithm",
+            BadSignature => "the token signature is invalid",
+            MissingExpiry => "the token has no expiry",
+            Expired => "the token has expired",
+            NotYetValid => "the token is not valid yet",
+            IssuedInFuture => "the token was issued in the future",
+            WrongAudience => "the token audience does not include this resource",
+            MissingSubject => "the token has no subject",
+            BadClaim => "the token has a malformed claim",
+            KeysUnavailable => "the issuer signing keys are not available yet",
+        }
+    }
+}
+
+/// A token split and decoded, not yet trusted.
+pub struct Parsed<'a> {
+    header: Header,
+    claims: Map<String, Value>,
+    /// `base64url(header) "." base64url(payload)`: what the signature covers.
+    message: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Parsed<'a> {
+    pub fn parse(token: &'a str) -> Result<Self, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(TokenError::NotAJwt);
+        };
+        match parts.count() {
+            0 => {}
+            // RFC 7516 compact JWE has five parts.
+            2 => return Err(TokenError::Encrypted),
+            _ => return Err(TokenError::NotAJwt),
+        }
+        let header = decode_header(h)?;
+        if header.crit.is_some() {
+            // RFC 7515 s4.1.11: a recipient that does not understand a listed extension
+            // must reject the JWS. This service understands none.
+            return Err(TokenError::CriticalHeader);
+        }
+        if header.enc.is_some() || header.zip.is_some() {
+            return Err(TokenError::Encrypted);
+        }
+        let payload = URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| TokenError::BadPayload)?;
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::BadPayload)?;
+        Ok(Self {
+            header,
+            claims,
+            message: &token[..h.len() + 1 + p.len()],
+            signature: s,
+        })
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.header.kid.as_deref()
+    }
+
+    pub fn alg(&self) -> Algorithm {
+        self.header.alg
+    }
+
+    /// Would this token pass the header checks that come before the key lookup? Only then is
+    /// an unknown `kid` worth a refetch.
+    pub fn refetch_worthwhile(&self, config: &IssuerConfig) -> bool {
+        config.algorithms.contains(&self.header.alg)
+            && check_typ(config.typ, self.header.typ.as_deref()).is_ok()
+    }
+
+    pub fn issuer(&self) -> Option<&str> {
+        self.claims.get("iss").and_then(Value::as_str)
+    }
+
+    /// The issuer this server trusts for this token, matched on the exact `iss` string.
+    pub fn trusted_issuer<'s>(
+        &self,
+        server: &'s ProtectedServer,
+    ) -> Result<&'s std::sync::Arc<IssuerKeys>, TokenError> {
+        let iss = self.issuer().ok_or(TokenError::UntrustedIssuer)?;
+        server
+            .issuers
+            .iter()
+            .find(|i| i.config.issuer == iss)
+            .ok_or(TokenError::UntrustedIssuer)
+    }
+
+    /// Verifies the signature with `keys` and checks the claims for `server` at `now`.
+    /// `UnknownKey` means a refetch of the key set may help.
+    pub fn verify(
+        self,
+        config: &IssuerConfig,
+        keys: &KeySet,
+        server: &ProtectedServer,
+        now: i64,
+    ) -> Result<Identity, TokenError> {
+        let alg = self.header.alg;
+        if !config.algorithms.contains(&alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        check_typ(config.typ, self.header.typ.as_deref())?;
+        let key = match keys.find(self.kid(), alg) {
+            Lookup::Found(key) => key,
+            Lookup::UnknownKid => return Err(TokenError::UnknownKey),
+            Lookup::Ambiguous => return Err(TokenError::AmbiguousKey),
+            Lookup::WrongAlgorithm => return Err(TokenError::KeyAlgorithmMismatch),
+        };
+        // `jku`, `x5u`, `x5c` and an embedded `jwk` are ignored: keys come only from the
+        // configured issuer (RFC 8725 s3.10: never fetch keys a token points at).
+        let valid = jsonwebtoken::crypto::verify(self.signature, self.message.as_bytes(), &key.key, alg)
+            .map_err(|_| TokenError::BadSignature)?;
+        if !valid {
+            return Err(TokenError::BadSignature);
+        }
+        self.check_claims(config, server, now)
+    }
+
+    fn check_claims(
+        self,
+        config: &IssuerConfig,
+        server: &ProtectedServer,
+        now: i64,
+    ) -> Result<Identity, TokenError> {
+        let c = &self.claims;
+        let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
+        // RFC 9068 s2.2: exp is required.
+        let exp = numeric_date(c, "exp")?.ok_or(TokenError::MissingExpiry)?;
+        if now > exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = numeric_date(c, "nbf")?
+            && nbf > now.saturating_add(leeway)
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if let Some(iat) = numeric_date(c, "iat")?
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(TokenError::IssuedInFuture);
+        }
+        // RFC 9068 s4: aud must contain this resource (RFC 8707 resource indicator).
+        let aud_ok = match c.get("aud") {
+            Some(Value::String(a)) => server.is_audience(a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .any(|a| a.as_str().is_some_and(|a| server.is_audience(a))),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(TokenError::WrongAudience);
+        }
+        let map = &config.claims;
+        let subject = match c.get(&map.subject) {
+            Some(Value::String(s)) if !s.is_empty() => header_safe(s)?.to_owned(),
+            None => return Err(TokenError::MissingSubject),
+            _ => return Err(TokenError::BadClaim),
+        };
+        let tenant = match &map.tenant {
+            Some(name) => optional_string(c, name)?,
+            None => None,
+        };
+        let mut client_id = None;
+        for name in &map.client_id {
+            if let Some(v) = optional_string(c, name)? {
+                client_id = Some(v);
+                break;
+            }
+        }
+        let scopes = match map.scopes.iter().find_map(|n| c.get(n)) {
+            Some(v) => string_list(v)?,
+            None => Vec::new(),
+        };
+        let groups = match map.groups.as_ref().and_then(|n| c.get(n)) {
+            Some(v) => string_list(v)?,
+            None => Vec::new(),
+        };
+        Ok(Identity {
+            issuer: config.issuer.clone(),
+            subject,
+            tenant,
+            client_id,
+            scopes,
+            groups,
+            expires_at: exp,
+            claims: self.claims,
+        })
+    }
+}
+
+fn decode_header(h: &str) -> Result<Header, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| TokenError::BadHeader)?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| TokenError::BadHeader)?;
+    // `alg` is checked apart from the rest of the header so that `none` and unknown
+    // algorithms get their own answer (RFC 8725 s3.1).
+    match value.get("alg").and_then(Value::as_str) {
+        Some(a) if a.parse::<Algorithm>().is_ok() => {}
+        Some(_) => return Err(TokenError::UnsupportedAlgorithm),
+        None => return Err(TokenError::BadHeader),
+    }
+    serde_json::from_value(value).map_err(|_| TokenError::BadHeader)
+}
+
+/// RFC 9068 s2.1 / s4: `at+jwt`, with or without the `application/` prefix, case-insensitive.
+fn check_typ(policy: TypPolicy, typ: Option<&str>) -> Result<(), TokenError> {
+    let typ = typ.map(|t| t.strip_prefix("application/").unwrap_or(t));
+    let ok = match (policy, typ) {
+        (_, Some(t)) if t.eq_ignore_ascii_case("at+jwt") => true,
+        (TypPolicy::Relaxed, None) => true,
+        (TypPolicy::Relaxed, Some(t)) => t.eq_ignore_ascii_case("jwt"),
+        (TypPolicy::Strict, _) => false,
+    };
+    if ok { Ok(()) } else { Err(TokenError::WrongType) }
+}
+
+/// RFC 7519 s2 NumericDate: seconds, possibly fractional.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .map(Some)
+            .ok_or(TokenError::BadClaim),
+        Some(_) => Err(TokenError::BadClaim),
+    }
+}
+
+fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, TokenError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(header_safe(s)?.to_owned())),
+        Some(_) => Err(TokenError::BadClaim),
+    }
+}
+
+/// A space-delimited string (RFC 9068 `scope`) or an array of strings (`scp`, groups).
+fn string_list(v: &Value) -> Result<Vec<String>, TokenError> {
+    match v {
+        Value::String(s) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|s| header_safe(s).map(str::to_owned))
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) if !s.contains(' ') => header_safe(s).map(str::to_owned),
+                _ => Err(TokenError::BadClaim),
+            })
+            .collect(),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(TokenError::BadClaim),
+    }
+}
+
+/// Identity values become upstream headers: control characters could split or smuggle them.
+fn header_safe(s: &str) -> Result<&str, TokenError> {
+    if s.chars().any(char::is_control) {
+        Err(TokenError::BadClaim)
+    } else {
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_policy() {
+        use TypPolicy::*;
+        assert!(check_typ(Strict, Some("at+jwt")).is_ok());
+        assert!(check_typ(Strict, Some("application/AT+JWT")).is_ok());
+        assert!(check_typ(Strict, Some("JWT")).is_err());
+        assert!(check_typ(Strict, None).is_err());
+        assert!(check_typ(Relaxed, Some("JWT")).is_ok());
+        assert!(check_typ(Relaxed, None).is_ok());
+        assert!(check_typ(Relaxed, Some("id+jwt")).is_err());
+    }
+
+    #[test]
+    fn scope_shapes() {
+        assert_eq!(
+            string_list(&serde_json::json!("a  b")).unwrap(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(
+            string_list(&serde_json::json!(["a", "b"])).unwrap(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert!(string_list(&serde_json::json!([1])).is_err());
+        assert!(string_list(&serde_json::json!({"a": 1})).is_err());
+        assert!(string_list(&serde_json::json!("a\nb")).is_err());
+    }
+
+    #[test]
+    fn parse_shapes() {
+        assert_eq!(Parsed::parse("abc").err(), Some(TokenError::NotAJwt));
+        assert_eq!(Parsed::parse("a.b.c.d.e").err(), Some(TokenError::Encrypted));
+        assert_eq!(Parsed::parse("a.b.c.d").err(), Some(TokenError::NotAJwt));
+        assert_eq!(Parsed::parse("!!.b.c").err(), Some(TokenError::BadHeader));
+    }
+}
