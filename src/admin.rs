@@ -47,14 +47,22 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({ "ready": ready, "issuers": issuers }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "ready": ready, "issuers": issuers })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let encoder = TextEncoder::new();
     let mut out = Vec::new();
     match encoder.encode(&state.registry.gather(), &mut out) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], out).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            out,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -70,7 +78,11 @@ async fn prm(State(state): State<AdminState>, uri: Uri) -> Response {
             server.prm_json.to_string(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "no protected resource at this path\n").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no protected resource at this path\n",
+        )
+            .into_response(),
     }
 }
 
@@ -83,11 +95,9 @@ async fn dev_metadata(State(state): State<AdminState>) -> Response {
 
 async fn dev_jwks(State(state): State<AdminState>) -> Response {
     match state.dev.as_ref().map(|d| d.jwks()) {
-        Some(Ok(jwks)) => (
-            [(header::CACHE_CONTROL, "max-age=300")],
-            axum::Json(jwks),
-        )
-            .into_response(),
+        Some(Ok(jwks)) => {
+            ([(header::CACHE_CONTROL, "max-age=300")], axum::Json(jwks)).into_response()
+        }
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }

@@ -90,9 +90,9 @@ pub fn extract<'a>(
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn has_access_token(form: &[u8]) -> bool {
@@ -140,10 +140,22 @@ mod tests {
             (Some("Bearer a,Bearer b"), "/mcp", Err(Duplicate)),
             (Some("Bearer a, Basic b"), "/mcp", Err(Duplicate)),
             (None, "/mcp?access_token=abc", Err(NotInHeader)),
-            (Some("Bearer abc"), "/mcp?x=1&access_token=abc", Err(NotInHeader)),
+            (
+                Some("Bearer abc"),
+                "/mcp?x=1&access_token=abc",
+                Err(NotInHeader),
+            ),
             (Some("Bearer abc"), "/mcp?access_tokenx=1", Ok("abc")),
-            (Some(&format!("Bearer {}", "a".repeat(101))), "/mcp", Err(TooLarge)),
-            (Some(&format!("Bearer {}", "a".repeat(100))), "/mcp", Ok(&"a".repeat(100))),
+            (
+                Some(&format!("Bearer {}", "a".repeat(101))),
+                "/mcp",
+                Err(TooLarge),
+            ),
+            (
+                Some(&format!("Bearer {}", "a".repeat(100))),
+                "/mcp",
+                Ok(&"a".repeat(100)),
+            ),
         ];
         for (auth, path, want) in cases {
             let got = run(*auth, path);

@@ -55,7 +55,10 @@ impl Challenge<'_> {
         if let Some(desc) = self.error_description {
             out.push_str(sep);
             out.push_str("error_description=\"");
-            out.extend(desc.chars().filter(|c| c.is_ascii() && is_error_char(*c as u8)));
+            out.extend(
+                desc.chars()
+                    .filter(|c| c.is_ascii() && is_error_char(*c as u8)),
+            );
             out.push('"');
             sep = ", ";
         }
@@ -79,7 +82,10 @@ impl Challenge<'_> {
         if let Some(url) = self.resource_metadata {
             out.push_str(sep);
             out.push_str("resource_metadata=\"");
-            out.extend(url.chars().filter(|c| c.is_ascii() && is_error_char(*c as u8)));
+            out.extend(
+                url.chars()
+                    .filter(|c| c.is_ascii() && is_error_char(*c as u8)),
+            );
             out.push('"');
         }
         out
@@ -103,7 +109,9 @@ mod tests {
     #[test]
     fn bare_challenge_has_no_error() {
         let c = Challenge {
-            resource_metadata: Some("https://mcp.example.com/.well-known/oauth-protected-resource/mcp"),
+            resource_metadata: Some(
+                "https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
+            ),
             ..Default::default()
         };
         assert_eq!(

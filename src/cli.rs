@@ -233,7 +233,9 @@ async fn run_dev(a: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let minted = issuer.save(&state).and_then(|()| issuer.mint(&Mint::default()));
+    let minted = issuer
+        .save(&state)
+        .and_then(|()| issuer.mint(&Mint::default()));
     let token = match minted {
         Ok(t) => t,
         Err(e) => {
@@ -341,7 +343,11 @@ pub fn check_request(a: &CheckArgs, body: Vec<u8>) -> Result<CheckRequest, Strin
             .entry("content-type".into())
             .or_insert_with(|| "application/json".into());
     }
-    let query = a.path.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
+    let query = a
+        .path
+        .split_once('?')
+        .map(|(_, q)| q.to_owned())
+        .unwrap_or_default();
     Ok(CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(Request {

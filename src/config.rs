@@ -547,7 +547,10 @@ impl IssuerConfig {
             return Err(invalid(format!("{key}.leeway"), "must be at most 5m"));
         }
         if self.claims.subject.is_empty() {
-            return Err(invalid(format!("{key}.claims.subject"), "must not be empty"));
+            return Err(invalid(
+                format!("{key}.claims.subject"),
+                "must not be empty",
+            ));
         }
         let r = &self.key_refresh;
         if r.min_interval > r.max_interval {
@@ -637,7 +640,10 @@ impl ServerConfig {
             ));
         }
         let r = Url::parse(&self.resource).map_err(|e| {
-            invalid(format!("{key}.resource"), format!("`{}` is not a URL: {e}", self.resource))
+            invalid(
+                format!("{key}.resource"),
+                format!("`{}` is not a URL: {e}", self.resource),
+            )
         })?;
         if !matches!(r.scheme(), "https" | "http") || r.host().is_none() {
             return Err(invalid(
@@ -732,10 +738,7 @@ servers:
     #[test]
     fn authorization_server_must_be_configured() {
         let e = err(&MINIMAL.replace("[https://idp.example.com]", "[https://other]"));
-        assert!(
-            e.contains("servers[0].authorization_servers[0]"),
-            "{e}"
-        );
+        assert!(e.contains("servers[0].authorization_servers[0]"), "{e}");
     }
 
     #[test]
@@ -767,7 +770,10 @@ servers:
             "issuer: https://idp.example.com\n",
             "issuer: https://idp.example.com\n    jwks_uri: http://idp.example.com/jwks\n",
         ));
-        assert!(e.contains("jwks_uri") && e.contains("allow_insecure_http"), "{e}");
+        assert!(
+            e.contains("jwks_uri") && e.contains("allow_insecure_http"),
+            "{e}"
+        );
         Config::from_yaml(&MINIMAL.replace(
             "issuer: https://idp.example.com\n",
             "issuer: https://idp.example.com\n    jwks_uri: http://127.0.0.1:1/jwks\n",

@@ -164,7 +164,8 @@ impl DevIssuer {
             #[cfg(unix)]
             opts.mode(0o600);
             let mut f = opts.open(&tmp).map_err(|e| err(e.to_string()))?;
-            f.write_all(text.as_bytes()).map_err(|e| err(e.to_string()))?;
+            f.write_all(text.as_bytes())
+                .map_err(|e| err(e.to_string()))?;
         }
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }
@@ -175,7 +176,9 @@ impl DevIssuer {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| {
-            err(format!("{e} (is `mcp-authz dev` running? it writes this file)"))
+            err(format!(
+                "{e} (is `mcp-authz dev` running? it writes this file)"
+            ))
         })?;
         serde_json::from_str(&text).map_err(|e| err(e.to_string()))
     }
@@ -183,7 +186,9 @@ impl DevIssuer {
 
 /// Where `dev` writes and `token` reads the issuer state by default.
 pub fn default_state_path() -> PathBuf {
-    std::env::temp_dir().join("mcp-authz-dev").join("issuer.json")
+    std::env::temp_dir()
+        .join("mcp-authz-dev")
+        .join("issuer.json")
 }
 
 /// The configuration `mcp-authz dev` serves: one issuer (itself, discovered over HTTP like a
@@ -231,11 +236,9 @@ mod tests {
         let dev = DevIssuer::generate("http://127.0.0.1:9090".into(), DEV_RESOURCE.into()).unwrap();
         let token = dev.mint(&Mint::default()).unwrap();
         let jwks = dev.jwks().unwrap();
-        let (set, _) = crate::keys::KeySet::from_jwks(
-            jwks.to_string().as_bytes(),
-            &[Algorithm::ES256],
-        )
-        .unwrap();
+        let (set, _) =
+            crate::keys::KeySet::from_jwks(jwks.to_string().as_bytes(), &[Algorithm::ES256])
+                .unwrap();
         assert_eq!(set.len(), 1);
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(dev.kid.as_str()));

@@ -141,7 +141,10 @@ impl Engine {
         let form_body = input
             .headers
             .get("content-type")
-            .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"))
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .starts_with("application/x-www-form-urlencoded")
+            })
             .then_some(input.body);
         let token = match bearer::extract(
             input.headers,

@@ -41,7 +41,9 @@ impl Authorization for AuthzService {
         else {
             // Not an HTTP check: nothing to decide on. Envoy's error path (status_on_error,
             // never failure_mode_allow in our deploy files) applies.
-            return Err(Status::invalid_argument("CheckRequest has no HTTP request attributes"));
+            return Err(Status::invalid_argument(
+                "CheckRequest has no HTTP request attributes",
+            ));
         };
         // `raw_body` when Envoy packs bytes (`pack_as_bytes: true`), else the UTF-8 `body`.
         let body = if http.raw_body.is_empty() {
@@ -86,10 +88,7 @@ fn allowed(allow: Allow) -> CheckResponse {
     put("issuer", Some(&id.issuer));
     put("tenant", id.tenant.as_deref());
     put("client_id", id.client_id.as_deref());
-    fields.insert(
-        "scopes".to_owned(),
-        string_value(&id.scopes.join(" ")),
-    );
+    fields.insert("scopes".to_owned(), string_value(&id.scopes.join(" ")));
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::Ok as i32,

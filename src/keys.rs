@@ -85,7 +85,8 @@ impl KeySet {
         struct Raw {
             keys: Vec<serde_json::Value>,
         }
-        let raw: Raw = serde_json::from_slice(json).map_err(|e| KeySetError::Json(e.to_string()))?;
+        let raw: Raw =
+            serde_json::from_slice(json).map_err(|e| KeySetError::Json(e.to_string()))?;
         let mut keys = Vec::new();
         let mut skipped = 0;
         for value in raw.keys {
@@ -198,7 +199,9 @@ pub struct IssuerKeys {
 }
 
 struct Coordinator {
-    last_start: Option<Instant>,
+    /// When the last unknown-`kid` refetch started. Scheduled refreshes do not count: a
+    /// rotation right after one must still be picked up.
+    last_kid_refetch: Option<Instant>,
 }
 
 /// What the last fetch attempt produced.
@@ -229,7 +232,11 @@ enum Trigger {
 
 impl IssuerKeys {
     /// Builds the key holder. An HMAC issuer is ready at once; others wait for a fetch.
-    pub fn new(config: IssuerConfig, metrics: Metrics, max_bytes: usize) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: IssuerConfig,
+        metrics: Metrics,
+        max_bytes: usize,
+    ) -> Result<Arc<Self>, String> {
         let config = Arc::new(config);
         let (current, fetcher) = match &config.hmac_secret {
             Some(secret) => {
@@ -246,7 +253,9 @@ impl IssuerKeys {
         let this = Arc::new(Self {
             current: ArcSwapOption::new(current),
             fetcher,
-            coordinator: Mutex::new(Coordinator { last_start: None }),
+            coordinator: Mutex::new(Coordinator {
+                last_kid_refetch: None,
+            }),
             generation: watch::channel(0).0,
             in_flight: AtomicBool::new(false),
             last_outcome: ArcSwap::default(),
@@ -265,7 +274,9 @@ impl IssuerKeys {
             config: Arc::new(config),
             current: ArcSwapOption::new(Some(Arc::new(set))),
             fetcher: None,
-            coordinator: Mutex::new(Coordinator { last_start: None }),
+            coordinator: Mutex::new(Coordinator {
+                last_kid_refetch: None,
+            }),
             generation: watch::channel(0).0,
             in_flight: AtomicBool::new(false),
             last_outcome: ArcSwap::default(),
@@ -285,7 +296,11 @@ impl IssuerKeys {
             issuer: self.config.issuer.clone(),
             ready: set.is_some(),
             keys: set.as_ref().map_or(0, |s| s.len()),
-            last_error: if outcome.ok { None } else { outcome.error.clone() },
+            last_error: if outcome.ok {
+                None
+            } else {
+                outcome.error.clone()
+            },
         }
     }
 
@@ -299,11 +314,16 @@ impl IssuerKeys {
         let mut rx = self.generation.subscribe();
         match self.start(Trigger::UnknownKid) {
             Start::RateLimited => {
-                self.metrics.unknown_kid_refetch(&self.config.issuer, "rate_limited");
+                self.metrics
+                    .unknown_kid_refetch(&self.config.issuer, "rate_limited");
                 return self.load();
             }
-            Start::Joined => self.metrics.unknown_kid_refetch(&self.config.issuer, "joined"),
-            Start::Started => self.metrics.unknown_kid_refetch(&self.config.issuer, "started"),
+            Start::Joined => self
+                .metrics
+                .unknown_kid_refetch(&self.config.issuer, "joined"),
+            Start::Started => self
+                .metrics
+                .unknown_kid_refetch(&self.config.issuer, "started"),
         }
         let wait = self.config.key_refresh.unknown_kid_wait;
         let _ = tokio::time::timeout(wait, rx.changed()).await;
@@ -331,14 +351,15 @@ impl IssuerKeys {
         if self.in_flight.load(Ordering::Acquire) {
             return Start::Joined;
         }
-        if trigger == Trigger::UnknownKid
-            && coord
-                .last_start
+        if trigger == Trigger::UnknownKid {
+            if coord
+                .last_kid_refetch
                 .is_some_and(|t| t.elapsed() < self.config.key_refresh.unknown_kid_interval)
-        {
-            return Start::RateLimited;
+            {
+                return Start::RateLimited;
+            }
+            coord.last_kid_refetch = Some(Instant::now());
         }
-        coord.last_start = Some(Instant::now());
         self.in_flight.store(true, Ordering::Release);
         let this = self.clone();
         tokio::spawn(async move {
@@ -455,13 +476,31 @@ mod tests {
         let (set, skipped) = KeySet::from_jwks(jwks.to_string().as_bytes(), &allowed).unwrap();
         assert_eq!(set.len(), 2);
         assert_eq!(skipped, 3);
-        assert!(matches!(set.find(Some("r1"), Algorithm::RS256), Lookup::Found(_)));
+        assert!(matches!(
+            set.find(Some("r1"), Algorithm::RS256),
+            Lookup::Found(_)
+        ));
         // The RSA key declared RS256: never HS256 (the classic confusion attack) or PS256.
-        assert!(matches!(set.find(Some("r1"), Algorithm::HS256), Lookup::WrongAlgorithm));
-        assert!(matches!(set.find(Some("r1"), Algorithm::PS256), Lookup::WrongAlgorithm));
-        assert!(matches!(set.find(Some("e1"), Algorithm::ES384), Lookup::WrongAlgorithm));
-        assert!(matches!(set.find(Some("h1"), Algorithm::HS256), Lookup::UnknownKid));
-        assert!(matches!(set.find(Some("zzz"), Algorithm::RS256), Lookup::UnknownKid));
+        assert!(matches!(
+            set.find(Some("r1"), Algorithm::HS256),
+            Lookup::WrongAlgorithm
+        ));
+        assert!(matches!(
+            set.find(Some("r1"), Algorithm::PS256),
+            Lookup::WrongAlgorithm
+        ));
+        assert!(matches!(
+            set.find(Some("e1"), Algorithm::ES384),
+            Lookup::WrongAlgorithm
+        ));
+        assert!(matches!(
+            set.find(Some("h1"), Algorithm::HS256),
+            Lookup::UnknownKid
+        ));
+        assert!(matches!(
+            set.find(Some("zzz"), Algorithm::RS256),
+            Lookup::UnknownKid
+        ));
         // No kid: exactly one candidate for the algorithm is required.
         assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
     }

@@ -207,9 +207,9 @@ mod tests {
             .encode(&registry.gather(), &mut out)
             .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains(
-            "mcp_authz_checks_total{decision=\"deny\",reason=\"invalid_token\"} 1"
-        ));
+        assert!(
+            text.contains("mcp_authz_checks_total{decision=\"deny\",reason=\"invalid_token\"} 1")
+        );
         assert!(text.contains("mcp_authz_checks_total{decision=\"allow\",reason=\"allowed\"} 1"));
         assert!(text.contains("mcp_authz_check_duration_seconds_count 2"));
         assert!(text.contains(

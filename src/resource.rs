@@ -242,8 +242,15 @@ mod tests {
 
     #[test]
     fn prm_document_and_url() {
-        let s = server("w", "https://mcp.example.com/weather/mcp", MatchConfig::default());
-        assert_eq!(s.prm_path, "/.well-known/oauth-protected-resource/weather/mcp");
+        let s = server(
+            "w",
+            "https://mcp.example.com/weather/mcp",
+            MatchConfig::default(),
+        );
+        assert_eq!(
+            s.prm_path,
+            "/.well-known/oauth-protected-resource/weather/mcp"
+        );
         assert_eq!(
             s.prm_url,
             "https://mcp.example.com/.well-known/oauth-protected-resource/weather/mcp"
@@ -262,7 +269,11 @@ mod tests {
 
     #[test]
     fn audience_ignores_scheme_and_host_case_only() {
-        let s = server("w", "https://mcp.example.com/weather/mcp", MatchConfig::default());
+        let s = server(
+            "w",
+            "https://mcp.example.com/weather/mcp",
+            MatchConfig::default(),
+        );
         assert!(s.is_audience("https://mcp.example.com/weather/mcp"));
         assert!(s.is_audience("HTTPS://MCP.Example.COM/weather/mcp"));
         assert!(s.is_audience("https://mcp.example.com:443/weather/mcp"));
@@ -292,19 +303,37 @@ mod tests {
         assert_eq!(route_id(&servers, "mcp.example.com", "/mcp/b/x"), "b");
         assert_eq!(route_id(&servers, "mcp.example.com", "/mcpx"), "none");
         assert_eq!(route_id(&servers, "evil.example.com", "/mcp"), "none");
-        assert_eq!(route_id(&servers, "other.example.com:8443", "/anything"), "c");
-        assert_eq!(route_id(&servers, "other.example.com:80", "/anything"), "none");
         assert_eq!(
-            route_id(&servers, "mcp.example.com", "/.well-known/oauth-protected-resource/mcp/b"),
+            route_id(&servers, "other.example.com:8443", "/anything"),
+            "c"
+        );
+        assert_eq!(
+            route_id(&servers, "other.example.com:80", "/anything"),
+            "none"
+        );
+        assert_eq!(
+            route_id(
+                &servers,
+                "mcp.example.com",
+                "/.well-known/oauth-protected-resource/mcp/b"
+            ),
             "prm:b"
         );
         // Two servers on this host: the root form is ambiguous.
         assert_eq!(
-            route_id(&servers, "mcp.example.com", "/.well-known/oauth-protected-resource"),
+            route_id(
+                &servers,
+                "mcp.example.com",
+                "/.well-known/oauth-protected-resource"
+            ),
             "none"
         );
         assert_eq!(
-            route_id(&servers, "other.example.com:8443", "/.well-known/oauth-protected-resource"),
+            route_id(
+                &servers,
+                "other.example.com:8443",
+                "/.well-known/oauth-protected-resource"
+            ),
             "prm:c"
         );
     }

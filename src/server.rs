@@ -155,7 +155,10 @@ impl Running {
         match tokio::time::timeout(grace, drain).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period elapsed");
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "shutdown grace period elapsed"
+                );
                 Ok(())
             }
         }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -72,7 +74,7 @@ impl TestKey {
         Self {
             kid: kid.into(),
             alg: Algorithm::EdDSA,
-            encoding: EncodingKey::from_ed_der(pair.to_pkcs8().unwrap().as_ref()),
+            encoding: EncodingKey::from_ed_der(pair.to_pkcs8v1().unwrap().as_ref()),
         }
     }
 
@@ -266,4 +268,106 @@ async fn jwks(State(state): State<Arc<IdpState>>) -> Response {
             .insert(header::CACHE_CONTROL, cc.parse().unwrap());
     }
     response
+}
+
+// === gRPC client ===
+
+/// What a `Check` answered, flattened for assertions.
+#[derive(Debug)]
+pub struct CheckAnswer {
+    pub allowed: bool,
+    /// The HTTP status of a denial (200 for an allow).
+    pub status: i32,
+    pub headers: std::collections::HashMap<String, String>,
+    pub removed: Vec<String>,
+    pub body: String,
+}
+
+impl CheckAnswer {
+    /// The `error` attribute of the `WWW-Authenticate` challenge.
+    pub fn error(&self) -> Option<String> {
+        let www = self.headers.get("www-authenticate")?;
+        www.split("error=\"")
+            .nth(1)
+            .map(|s| s.split('"').next().unwrap_or_default().to_owned())
+    }
+}
+
+/// Sends one Envoy-shaped `CheckRequest` over real gRPC.
+pub async fn grpc_check(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+) -> CheckAnswer {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    let args = crate::cli::CheckArgs {
+        addr: addr.to_string(),
+        method: method.into(),
+        path: path.into(),
+        host: host.into(),
+        token: token.map(str::to_owned),
+        headers: vec![],
+        body: None,
+        body_file: None,
+    };
+    let request = crate::cli::check_request(&args, Vec::new()).unwrap();
+    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let response = client.check(request).await.unwrap().into_inner();
+    let allowed = response.status.as_ref().map_or(0, |s| s.code) == 0;
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => CheckAnswer {
+            allowed,
+            status: 200,
+            headers: ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            removed: ok.headers_to_remove,
+            body: String::new(),
+        },
+        Some(HttpResponse::DeniedResponse(d)) => CheckAnswer {
+            allowed,
+            status: d.status.map_or(0, |s| s.code),
+            headers: d
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            removed: vec![],
+            body: d.body,
+        },
+        _ => panic!("CheckResponse without an ok or denied http_response"),
+    }
+}
+
+/// A YAML config for one issuer discovered at `issuer` and one server at `resource`, with
+/// both listeners on ephemeral loopback ports. `extra_issuer` is appended to the issuer entry.
+pub fn config_yaml(issuer: &str, resource: &str, extra_issuer: &str) -> String {
+    format!(
+        r#"
+listen:
+  grpc: 127.0.0.1:0
+  admin: 127.0.0.1:0
+issuers:
+  - issuer: {issuer}
+    algorithms: [RS256, ES256]
+    claims: {{tenant: tenant}}
+{extra_issuer}
+servers:
+  - id: weather
+    resource: {resource}
+    authorization_servers: [{issuer}]
+    scopes_supported: [mcp:connect, mcp:tools]
+    challenge_scopes: [mcp:connect]
+    match: {{hosts: ["*"]}}
+"#
+    )
 }

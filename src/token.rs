@@ -179,8 +179,9 @@ impl<'a> Parsed<'a> {
         };
         // `jku`, `x5u`, `x5c` and an embedded `jwk` are ignored: keys come only from the
         // configured issuer (RFC 8725 s3.10: never fetch keys a token points at).
-        let valid = jsonwebtoken::crypto::verify(self.signature, self.message.as_bytes(), &key.key, alg)
-            .map_err(|_| TokenError::BadSignature)?;
+        let valid =
+            jsonwebtoken::crypto::verify(self.signature, self.message.as_bytes(), &key.key, alg)
+                .map_err(|_| TokenError::BadSignature)?;
         if !valid {
             return Err(TokenError::BadSignature);
         }
@@ -260,7 +261,9 @@ impl<'a> Parsed<'a> {
 }
 
 fn decode_header(h: &str) -> Result<Header, TokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| TokenError::BadHeader)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| TokenError::BadHeader)?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| TokenError::BadHeader)?;
     // `alg` is checked apart from the rest of the header so that `none` and unknown
     // algorithms get their own answer (RFC 8725 s3.1).
@@ -281,7 +284,11 @@ fn check_typ(policy: TypPolicy, typ: Option<&str>) -> Result<(), TokenError> {
         (TypPolicy::Relaxed, Some(t)) => t.eq_ignore_ascii_case("jwt"),
         (TypPolicy::Strict, _) => false,
     };
-    if ok { Ok(()) } else { Err(TokenError::WrongType) }
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::WrongType)
+    }
 }
 
 /// RFC 7519 s2 NumericDate: seconds, possibly fractional.
@@ -369,7 +376,10 @@ mod tests {
     #[test]
     fn parse_shapes() {
         assert_eq!(Parsed::parse("abc").err(), Some(TokenError::NotAJwt));
-        assert_eq!(Parsed::parse("a.b.c.d.e").err(), Some(TokenError::Encrypted));
+        assert_eq!(
+            Parsed::parse("a.b.c.d.e").err(),
+            Some(TokenError::Encrypted)
+        );
         assert_eq!(Parsed::parse("a.b.c.d").err(), Some(TokenError::NotAJwt));
         assert_eq!(Parsed::parse("!!.b.c").err(), Some(TokenError::BadHeader));
     }

@@ -82,7 +82,9 @@ fn engine() -> Arc<Engine> {
             let metrics = crate::metrics::Metrics::unregistered();
             let set = |keys: &[&TestKey], allowed: &[Algorithm]| {
                 let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
-                KeySet::from_jwks(jwks.to_string().as_bytes(), allowed).unwrap().0
+                KeySet::from_jwks(jwks.to_string().as_bytes(), allowed)
+                    .unwrap()
+                    .0
             };
             let issuers = vec![
                 IssuerKeys::with_static(
@@ -144,7 +146,9 @@ async fn run(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) ->
                 .find(|(k, _)| *k == "www-authenticate")
                 .map(|(_, v)| v.clone());
             let error = www.as_deref().and_then(|w| {
-                w.split("error=\"").nth(1).map(|s| s.split('"').next().unwrap().to_owned())
+                w.split("error=\"")
+                    .nth(1)
+                    .map(|s| s.split('"').next().unwrap().to_owned())
             });
             Answer {
                 status: r.status,
@@ -203,10 +207,14 @@ async fn valid_tokens_of_every_algorithm_are_allowed() {
         k.ec.token(&good()),
         k.ed.token(&good()),
         k.hmac.token(&claims(HMAC, RESOURCE)),
-        k.rsa_relaxed
-            .sign(&header(Algorithm::RS256, "rel-1", Some("JWT")), &claims(RELAXED, RESOURCE)),
-        k.rsa_relaxed
-            .sign(&header(Algorithm::RS256, "rel-1", None), &claims(RELAXED, RESOURCE)),
+        k.rsa_relaxed.sign(
+            &header(Algorithm::RS256, "rel-1", Some("JWT")),
+            &claims(RELAXED, RESOURCE),
+        ),
+        k.rsa_relaxed.sign(
+            &header(Algorithm::RS256, "rel-1", None),
+            &claims(RELAXED, RESOURCE),
+        ),
     ] {
         let a = with_token(&token).await;
         assert_eq!(a.status, 200, "{a:?}");
@@ -230,15 +238,27 @@ async fn allow_sets_identity_headers_and_strips_the_token() {
     // Facts the token lacks are removed, so a client's copy cannot stand in for them.
     let c = without(without(good(), "tenant"), "client_id");
     let allow = with_token(&k.rsa.token(&c)).await.allow.expect("allowed");
-    assert!(allow.remove_headers.contains(&"x-mcp-authz-tenant".to_string()));
-    assert!(allow.remove_headers.contains(&"x-mcp-authz-client-id".to_string()));
+    assert!(
+        allow
+            .remove_headers
+            .contains(&"x-mcp-authz-tenant".to_string())
+    );
+    assert!(
+        allow
+            .remove_headers
+            .contains(&"x-mcp-authz-client-id".to_string())
+    );
 }
 
 #[tokio::test]
 async fn scopes_from_scp_arrays_and_audience_case() {
     let k = keys();
     let c = with(without(good(), "scope"), "scp", json!(["a", "b"]));
-    let c = with(c, "aud", json!(["https://other", "HTTPS://MCP.EXAMPLE.COM/weather/mcp"]));
+    let c = with(
+        c,
+        "aud",
+        json!(["https://other", "HTTPS://MCP.EXAMPLE.COM/weather/mcp"]),
+    );
     let allow = with_token(&k.ec.token(&c)).await.allow.expect("allowed");
     assert_eq!(allow.identity.scopes, vec!["a", "b"]);
     assert_eq!(allow.identity.tenant.as_deref(), Some("acme"));
@@ -256,7 +276,10 @@ async fn challenges_carry_resource_metadata_and_scope() {
     );
     let a = with_token("abc.def.ghi").await;
     let www = a.www_authenticate.unwrap();
-    assert!(www.starts_with("Bearer error=\"invalid_token\", error_description=\""), "{www}");
+    assert!(
+        www.starts_with("Bearer error=\"invalid_token\", error_description=\""),
+        "{www}"
+    );
     assert!(www.contains("resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/weather/mcp\""));
     let body: Value = serde_json::from_str(&a.body).unwrap();
     assert_eq!(body["error"], "invalid_token");
@@ -299,7 +322,11 @@ async fn bad_inputs_table() {
     let k = keys();
     let n = now();
     let big = format!("Bearer {}", "a".repeat(9000));
-    let rsa_pub_pem_as_secret = TestKey::hmac("rsa-1", k.rsa.public_jwk().to_string().as_bytes(), Algorithm::HS256);
+    let rsa_pub_pem_as_secret = TestKey::hmac(
+        "rsa-1",
+        k.rsa.public_jwk().to_string().as_bytes(),
+        Algorithm::HS256,
+    );
     let mut tampered = k.rsa.token(&good());
     {
         let parts: Vec<&str> = tampered.split('.').collect();
@@ -313,57 +340,185 @@ async fn bad_inputs_table() {
     let attacker = TestKey::rsa("attacker");
 
     type Case = (&'static str, String, u16, Option<&'static str>);
-    let t = |name: &'static str, token: String| -> Case { (name, format!("Bearer {token}"), 401, Some("invalid_token")) };
+    let t = |name: &'static str, token: String| -> Case {
+        (name, format!("Bearer {token}"), 401, Some("invalid_token"))
+    };
     let cases: Vec<Case> = vec![
         ("empty header", String::new(), 401, None),
         ("whitespace header", "   ".into(), 401, None),
         ("basic scheme", "Basic dXNlcjpwYXNz".into(), 401, None),
         ("digest scheme", "Digest username=x".into(), 401, None),
         ("scheme only", "Bearer".into(), 400, Some("invalid_request")),
-        ("scheme and spaces", "Bearer    ".into(), 400, Some("invalid_request")),
-        ("two headers", format!("Bearer {}, Bearer x", k.rsa.token(&good())), 400, Some("invalid_request")),
-        ("quote in token", "Bearer ab\"c".into(), 400, Some("invalid_request")),
-        ("space in token", "Bearer a b".into(), 400, Some("invalid_request")),
+        (
+            "scheme and spaces",
+            "Bearer    ".into(),
+            400,
+            Some("invalid_request"),
+        ),
+        (
+            "two headers",
+            format!("Bearer {}, Bearer x", k.rsa.token(&good())),
+            400,
+            Some("invalid_request"),
+        ),
+        (
+            "quote in token",
+            "Bearer ab\"c".into(),
+            400,
+            Some("invalid_request"),
+        ),
+        (
+            "space in token",
+            "Bearer a b".into(),
+            400,
+            Some("invalid_request"),
+        ),
         ("oversized", big, 401, Some("invalid_token")),
         t("garbage", "abc".into()),
         t("two parts", "abc.def".into()),
         t("jwe five parts", "a.b.c.d.e".into()),
-        t("header not base64", "!!!.e30.sig".into()),
+        t("header not base64", "a.e30.sig".into()),
+        (
+            "header with bad characters",
+            "Bearer !!!.e30.sig".into(),
+            400,
+            Some("invalid_request"),
+        ),
         t("header not json", format!("{}.e30.sig", b64(b"nope"))),
-        t("payload not json", format!("{}.{}.sig", b64(br#"{"alg":"RS256","typ":"at+jwt","kid":"rsa-1"}"#), b64(b"nope"))),
-        t("alg none", raw(&json!({"alg": "none", "typ": "at+jwt"}), &good(), "")),
-        t("alg None", raw(&json!({"alg": "None", "typ": "at+jwt"}), &good(), "")),
-        t("alg missing", raw(&json!({"typ": "at+jwt", "kid": "rsa-1"}), &good(), "x")),
-        t("hs256 with rsa key as secret", rsa_pub_pem_as_secret.token(&good())),
-        t("hs256 on hmac issuer with wrong secret", rsa_pub_pem_as_secret.token(&claims(HMAC, RESOURCE))),
+        t(
+            "payload not json",
+            format!(
+                "{}.{}.sig",
+                b64(br#"{"alg":"RS256","typ":"at+jwt","kid":"rsa-1"}"#),
+                b64(b"nope")
+            ),
+        ),
+        t(
+            "alg none",
+            raw(&json!({"alg": "none", "typ": "at+jwt"}), &good(), ""),
+        ),
+        t(
+            "alg None",
+            raw(&json!({"alg": "None", "typ": "at+jwt"}), &good(), ""),
+        ),
+        t(
+            "alg missing",
+            raw(&json!({"typ": "at+jwt", "kid": "rsa-1"}), &good(), "x"),
+        ),
+        t(
+            "hs256 with rsa key as secret",
+            rsa_pub_pem_as_secret.token(&good()),
+        ),
+        t(
+            "hs256 on hmac issuer with wrong secret",
+            rsa_pub_pem_as_secret.token(&claims(HMAC, RESOURCE)),
+        ),
         t("unknown kid", TestKey::ec("nope").token(&good())),
         t("forged signature same kid", k.rsa_other.token(&good())),
         t("tampered payload", tampered),
-        t("junk signature", raw(&json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"}), &good(), "AAAA")),
+        t(
+            "junk signature",
+            raw(
+                &json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"}),
+                &good(),
+                "AAAA",
+            ),
+        ),
         t("expired", k.rsa.token(&with(good(), "exp", json!(n - 120)))),
-        t("exp as string", k.rsa.token(&with(good(), "exp", json!("soon")))),
+        t(
+            "exp as string",
+            k.rsa.token(&with(good(), "exp", json!("soon"))),
+        ),
         t("missing exp", k.rsa.token(&without(good(), "exp"))),
-        t("not yet valid", k.rsa.token(&with(good(), "nbf", json!(n + 600)))),
-        t("issued in future", k.rsa.token(&with(good(), "iat", json!(n + 600)))),
-        t("wrong iss", k.rsa.token(&with(good(), "iss", json!("https://evil.test")))),
+        t(
+            "not yet valid",
+            k.rsa.token(&with(good(), "nbf", json!(n + 600))),
+        ),
+        t(
+            "issued in future",
+            k.rsa.token(&with(good(), "iat", json!(n + 600))),
+        ),
+        t(
+            "wrong iss",
+            k.rsa
+                .token(&with(good(), "iss", json!("https://evil.test"))),
+        ),
         t("missing iss", k.rsa.token(&without(good(), "iss"))),
-        t("issuer not trusted for this server", k.rsa_other.token(&claims(UNTRUSTED, RESOURCE))),
-        t("wrong aud", k.rsa.token(&with(good(), "aud", json!("https://mcp.example.com/other/mcp")))),
-        t("aud with fragment", k.rsa.token(&with(good(), "aud", json!(format!("{RESOURCE}#x"))))),
-        t("aud array without resource", k.rsa.token(&with(good(), "aud", json!(["a", "b"])))),
+        t(
+            "issuer not trusted for this server",
+            k.rsa_other.token(&claims(UNTRUSTED, RESOURCE)),
+        ),
+        t(
+            "wrong aud",
+            k.rsa.token(&with(
+                good(),
+                "aud",
+                json!("https://mcp.example.com/other/mcp"),
+            )),
+        ),
+        t(
+            "aud with fragment",
+            k.rsa
+                .token(&with(good(), "aud", json!(format!("{RESOURCE}#x")))),
+        ),
+        t(
+            "aud array without resource",
+            k.rsa.token(&with(good(), "aud", json!(["a", "b"]))),
+        ),
         t("missing aud", k.rsa.token(&without(good(), "aud"))),
-        t("typ JWT on strict issuer", k.rsa.sign(&header(Algorithm::RS256, "rsa-1", Some("JWT")), &good())),
-        t("typ missing on strict issuer", k.rsa.sign(&header(Algorithm::RS256, "rsa-1", None), &good())),
-        t("typ id+jwt on relaxed issuer", k.rsa_relaxed.sign(&header(Algorithm::RS256, "rel-1", Some("id+jwt")), &claims(RELAXED, RESOURCE))),
-        t("alg outside allowlist", TestKey::rsa_with("rsa-1", Algorithm::RS384).token(&good())),
-        t("ps256 with rs256-only key", raw(&json!({"alg": "PS256", "typ": "at+jwt", "kid": "rsa-1"}), &good(), "AAAA")),
-        t("es256 key as es384", raw(&json!({"alg": "ES384", "typ": "at+jwt", "kid": "ec-1"}), &good(), "AAAA")),
+        t(
+            "typ JWT on strict issuer",
+            k.rsa
+                .sign(&header(Algorithm::RS256, "rsa-1", Some("JWT")), &good()),
+        ),
+        t(
+            "typ missing on strict issuer",
+            k.rsa
+                .sign(&header(Algorithm::RS256, "rsa-1", None), &good()),
+        ),
+        t(
+            "typ id+jwt on relaxed issuer",
+            k.rsa_relaxed.sign(
+                &header(Algorithm::RS256, "rel-1", Some("id+jwt")),
+                &claims(RELAXED, RESOURCE),
+            ),
+        ),
+        t(
+            "alg outside allowlist",
+            TestKey::rsa_with("rsa-1", Algorithm::RS384).token(&good()),
+        ),
+        t(
+            "ps256 with rs256-only key",
+            raw(
+                &json!({"alg": "PS256", "typ": "at+jwt", "kid": "rsa-1"}),
+                &good(),
+                "AAAA",
+            ),
+        ),
+        t(
+            "es256 key as es384",
+            raw(
+                &json!({"alg": "ES384", "typ": "at+jwt", "kid": "ec-1"}),
+                &good(),
+                "AAAA",
+            ),
+        ),
         t("critical header", k.rsa.sign(&crit, &good())),
         t("jku is never followed", attacker.sign(&jku, &good())),
         t("missing sub", k.rsa.token(&without(good(), "sub"))),
-        t("sub not a string", k.rsa.token(&with(good(), "sub", json!(42)))),
-        t("sub with newline", k.rsa.token(&with(good(), "sub", json!("alice\r\nx-admin: 1")))),
-        t("scope not a string", k.rsa.token(&with(good(), "scope", json!({"a": 1})))),
+        t(
+            "sub not a string",
+            k.rsa.token(&with(good(), "sub", json!(42))),
+        ),
+        t(
+            "sub with newline",
+            k.rsa
+                .token(&with(good(), "sub", json!("alice\r\nx-admin: 1"))),
+        ),
+        t(
+            "scope not a string",
+            k.rsa.token(&with(good(), "scope", json!({"a": 1}))),
+        ),
     ];
     assert!(cases.len() >= 30);
     for (name, auth, status, error) in cases {
@@ -374,7 +529,10 @@ async fn bad_inputs_table() {
         assert!(www.contains("resource_metadata="), "{name}: {www}");
         // Never echo the credential back.
         if let Some(token) = auth.strip_prefix("Bearer ").filter(|t| t.len() > 8) {
-            assert!(!www.contains(token) && !a.body.contains(token), "{name} echoed the token");
+            assert!(
+                !www.contains(token) && !a.body.contains(token),
+                "{name} echoed the token"
+            );
         }
     }
 }
@@ -382,11 +540,29 @@ async fn bad_inputs_table() {
 #[tokio::test]
 async fn tokens_outside_the_header_are_invalid_requests() {
     let token = keys().rsa.token(&good());
-    let a = run("GET", &format!("/weather/mcp?access_token={token}"), &[], b"").await;
-    assert_eq!((a.status, a.error.as_deref()), (400, Some("invalid_request")));
+    let a = run(
+        "GET",
+        &format!("/weather/mcp?access_token={token}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.error.as_deref()),
+        (400, Some("invalid_request"))
+    );
     let auth = format!("Bearer {token}");
-    let a = run("POST", &format!("/weather/mcp?access_token={token}"), &[("authorization", &auth)], b"").await;
-    assert_eq!((a.status, a.error.as_deref()), (400, Some("invalid_request")));
+    let a = run(
+        "POST",
+        &format!("/weather/mcp?access_token={token}"),
+        &[("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.error.as_deref()),
+        (400, Some("invalid_request"))
+    );
     let form = format!("access_token={token}");
     let a = run(
         "POST",
@@ -395,7 +571,10 @@ async fn tokens_outside_the_header_are_invalid_requests() {
         form.as_bytes(),
     )
     .await;
-    assert_eq!((a.status, a.error.as_deref()), (400, Some("invalid_request")));
+    assert_eq!(
+        (a.status, a.error.as_deref()),
+        (400, Some("invalid_request"))
+    );
 }
 
 #[tokio::test]

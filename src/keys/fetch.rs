@@ -207,7 +207,12 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
         if let Some((name, v)) = directive.split_once('=')
             && name.trim().eq_ignore_ascii_case("max-age")
         {
-            result = v.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            result = v
+                .trim()
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     result

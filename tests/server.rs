@@ -1,0 +1,307 @@
+//! The real server on 127.0.0.1:0, over real gRPC and HTTP, against a real in-process identity
+//! provider serving discovery and JWKS: discovery, rotation, outage, `kid` floods, readiness.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use mcp_authz::config::Config;
+use mcp_authz::server::{self, Running};
+use mcp_authz::testutil::{FakeIdp, TestKey, claims, config_yaml, grpc_check};
+use serde_json::Value;
+
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+const HOST: &str = "mcp.example.com";
+
+async fn start(idp: &FakeIdp, extra: &str) -> Running {
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, extra)).unwrap();
+    server::start(&config, None).await.unwrap()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn discovers_keys_and_allows_a_valid_token() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let running = start(&idp, "").await;
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
+    assert!(a.allowed, "{a:?}");
+    assert_eq!(a.headers["x-mcp-authz-subject"], "alice");
+    assert_eq!(a.headers["x-mcp-authz-tenant"], "acme");
+    assert!(a.removed.contains(&"authorization".to_string()));
+
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", None).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.error(), None);
+    assert_eq!(
+        a.headers["www-authenticate"],
+        "Bearer scope=\"mcp:connect\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+    );
+
+    // The admin port: health, readiness, PRM, metrics.
+    let admin = format!("http://{}", running.admin_addr);
+    assert_eq!(get(&format!("{admin}/healthz")).await.0, 200);
+    let (status, body) = get(&format!("{admin}/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&format!("{admin}/.well-known/oauth-protected-resource/mcp")).await;
+    assert_eq!(status, 200);
+    let prm: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(prm["resource"], RESOURCE);
+    assert_eq!(prm["authorization_servers"][0], idp.issuer.as_str());
+    // One server: the root form is unambiguous.
+    assert_eq!(
+        get(&format!("{admin}/.well-known/oauth-protected-resource"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&format!(
+            "{admin}/.well-known/oauth-protected-resource/nope"
+        ))
+        .await
+        .0,
+        404
+    );
+    let (_, metrics) = get(&format!("{admin}/metrics")).await;
+    assert!(
+        metrics.contains("mcp_authz_checks_total{decision=\"allow\",reason=\"allowed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mcp_authz_checks_total{decision=\"deny\",reason=\"no_token\"} 1"));
+    assert!(metrics.contains(&format!(
+        "mcp_authz_jwks_keys{{issuer=\"{}\"}} 1",
+        idp.issuer
+    )));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn falls_back_to_openid_connect_discovery() {
+    let key = TestKey::ec("e1");
+    let idp = FakeIdp::start(&[&key]).await;
+    idp.set_oidc_only(true);
+    let running = start(&idp, "").await;
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    assert!(
+        grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token))
+            .await
+            .allowed
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_accepted_after_one_refetch() {
+    let old = TestKey::rsa("old");
+    let new = TestKey::ec("new");
+    let idp = FakeIdp::start(&[&old]).await;
+    let running = start(&idp, "    key_refresh: {unknown_kid_interval: 1s}").await;
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let hits = idp.jwks_hits();
+
+    idp.set_keys(&[&old, &new]);
+    let token = new.token(&claims(&idp.issuer, RESOURCE));
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
+    assert!(a.allowed, "{a:?}");
+    assert_eq!(
+        idp.jwks_hits(),
+        hits + 1,
+        "exactly one refetch for the new kid"
+    );
+
+    // Later tokens with the new kid need no further fetch.
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
+    assert!(a.allowed);
+    assert_eq!(idp.jwks_hits(), hits + 1);
+
+    // The old key leaves the set at the next fetch; its tokens stop working.
+    idp.set_keys(&[&new]);
+    let unknown = TestKey::rsa("unknown").token(&claims(&idp.issuer, RESOURCE));
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past unknown_kid_interval
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&unknown)).await;
+    assert_eq!(
+        (a.status, a.error().as_deref()),
+        (401, Some("invalid_token"))
+    );
+    let old_token = old.token(&claims(&idp.issuer, RESOURCE));
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&old_token)).await;
+    assert_eq!(
+        a.status, 401,
+        "a key removed from the JWKS must stop verifying"
+    );
+    running.stop().await;
+}
+
+const FAST_REFRESH: &str =
+    "    key_refresh: {min_interval: 1s, default_interval: 1s, unknown_kid_interval: 1s}";
+
+#[tokio::test]
+async fn an_outage_keeps_the_last_good_key_set() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let running = start(&idp, FAST_REFRESH).await;
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+
+    idp.set_failing(true);
+    let attempts = || idp.jwks_hits() + idp.discovery_hits();
+    let before = attempts();
+    // Wait for at least two failed background refreshes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while attempts() < before + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refresher stopped trying"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
+    assert!(
+        a.allowed,
+        "last good keys must keep working during an outage: {a:?}"
+    );
+    let (status, body) = get(&format!("http://{}/readyz", running.admin_addr)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("status 500"),
+        "the failure is visible: {body}"
+    );
+    let (_, metrics) = get(&format!("http://{}/metrics", running.admin_addr)).await;
+    assert!(metrics.contains("outcome=\"failure\""), "{metrics}");
+
+    idp.set_failing(false);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_kid_flood_causes_at_most_one_refetch_per_interval() {
+    let key = TestKey::ec("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    // Default interval (10 s): the whole flood lands inside one window.
+    let running = start(&idp, "").await;
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let before = idp.jwks_hits();
+
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let token = TestKey::ec(&format!("random-{i}")).token(&claims(&idp.issuer, RESOURCE));
+        let addr = running.grpc_addr;
+        tasks.push(tokio::spawn(async move {
+            grpc_check(addr, "POST", HOST, "/mcp", Some(&token)).await
+        }));
+    }
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert_eq!(
+            (a.status, a.error().as_deref()),
+            (401, Some("invalid_token"))
+        );
+    }
+    let refetches = idp.jwks_hits() - before;
+    assert!(
+        refetches <= 1,
+        "{refetches} JWKS fetches for a flood of 60 unknown kids"
+    );
+    // Once that fetch is done, more unknown kids inside the interval are rate-limited.
+    let after_flood = idp.jwks_hits();
+    for i in 0..10 {
+        let token = TestKey::ec(&format!("later-{i}")).token(&claims(&idp.issuer, RESOURCE));
+        let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
+        assert_eq!(a.status, 401);
+    }
+    assert_eq!(idp.jwks_hits(), after_flood);
+    let (_, metrics) = get(&format!("http://{}/metrics", running.admin_addr)).await;
+    assert!(
+        metrics.contains("outcome=\"rate_limited\"} 10"),
+        "{metrics}"
+    );
+    // Garbage (unknown alg, no signature) never reaches the IdP at all.
+    let hits = idp.jwks_hits();
+    let a = grpc_check(
+        running.grpc_addr,
+        "POST",
+        HOST,
+        "/mcp",
+        Some("eyJhbGciOiJub25lIn0.e30."),
+    )
+    .await;
+    assert_eq!(a.status, 401);
+    assert_eq!(idp.jwks_hits(), hits);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn without_keys_the_service_is_not_ready_and_fails_closed() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    idp.set_failing(true);
+    let running = start(&idp, FAST_REFRESH).await;
+    assert!(!running.wait_ready(Duration::from_millis(1500)).await);
+    let (status, body) = get(&format!("http://{}/readyz", running.admin_addr)).await;
+    assert_eq!(status, 503);
+    let readyz: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(readyz["ready"], false);
+    assert_eq!(readyz["issuers"][0]["issuer"], idp.issuer.as_str());
+    assert_eq!(readyz["issuers"][0]["ready"], false);
+
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
+    assert!(!a.allowed);
+    assert_eq!(
+        a.status, 503,
+        "cannot decide: fail closed, distinct from a denial"
+    );
+    assert!(a.body.contains("temporarily_unavailable"));
+
+    // Recovery: the refresher keeps trying and the service becomes ready.
+    idp.set_failing(false);
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    assert!(
+        grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token))
+            .await
+            .allowed
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn discovery_naming_another_issuer_is_refused() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    idp.set_advertised_issuer("https://impostor.example.com");
+    let running = start(&idp, FAST_REFRESH).await;
+    assert!(!running.wait_ready(Duration::from_millis(1500)).await);
+    let (status, body) = get(&format!("http://{}/readyz", running.admin_addr)).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("RFC 8414"), "{body}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn prm_is_answered_through_the_check() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let running = start(&idp, "").await;
+    let a = grpc_check(
+        running.grpc_addr,
+        "GET",
+        HOST,
+        "/.well-known/oauth-protected-resource/mcp",
+        None,
+    )
+    .await;
+    assert!(!a.allowed, "served by Envoy as a local reply");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-type"], "application/json");
+    let prm: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(prm["resource"], RESOURCE);
+    running.stop().await;
+}
