@@ -256,11 +256,12 @@ async fn run_dev(a: DevArgs) -> ExitCode {
          PRM document     http://{admin}/.well-known/oauth-protected-resource{path}\n\
          issuer state     {state}\n\n\
          A token (sub=dev-user, tenant=acme, scope=\"mcp:connect mcp:tools\", 1h):\n\n{token}\n\n\
-         Try it:\n\
-         \x20 {exe} check --token {token_var}    # allowed\n\
-         \x20 {exe} check                        # 401 with a WWW-Authenticate challenge\n\
-         \x20 {exe} check --token garbage        # 401 invalid_token\n\
-         \x20 {exe} token --sub bob --scope mcp:connect   # mint another\n\
+         Try it from another terminal:\n\
+         \x20 export TOKEN=$({exe} token{state_arg})\n\
+         \x20 {exe} check --token \"$TOKEN\"              # ALLOW, with identity headers\n\
+         \x20 {exe} check                                # 401 + WWW-Authenticate challenge\n\
+         \x20 {exe} check --token not.a.jwt              # 401 invalid_token\n\
+         \x20 {exe} token{state_arg} --sub bob --scope mcp:connect   # another token\n\
          Through Envoy: see deploy/envoy/README.md\n",
         grpc = a.grpc,
         admin = a.admin,
@@ -270,7 +271,11 @@ async fn run_dev(a: DevArgs) -> ExitCode {
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default(),
         state = state.display(),
-        token_var = "\"$TOKEN\"",
+        state_arg = if state == dev::default_state_path() {
+            String::new()
+        } else {
+            format!(" --state {}", state.display())
+        },
     );
     println!("{token}");
     run_service(&config, Some(Arc::new(issuer))).await

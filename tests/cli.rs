@@ -1,0 +1,201 @@
+//! The `mcp-authz` binary as a user runs it: `validate` on good and broken files, `serve`
+//! refusing a bad config before listening, and the README's first-run flow: `dev`, `token`,
+//! `check`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_a_good_file() {
+    let (code, out, err) = run(&[
+        "validate",
+        "--config",
+        fixture("valid.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is valid"), "{out}");
+}
+
+#[test]
+fn validate_names_file_key_and_problem() {
+    let cases = [
+        ("unknown_key.yaml", "refresh"),
+        ("malformed.yaml", "malformed.yaml"),
+        ("not_yaml.yaml", "not_yaml.yaml"),
+        (
+            "unknown_authorization_server.yaml",
+            "servers[0].authorization_servers[0]",
+        ),
+        ("hmac_without_secret.yaml", "issuers[0].algorithms"),
+        ("plain_http_jwks.yaml", "issuers[0].jwks_uri"),
+        ("does_not_exist.yaml", "cannot read"),
+    ];
+    for (file, needle) in cases {
+        let path = fixture(file);
+        let (code, _, err) = run(&["validate", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 64, "{file}: {err}");
+        assert!(
+            err.contains(file),
+            "{file}: message must name the file: {err}"
+        );
+        assert!(
+            err.contains(needle),
+            "{file}: expected `{needle}` in: {err}"
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_listening() {
+    let (code, _, err) = run(&[
+        "serve",
+        "--config",
+        fixture("unknown_key.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64, "{err}");
+    // The environment variable works too.
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("MCP_AUTHZ_CONFIG", fixture("malformed.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn help_describes_every_subcommand() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for sub in ["serve", "validate", "dev", "token", "check"] {
+        assert!(out.contains(sub), "{out}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dev_token_and_check_work_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("issuer.json");
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["dev", "--grpc", &grpc, "--admin", &admin, "--state"])
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+    let mut token = String::new();
+    BufReader::new(stdout).read_line(&mut token).unwrap();
+    let token = token.trim().to_owned();
+    let banner = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "dev prints a JWT on stdout: {token}\n{banner}"
+    );
+    assert!(banner.contains("NOT FOR PRODUCTION"), "{banner}");
+
+    // Ready once the service has fetched its own dev issuer's keys over HTTP.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = Command::new("curl")
+            .args(["-sf", &format!("http://{admin}/readyz")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dev server never became ready: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (code, out, err) = run(&["check", "--addr", &grpc, "--token", &token]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision: ALLOW"), "{out}");
+    assert!(out.contains("x-mcp-authz-subject: dev-user"), "{out}");
+    assert!(
+        out.contains("upstream header removed: authorization"),
+        "{out}"
+    );
+
+    let (code, out, _) = run(&["check", "--addr", &grpc]);
+    assert_eq!(code, 1);
+    assert!(out.contains("http status: 401"), "{out}");
+    assert!(out.contains("www-authenticate: Bearer"), "{out}");
+
+    let (code, bob, err) = run(&[
+        "token",
+        "--state",
+        state.to_str().unwrap(),
+        "--sub",
+        "bob",
+        "--scope",
+        "mcp:connect",
+        "--lifetime",
+        "5m",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(&["check", "--addr", &grpc, "--token", bob.trim()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("x-mcp-authz-subject: bob"), "{out}");
+    assert!(out.contains("x-mcp-authz-scopes: mcp:connect"), "{out}");
+
+    // A token for another audience is refused.
+    let (_, other, _) = run(&[
+        "token",
+        "--state",
+        state.to_str().unwrap(),
+        "--audience",
+        "https://elsewhere.example.com/mcp",
+    ]);
+    let (code, out, _) = run(&["check", "--addr", &grpc, "--token", other.trim()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("invalid_token"), "{out}");
+    assert!(out.contains("audience"), "{out}");
+}
