@@ -59,12 +59,17 @@ pub fn extract<'a>(
         return Err(BearerError::Missing);
     };
     // Checked before anything else looks at the value, so a huge header costs nothing.
-    if value.len() > max_len + "Bearer ".len() {
+    if value.len() > max_len.saturating_add("Bearer ".len()) {
         return Err(BearerError::TooLarge);
     }
-    // Envoy joins repeated headers with ','; b64token (RFC 6750 s2.1) never contains one.
+    // Envoy joins repeated headers with ','; b64token (RFC 6750 s2.1) never contains one. A
+    // comma inside another scheme's credentials (`Digest a="1", b="2"`) is not a duplicate.
     if value.contains(',') {
-        return Err(BearerError::Duplicate);
+        return Err(if value.split(',').any(is_bearer_credential) {
+            BearerError::Duplicate
+        } else {
+            BearerError::OtherScheme
+        });
     }
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
     if value.is_empty() {
@@ -84,6 +89,17 @@ pub fn extract<'a>(
         return Err(BearerError::Malformed);
     }
     Ok(token)
+}
+
+fn is_bearer_credential(part: &str) -> bool {
+    let part = part.trim_start_matches([' ', '\t']);
+    match part.get(..6) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer") => {
+            let rest = &part[6..];
+            rest.is_empty() || rest.starts_with(' ')
+        }
+        _ => false,
+    }
 }
 
 /// RFC 6750 s2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
@@ -139,6 +155,12 @@ mod tests {
             (Some("Bearer a=b"), "/mcp", Err(Malformed)),
             (Some("Bearer a,Bearer b"), "/mcp", Err(Duplicate)),
             (Some("Bearer a, Basic b"), "/mcp", Err(Duplicate)),
+            (Some("Basic a, bearer b"), "/mcp", Err(Duplicate)),
+            (
+                Some("Digest username=\"a\", realm=\"b\""),
+                "/mcp",
+                Err(OtherScheme),
+            ),
             (None, "/mcp?access_token=abc", Err(NotInHeader)),
             (
                 Some("Bearer abc"),

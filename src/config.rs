@@ -197,7 +197,9 @@ impl KeyRefresh {
         Duration::from_secs(10)
     }
     fn default_wait() -> Duration {
-        Duration::from_secs(2)
+        // Below Envoy's ext_authz timeout (0.5 s in deploy/envoy), so a check that waits for
+        // a rotation refetch still answers before Envoy gives up on it.
+        Duration::from_millis(300)
     }
     fn default_timeout() -> Duration {
         Duration::from_secs(5)
@@ -438,8 +440,17 @@ impl Config {
                 ));
             }
         }
-        if self.limits.max_token_bytes < 256 {
-            return Err(invalid("limits.max_token_bytes", "must be at least 256"));
+        if !(256..=65_536).contains(&self.limits.max_token_bytes) {
+            return Err(invalid(
+                "limits.max_token_bytes",
+                "must be between 256 and 65536",
+            ));
+        }
+        if !(1024..=16 << 20).contains(&self.limits.max_jwks_bytes) {
+            return Err(invalid(
+                "limits.max_jwks_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         Ok(())
     }
@@ -534,10 +545,23 @@ impl IssuerConfig {
                     .read()
                     .map_err(|m| invalid(format!("{key}.hmac_secret"), m))?;
                 // RFC 7518 s3.2: the key must be at least as long as the hash output.
-                if bytes.len() < 32 {
+                let needed = self
+                    .algorithms
+                    .iter()
+                    .map(|a| match a {
+                        Algorithm::HS384 => 48,
+                        Algorithm::HS512 => 64,
+                        _ => 32,
+                    })
+                    .max()
+                    .unwrap_or(32);
+                if bytes.len() < needed {
                     return Err(invalid(
                         format!("{key}.hmac_secret"),
-                        "the secret must be at least 32 bytes (RFC 7518 s3.2)",
+                        format!(
+                            "the secret must be at least {needed} bytes for {:?} (RFC 7518 s3.2)",
+                            self.algorithms
+                        ),
                     ));
                 }
             }
@@ -565,11 +589,51 @@ impl IssuerConfig {
                 "must be at least 1s",
             ));
         }
-        if r.fetch_timeout.is_zero() || r.unknown_kid_wait.is_zero() {
-            return Err(invalid(
-                format!("{key}.key_refresh"),
-                "`fetch_timeout` and `unknown_kid_wait` must be positive",
-            ));
+        // Upper bounds keep timer arithmetic far from overflow and catch unit mistakes.
+        let bounds = [
+            (
+                "fetch_timeout",
+                r.fetch_timeout,
+                Duration::from_millis(1),
+                Duration::from_secs(60),
+            ),
+            (
+                "unknown_kid_wait",
+                r.unknown_kid_wait,
+                Duration::from_millis(1),
+                Duration::from_secs(10),
+            ),
+            // Zero would let random `kid`s drive back-to-back fetches against the IdP.
+            (
+                "unknown_kid_interval",
+                r.unknown_kid_interval,
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            ),
+            (
+                "default_interval",
+                r.default_interval,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 86_400),
+            ),
+            (
+                "max_interval",
+                r.max_interval,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 86_400),
+            ),
+        ];
+        for (name, value, min, max) in bounds {
+            if value < min || value > max {
+                return Err(invalid(
+                    format!("{key}.key_refresh.{name}"),
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -785,6 +849,42 @@ servers:
     fn resource_with_fragment_is_rejected() {
         let e = err(&MINIMAL.replace("weather/mcp", "weather/mcp#x"));
         assert!(e.contains("servers[0].resource"), "{e}");
+    }
+
+    #[test]
+    fn refresh_bounds_are_checked() {
+        let e = err(&MINIMAL.replace(
+            "issuer: https://idp.example.com\n",
+            "issuer: https://idp.example.com\n    key_refresh: {unknown_kid_interval: 0s}\n",
+        ));
+        assert!(
+            e.contains("issuers[0].key_refresh.unknown_kid_interval"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace(
+            "issuer: https://idp.example.com\n",
+            "issuer: https://idp.example.com\n    key_refresh: {fetch_timeout: 100years}\n",
+        ));
+        assert!(e.contains("fetch_timeout"), "{e}");
+    }
+
+    #[test]
+    fn hmac_secret_length_follows_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, [b'x'; 40]).unwrap();
+        let yaml = |alg: &str| {
+            MINIMAL.replace(
+                "issuer: https://idp.example.com\n",
+                &format!(
+                    "issuer: https://idp.example.com\n    algorithms: [{alg}]\n    hmac_secret: {{file: {}}}\n",
+                    path.display()
+                ),
+            )
+        };
+        Config::from_yaml(&yaml("HS256")).unwrap();
+        let e = err(&yaml("HS384"));
+        assert!(e.contains("48 bytes"), "{e}");
     }
 
     #[test]

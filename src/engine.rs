@@ -156,7 +156,7 @@ impl Engine {
             Err(e) => return bearer_denial(server, e),
         };
         match self.verify(token, server).await {
-            Ok(identity) => Decision::Allow(self.allow(server, identity)),
+            Ok(identity) => Decision::Allow(self.allow(server, identity, input.headers)),
             Err(e) => token_denial(server, e),
         }
     }
@@ -178,7 +178,12 @@ impl Engine {
         parsed.verify(&issuer.config, &keys, server, unix_now())
     }
 
-    fn allow(&self, server: &ProtectedServer, identity: Identity) -> Allow {
+    fn allow(
+        &self,
+        server: &ProtectedServer,
+        identity: Identity,
+        request_headers: &HashMap<String, String>,
+    ) -> Allow {
         let names = &self.header_names;
         let mut set_headers = Vec::with_capacity(5);
         let mut remove_headers = vec!["authorization".to_owned()];
@@ -199,6 +204,17 @@ impl Engine {
                 None => remove_headers.push(name.clone()),
             }
         }
+        // `x_mcp_authz_subject` is a different header to Envoy but the same one to upstreams
+        // that map headers CGI-style (`HTTP_X_MCP_AUTHZ_SUBJECT`): drop such look-alikes.
+        for name in request_headers.keys().filter(|k| k.contains('_')) {
+            let spoof = names
+                .all()
+                .iter()
+                .any(|ours| same_modulo_underscore(name, ours));
+            if spoof {
+                remove_headers.push(name.clone());
+            }
+        }
         Allow {
             server_id: server.id.clone(),
             identity,
@@ -206,6 +222,14 @@ impl Engine {
             remove_headers,
         }
     }
+}
+
+fn same_modulo_underscore(name: &str, ours: &str) -> bool {
+    name.len() == ours.len()
+        && name
+            .bytes()
+            .zip(ours.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 fn unix_now() -> i64 {
@@ -327,6 +351,8 @@ fn respond_raw(status: u16, reason: Reason, body: serde_json::Value) -> Respond 
         headers: vec![
             ("content-type", "application/json".into()),
             ("cache-control", "no-store".into()),
+            // Browser-based MCP clients need to read the challenge across origins.
+            ("access-control-expose-headers", "WWW-Authenticate".into()),
         ],
         body: body.to_string(),
         reason,

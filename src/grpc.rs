@@ -51,16 +51,47 @@ impl Authorization for AuthzService {
         } else {
             &http.raw_body
         };
+        // With `encode_raw_headers: true` Envoy fills `header_map` instead of `headers`.
+        let raw_headers;
+        let headers = match &http.header_map {
+            Some(map) if http.headers.is_empty() => {
+                raw_headers = join_raw_headers(map);
+                &raw_headers
+            }
+            _ => &http.headers,
+        };
         let input = CheckInput {
             method: &http.method,
             path: &http.path,
             host: &http.host,
-            headers: &http.headers,
+            headers,
             body,
         };
         let decision = self.engine.check(&input).await;
         Ok(Response::new(to_check_response(decision)))
     }
+}
+
+/// Lowercases names and joins repeated headers with `,`, the shape of `headers`, so that two
+/// `Authorization` headers are still seen as two.
+fn join_raw_headers(
+    map: &envoy_types::pb::envoy::config::core::v3::HeaderMap,
+) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::with_capacity(map.headers.len());
+    for h in &map.headers {
+        let value = if h.raw_value.is_empty() {
+            h.value.clone()
+        } else {
+            String::from_utf8_lossy(&h.raw_value).into_owned()
+        };
+        out.entry(h.key.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
 }
 
 pub fn to_check_response(decision: Decision) -> CheckResponse {
@@ -147,5 +178,37 @@ fn header(key: String, value: String, action: HeaderAppendAction) -> HeaderValue
 fn string_value(s: &str) -> Value {
     Value {
         kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+
+    #[test]
+    fn raw_header_map_is_joined_like_headers() {
+        let map = HeaderMap {
+            headers: vec![
+                HeaderValue {
+                    key: "Authorization".into(),
+                    raw_value: b"Bearer a".to_vec(),
+                    ..Default::default()
+                },
+                HeaderValue {
+                    key: "authorization".into(),
+                    value: "Bearer b".into(),
+                    ..Default::default()
+                },
+                HeaderValue {
+                    key: "host".into(),
+                    raw_value: b"x".to_vec(),
+                    ..Default::default()
+                },
+            ],
+        };
+        let joined = join_raw_headers(&map);
+        assert_eq!(joined["authorization"], "Bearer a,Bearer b");
+        assert_eq!(joined["host"], "x");
     }
 }

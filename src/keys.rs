@@ -25,14 +25,19 @@ pub struct VerifyKey {
     pub key: DecodingKey,
     /// INVARIANT: non-empty, within the issuer's allowlist, and within the key's own type
     /// (a JWK `alg`, an EC curve), so an RSA key is never used as an HMAC secret and a P-256
-    /// key never verifies ES384 (RFC 8725 s3.1).
+    /// key never verifies ES384 (RFC 8725 s3.1). JWKS keys get exactly one algorithm.
     pub algorithms: Vec<Algorithm>,
 }
 
 /// An issuer's keys at one point in time. Never mutated after construction.
 pub struct KeySet {
-    by_kid: HashMap<String, Arc<VerifyKey>>,
+    /// Several keys may share a `kid` (an IdP publishing RSA and EC keys under one name); the
+    /// token's `alg` picks among them.
+    by_kid: HashMap<String, Vec<Arc<VerifyKey>>>,
     anonymous: Vec<Arc<VerifyKey>>,
+    /// An HMAC issuer's single secret: it verifies tokens whatever `kid` they name. A JWKS never
+    /// gets this fallback, so a token with a new `kid` always triggers a refetch.
+    secret: bool,
     pub fetched_at: SystemTime,
 }
 
@@ -59,21 +64,28 @@ pub enum KeySetError {
 
 impl KeySet {
     pub fn new(keys: Vec<VerifyKey>) -> Self {
-        let mut by_kid = HashMap::new();
+        let mut by_kid: HashMap<String, Vec<Arc<VerifyKey>>> = HashMap::new();
         let mut anonymous = Vec::new();
         for key in keys {
             let key = Arc::new(key);
             match &key.kid {
-                Some(kid) => {
-                    by_kid.insert(kid.clone(), key);
-                }
+                Some(kid) => by_kid.entry(kid.clone()).or_default().push(key),
                 None => anonymous.push(key),
             }
         }
         Self {
             by_kid,
             anonymous,
+            secret: false,
             fetched_at: SystemTime::now(),
+        }
+    }
+
+    /// The key set of an HMAC issuer: one shared secret.
+    pub fn secret(key: VerifyKey) -> Self {
+        Self {
+            secret: true,
+            ..Self::new(vec![key])
         }
     }
 
@@ -105,7 +117,7 @@ impl KeySet {
     }
 
     pub fn len(&self) -> usize {
-        self.by_kid.len() + self.anonymous.len()
+        self.by_kid.values().map(Vec::len).sum::<usize>() + self.anonymous.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,30 +129,32 @@ impl KeySet {
     }
 
     pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
-        let key = match kid {
+        let usable = |k: &&Arc<VerifyKey>| k.algorithms.contains(&alg);
+        match kid {
             Some(kid) => match self.by_kid.get(kid) {
-                Some(key) => key,
-                // A set whose only keys have no `kid` (an HMAC secret, a minimal JWKS) still
-                // verifies tokens that carry one.
-                None if self.by_kid.is_empty() && self.anonymous.len() == 1 => &self.anonymous[0],
-                None => return Lookup::UnknownKid,
+                Some(keys) => keys
+                    .iter()
+                    .find(usable)
+                    .map_or(Lookup::WrongAlgorithm, |k| Lookup::Found(k)),
+                None if self.secret => self
+                    .anonymous
+                    .iter()
+                    .find(usable)
+                    .map_or(Lookup::WrongAlgorithm, |k| Lookup::Found(k)),
+                None => Lookup::UnknownKid,
             },
             None => {
                 let mut candidates = self
                     .by_kid
                     .values()
+                    .flatten()
                     .chain(self.anonymous.iter())
-                    .filter(|k| k.algorithms.contains(&alg));
+                    .filter(usable);
                 match (candidates.next(), candidates.next()) {
-                    (Some(only), None) => only,
-                    _ => return Lookup::Ambiguous,
+                    (Some(only), None) => Lookup::Found(only),
+                    _ => Lookup::Ambiguous,
                 }
             }
-        };
-        if key.algorithms.contains(&alg) {
-            Lookup::Found(key)
-        } else {
-            Lookup::WrongAlgorithm
         }
     }
 }
@@ -166,13 +180,16 @@ fn verify_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyKey> {
         Some(a) => Some(a.to_string().parse::<Algorithm>().ok()?),
         None => None,
     };
-    let algorithms: Vec<Algorithm> = own
-        .into_iter()
-        .filter(|a| allowed.contains(a) && declared.is_none_or(|d| d == *a))
-        .collect();
-    if algorithms.is_empty() {
-        return None;
-    }
+    // RFC 8725 s3.1: one key, one algorithm. A JWK's `alg` decides; without one, the key
+    // serves the first algorithm of its type in the issuer's allowlist.
+    let algorithm = match declared {
+        Some(d) => own
+            .contains(&d)
+            .then_some(d)
+            .filter(|d| allowed.contains(d)),
+        None => allowed.iter().copied().find(|a| own.contains(a)),
+    }?;
+    let algorithms = vec![algorithm];
     let key = DecodingKey::from_jwk(jwk).ok()?;
     Some(VerifyKey {
         kid: jwk.common.key_id.clone(),
@@ -246,34 +263,32 @@ impl IssuerKeys {
                     key: DecodingKey::from_secret(&bytes),
                     algorithms: config.algorithms.clone(),
                 };
-                (Some(Arc::new(KeySet::new(vec![key]))), None)
+                (Some(Arc::new(KeySet::secret(key))), None)
             }
             None => (None, Some(Fetcher::new(config.clone(), max_bytes)?)),
         };
-        let this = Arc::new(Self {
-            current: ArcSwapOption::new(current),
-            fetcher,
-            coordinator: Mutex::new(Coordinator {
-                last_kid_refetch: None,
-            }),
-            generation: watch::channel(0).0,
-            in_flight: AtomicBool::new(false),
-            last_outcome: ArcSwap::default(),
-            metrics,
-            config,
-        });
+        let this = Self::build(config, current, fetcher, metrics);
         if let Some(set) = this.current.load_full() {
             this.metrics.keys_loaded(&this.config.issuer, set.len());
         }
         Ok(this)
     }
 
-    /// Builds a holder around a fixed key set (tests, benchmarks, the dev issuer in process).
+    /// Builds a holder around a fixed key set (tests, benchmarks).
     pub fn with_static(config: IssuerConfig, set: KeySet, metrics: Metrics) -> Arc<Self> {
+        Self::build(Arc::new(config), Some(Arc::new(set)), None, metrics)
+    }
+
+    fn build(
+        config: Arc<IssuerConfig>,
+        current: Option<Arc<KeySet>>,
+        fetcher: Option<Fetcher>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            config: Arc::new(config),
-            current: ArcSwapOption::new(Some(Arc::new(set))),
-            fetcher: None,
+            config,
+            current: ArcSwapOption::new(current),
+            fetcher,
             coordinator: Mutex::new(Coordinator {
                 last_kid_refetch: None,
             }),
@@ -335,8 +350,13 @@ impl IssuerKeys {
     pub async fn refresh(self: &Arc<Self>) -> Outcome {
         let mut rx = self.generation.subscribe();
         self.start(Trigger::Schedule);
-        // The fetch bounds itself (two requests with timeouts); this is a backstop.
-        let backstop = self.config.key_refresh.fetch_timeout * 3;
+        // The fetch bounds itself (at most three requests with timeouts); this is a backstop.
+        let backstop = self
+            .config
+            .key_refresh
+            .fetch_timeout
+            .saturating_mul(4)
+            .saturating_add(Duration::from_secs(1));
         let _ = tokio::time::timeout(backstop, rx.changed()).await;
         (**self.last_outcome.load()).clone()
     }
@@ -363,9 +383,10 @@ impl IssuerKeys {
         self.in_flight.store(true, Ordering::Release);
         let this = self.clone();
         tokio::spawn(async move {
+            // Cleared even if the fetch panics or the runtime drops the task, so later
+            // refreshes never wait on a fetch that no longer exists.
+            let _done = FetchDone(&this);
             this.fetch_and_swap().await;
-            this.in_flight.store(false, Ordering::Release);
-            this.generation.send_modify(|g| *g += 1);
         });
         Start::Started
     }
@@ -444,6 +465,15 @@ impl IssuerKeys {
     }
 }
 
+struct FetchDone<'a>(&'a IssuerKeys);
+
+impl Drop for FetchDone<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.store(false, Ordering::Release);
+        self.0.generation.send_modify(|g| *g += 1);
+    }
+}
+
 enum Start {
     Started,
     Joined,
@@ -451,7 +481,11 @@ enum Start {
 }
 
 fn same_kids(a: &KeySet, b: &KeySet) -> bool {
-    a.len() == b.len() && a.by_kid.keys().all(|k| b.by_kid.contains_key(k))
+    // Counts per kid included: a second key under a known kid is a change.
+    a.len() == b.len()
+        && a.by_kid
+            .iter()
+            .all(|(k, v)| b.by_kid.get(k).is_some_and(|w| w.len() == v.len()))
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -503,6 +537,57 @@ mod tests {
         ));
         // No kid: exactly one candidate for the algorithm is required.
         assert!(matches!(set.find(None, Algorithm::ES256), Lookup::Found(_)));
+    }
+
+    #[test]
+    fn shared_kid_is_resolved_by_algorithm() {
+        let rsa = TestKey::rsa("same");
+        let ec = TestKey::ec("same");
+        let jwks = serde_json::json!({"keys": [rsa.public_jwk(), ec.public_jwk()]});
+        let (set, _) = KeySet::from_jwks(
+            jwks.to_string().as_bytes(),
+            &[Algorithm::RS256, Algorithm::ES256],
+        )
+        .unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(
+            matches!(set.find(Some("same"), Algorithm::RS256), Lookup::Found(k) if k.algorithms == [Algorithm::RS256])
+        );
+        assert!(
+            matches!(set.find(Some("same"), Algorithm::ES256), Lookup::Found(k) if k.algorithms == [Algorithm::ES256])
+        );
+    }
+
+    #[test]
+    fn rsa_key_without_alg_serves_one_algorithm() {
+        let rsa = TestKey::rsa("r");
+        let mut jwk = rsa.public_jwk();
+        jwk.as_object_mut().unwrap().remove("alg");
+        let jwks = serde_json::json!({"keys": [jwk]}).to_string();
+        let (set, _) =
+            KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::PS256, Algorithm::RS256]).unwrap();
+        assert!(matches!(
+            set.find(Some("r"), Algorithm::PS256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(Some("r"), Algorithm::RS256),
+            Lookup::WrongAlgorithm
+        ));
+    }
+
+    #[test]
+    fn kidless_jwks_key_does_not_swallow_new_kids() {
+        let rsa = TestKey::rsa("r");
+        let mut jwk = rsa.public_jwk();
+        jwk.as_object_mut().unwrap().remove("kid");
+        let jwks = serde_json::json!({"keys": [jwk]}).to_string();
+        let (set, _) = KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::RS256]).unwrap();
+        assert!(matches!(
+            set.find(Some("new"), Algorithm::RS256),
+            Lookup::UnknownKid
+        ));
+        assert!(matches!(set.find(None, Algorithm::RS256), Lookup::Found(_)));
     }
 
     #[test]

@@ -17,9 +17,8 @@ pub struct ProtectedServer {
     pub id: String,
     /// As configured: the PRM `resource`, compared byte for byte first.
     pub resource: String,
-    /// `resource` parsed and re-serialized (lowercase scheme and host, default port dropped),
-    /// so an `aud` that differs only in those still matches (MCP authorization, RFC 8707).
-    audience: String,
+    /// `resource` split for audience comparison; see [`ProtectedServer::is_audience`].
+    audience: Audience,
     pub prm_path: String,
     /// Absolute URL of the PRM document, for `resource_metadata` in challenges.
     pub prm_url: String,
@@ -96,7 +95,7 @@ impl ProtectedServer {
         Ok(Self {
             id: config.id.clone(),
             resource: config.resource.clone(),
-            audience: url.to_string(),
+            audience: Audience::parse(&config.resource).ok_or("resource is not an absolute URI")?,
             prm_path,
             prm_url,
             prm_json: prm_json.into(),
@@ -107,16 +106,12 @@ impl ProtectedServer {
         })
     }
 
-    /// Does one `aud` value name this server?
+    /// Does one `aud` value name this server? Byte equality, or equality up to the case of
+    /// scheme and host and an explicit default port (RFC 3986 s6.2.2.1, s6.2.3), which MCP
+    /// clients may vary. The path is compared byte for byte: no dot-segment resolution, no
+    /// percent-decoding, so `/a/../weather/mcp` never stands for `/weather/mcp`.
     pub fn is_audience(&self, aud: &str) -> bool {
-        if aud == self.resource {
-            return true;
-        }
-        // RFC 8707 s2: absolute URI without a fragment.
-        match Url::parse(aud) {
-            Ok(u) if u.fragment().is_none() => u.as_str() == self.audience,
-            _ => false,
-        }
+        aud == self.resource || Audience::parse(aud).is_some_and(|a| a == self.audience)
     }
 
     fn matches_host(&self, host: &str) -> bool {
@@ -137,6 +132,58 @@ impl ProtectedServer {
         }
         let rest = path.strip_prefix(p.as_str())?;
         (rest.is_empty() || rest.starts_with('/')).then_some(p.len())
+    }
+}
+
+/// An absolute `http(s)` URI reduced to what audience comparison looks at.
+#[derive(Debug, PartialEq, Eq)]
+struct Audience {
+    https: bool,
+    host: String,
+    port: Option<u16>,
+    path: String,
+}
+
+impl Audience {
+    fn parse(uri: &str) -> Option<Self> {
+        // Anything a lenient parser would silently repair is refused instead.
+        if uri.bytes().any(|b| {
+            b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'\\' | b'#' | b'?')
+        }) {
+            return None;
+        }
+        let (scheme, rest) = uri.split_once("://")?;
+        let https = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
+            return None;
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return None;
+        }
+        let (host, port) = split_host(authority);
+        let port = match port {
+            Some(p) => Some(p.parse::<u16>().ok()?),
+            None => None,
+        };
+        let default = if https { 443 } else { 80 };
+        Some(Self {
+            https,
+            host: host.to_ascii_lowercase(),
+            port: port.filter(|p| *p != default),
+            // An empty path and `/` are the same resource (RFC 3986 s6.2.3).
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
+        })
     }
 }
 
@@ -282,6 +329,21 @@ mod tests {
         assert!(!s.is_audience("https://mcp.example.com/weather"));
         assert!(!s.is_audience("https://evil.example.com/weather/mcp"));
         assert!(!s.is_audience("weather"));
+        // A lenient URL parser would resolve or repair all of these into the resource.
+        for sneaky in [
+            "https://mcp.example.com/evil/../weather/mcp",
+            "https:\\\\mcp.example.com\\weather\\mcp",
+            "https://mcp.example.com/weather/%2e/mcp",
+            "https://mcp.example.com/weather/./mcp",
+            " https://mcp.example.com/weather/mcp\n",
+            "https://user@mcp.example.com/weather/mcp",
+            "https://mcp.example.com/weather/mcp?x",
+        ] {
+            assert!(!s.is_audience(sneaky), "{sneaky}");
+        }
+        let root = server("r", "https://mcp.example.com", MatchConfig::default());
+        assert!(root.is_audience("https://mcp.example.com/"));
+        assert!(root.is_audience("https://MCP.example.com"));
     }
 
     #[test]

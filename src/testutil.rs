@@ -119,6 +119,15 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// A loopback port that was free a moment ago (for programs that cannot bind port 0 and report).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -277,7 +277,11 @@ fn decode_header(h: &str) -> Result<Header, TokenError> {
 
 /// RFC 9068 s2.1 / s4: `at+jwt`, with or without the `application/` prefix, case-insensitive.
 fn check_typ(policy: TypPolicy, typ: Option<&str>) -> Result<(), TokenError> {
-    let typ = typ.map(|t| t.strip_prefix("application/").unwrap_or(t));
+    // Media types are case-insensitive (RFC 7515 s4.1.9), the `application/` prefix included.
+    let typ = typ.map(|t| match t.get(..12) {
+        Some(p) if p.eq_ignore_ascii_case("application/") => &t[12..],
+        _ => t,
+    });
     let ok = match (policy, typ) {
         (_, Some(t)) if t.eq_ignore_ascii_case("at+jwt") => true,
         (TypPolicy::Relaxed, None) => true,
@@ -333,9 +337,15 @@ fn string_list(v: &Value) -> Result<Vec<String>, TokenError> {
     }
 }
 
-/// Identity values become upstream headers: control characters could split or smuggle them.
+/// Identity values become upstream headers and log fields: control characters could split or
+/// smuggle them, and surrounding whitespace or invisible and bidi-override characters could make
+/// one identity look like another once trimmed or displayed.
 fn header_safe(s: &str) -> Result<&str, TokenError> {
-    if s.chars().any(char::is_control) {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if s.trim() != s || s.chars().any(invisible) {
         Err(TokenError::BadClaim)
     } else {
         Ok(s)
@@ -351,6 +361,7 @@ mod tests {
         use TypPolicy::*;
         assert!(check_typ(Strict, Some("at+jwt")).is_ok());
         assert!(check_typ(Strict, Some("application/AT+JWT")).is_ok());
+        assert!(check_typ(Strict, Some("Application/at+jwt")).is_ok());
         assert!(check_typ(Strict, Some("JWT")).is_err());
         assert!(check_typ(Strict, None).is_err());
         assert!(check_typ(Relaxed, Some("JWT")).is_ok());
@@ -371,6 +382,10 @@ mod tests {
         assert!(string_list(&serde_json::json!([1])).is_err());
         assert!(string_list(&serde_json::json!({"a": 1})).is_err());
         assert!(string_list(&serde_json::json!("a\nb")).is_err());
+        assert!(header_safe(" alice").is_err());
+        assert!(header_safe("ali\u{202E}ce").is_err());
+        assert!(header_safe("alice@example.com").is_ok());
+        assert!(header_safe("J\u{00F6}rg").is_ok());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mcp_authz::testutil::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-authz");
 
 fn fixture(name: &str) -> PathBuf {
@@ -90,14 +92,6 @@ fn help_describes_every_subcommand() {
     for sub in ["serve", "validate", "dev", "token", "check"] {
         assert!(out.contains(sub), "{out}");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Kill(std::process::Child);

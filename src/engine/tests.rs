@@ -235,6 +235,26 @@ async fn allow_sets_identity_headers_and_strips_the_token() {
     assert_eq!(set["x-mcp-authz-issuer"], ISS);
     assert_eq!(allow.remove_headers, vec!["authorization".to_string()]);
 
+    // Underscore look-alikes of identity headers are removed too.
+    let auth = format!("Bearer {}", k.rsa.token(&good()));
+    let a = run(
+        "POST",
+        "/weather/mcp",
+        &[
+            ("authorization", &auth),
+            ("x_mcp_authz_tenant", "victim"),
+            ("x_other", "kept"),
+        ],
+        b"{}",
+    )
+    .await;
+    let removed = a.allow.expect("allowed").remove_headers;
+    assert!(
+        removed.contains(&"x_mcp_authz_tenant".to_string()),
+        "{removed:?}"
+    );
+    assert!(!removed.contains(&"x_other".to_string()));
+
     // Facts the token lacks are removed, so a client's copy cannot stand in for them.
     let c = without(without(good(), "tenant"), "client_id");
     let allow = with_token(&k.rsa.token(&c)).await.allow.expect("allowed");

@@ -22,8 +22,21 @@ pub enum FetchError {
     Metadata { url: String, message: String },
     #[error("`{url}`: {message}")]
     KeySet { url: String, message: String },
+    #[error("`{url}`: metadata names issuer `{found}`, expected `{expected}` (RFC 8414 s3.3)")]
+    IssuerMismatch {
+        url: String,
+        found: String,
+        expected: String,
+    },
     #[error("no discovery document found for issuer `{issuer}` ({tried})")]
     NotDiscovered { issuer: String, tried: String },
+}
+
+/// The part of RFC 8414 / OIDC discovery metadata this service reads.
+#[derive(serde::Deserialize)]
+struct Metadata {
+    issuer: String,
+    jwks_uri: Option<String>,
 }
 
 /// A fetched JWKS.
@@ -83,7 +96,7 @@ impl Fetcher {
         })
     }
 
-    /// RFC 8414 s3.1 inserts the well-known segment between host and path; OpenID Connect
+    /// Tries each well-known location in turn. RFC 8414 s3.1 inserts the well-known segment between host and path; OpenID Connect
     /// Discovery s4 appends it. Either document must name this exact issuer (RFC 8414 s3.3).
     async fn discover(&self) -> Result<Url, FetchError> {
         let issuer = &self.config.issuer;
@@ -93,53 +106,46 @@ impl Fetcher {
         })?;
         let mut tried = Vec::new();
         for url in candidates {
-            let body = match self.get(&url).await {
-                Ok((body, _)) => body,
-                Err(FetchError::Status { status: 404, .. }) => {
-                    tried.push(format!("{url}: 404"));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            #[derive(serde::Deserialize)]
-            struct Metadata {
-                issuer: String,
-                jwks_uri: Option<String>,
+            match self.discover_at(&url).await {
+                Ok(jwks) => return Ok(jwks),
+                // A document that names another issuer is a hard error (RFC 8414 s3.3):
+                // trying elsewhere could not make it right.
+                Err(e @ FetchError::IssuerMismatch { .. }) => return Err(e),
+                // Anything else (404, a gateway's 403, HTML, no `jwks_uri`): try the next form.
+                Err(e) => tried.push(e.to_string()),
             }
-            let meta: Metadata =
-                serde_json::from_slice(&body).map_err(|e| FetchError::Metadata {
-                    url: url.to_string(),
-                    message: format!("invalid metadata document: {e}"),
-                })?;
-            if &meta.issuer != issuer {
-                return Err(FetchError::Metadata {
-                    url: url.to_string(),
-                    message: format!(
-                        "metadata names issuer `{}`, expected `{issuer}` (RFC 8414 s3.3)",
-                        meta.issuer
-                    ),
-                });
-            }
-            let jwks = meta.jwks_uri.ok_or_else(|| FetchError::Metadata {
-                url: url.to_string(),
-                message: "metadata has no `jwks_uri`".into(),
-            })?;
-            let jwks = Url::parse(&jwks).map_err(|e| FetchError::Metadata {
-                url: url.to_string(),
-                message: format!("`jwks_uri` is not a URL: {e}"),
-            })?;
-            self.config
-                .check_transport(&jwks, "jwks_uri")
-                .map_err(|i| FetchError::Metadata {
-                    url: url.to_string(),
-                    message: i.message,
-                })?;
-            return Ok(jwks);
         }
         Err(FetchError::NotDiscovered {
             issuer: issuer.clone(),
-            tried: tried.join(", "),
+            tried: tried.join("; "),
         })
+    }
+
+    async fn discover_at(&self, url: &Url) -> Result<Url, FetchError> {
+        let issuer = &self.config.issuer;
+        let metadata_error = |message: String| FetchError::Metadata {
+            url: url.to_string(),
+            message,
+        };
+        let (body, _) = self.get(url).await?;
+        let meta: Metadata = serde_json::from_slice(&body)
+            .map_err(|e| metadata_error(format!("invalid metadata document: {e}")))?;
+        if &meta.issuer != issuer {
+            return Err(FetchError::IssuerMismatch {
+                url: url.to_string(),
+                found: meta.issuer,
+                expected: issuer.clone(),
+            });
+        }
+        let jwks = meta
+            .jwks_uri
+            .ok_or_else(|| metadata_error("metadata has no `jwks_uri`".into()))?;
+        let jwks = Url::parse(&jwks)
+            .map_err(|e| metadata_error(format!("`jwks_uri` is not a URL: {e}")))?;
+        self.config
+            .check_transport(&jwks, "jwks_uri")
+            .map_err(|i| metadata_error(i.message))?;
+        Ok(jwks)
     }
 
     async fn get(&self, url: &Url) -> Result<(Vec<u8>, HeaderMap), FetchError> {
@@ -190,7 +196,14 @@ pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, String> {
     rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
     let mut oidc = base.clone();
     oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
-    Ok(vec![rfc8414, oidc])
+    let mut urls = vec![rfc8414, oidc];
+    if !path.is_empty() {
+        // RFC 8414 s5 notes some servers publish OIDC metadata in the inserted form too.
+        let mut inserted = base.clone();
+        inserted.set_path(&format!("/.well-known/openid-configuration{path}"));
+        urls.push(inserted);
+    }
+    Ok(urls)
 }
 
 /// `Cache-Control: max-age=N` (RFC 9111 s5.2.2.1); `no-store`/`no-cache` mean "as soon as the
