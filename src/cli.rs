@@ -57,6 +57,84 @@ pub enum Command {
     /// Send one Envoy-shaped CheckRequest to a running server and print the decision.
     /// Exit 0 on allow, 1 on deny, 2 on error.
     Check(CheckArgs),
+    /// Tools for policy authors: validate, test, explain.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and strictly validate a policy directory against its schema and the mcp-authz
+    /// vocabulary; print lint warnings. Exit 0 when valid (warnings allowed unless
+    /// --deny-warnings), 1 otherwise.
+    Validate {
+        /// Policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Treat lint warnings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Run the table-driven cases kept beside the policies (`tests.yaml`). Exit 0 when all pass.
+    Test {
+        /// Policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Case file; default `<dir>/tests.yaml`.
+        #[arg(long)]
+        cases: Option<PathBuf>,
+    },
+    /// Evaluate one hypothetical request offline: decision, determining policies, challenge.
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Policy directory.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// MCP method (`tools/call`, `initialize`, ...), or `GET`, `DELETE`, `response`.
+    #[arg(long)]
+    pub method: String,
+    /// Tool name (tools/call).
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// Prompt name (prompts/get, completion/complete).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Resource URI (resources/*, completion/complete).
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Task id (tasks/get, tasks/result, tasks/cancel).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Tool arguments as a JSON object.
+    #[arg(long)]
+    pub arguments: Option<String>,
+    /// Caller subject.
+    #[arg(long, default_value = "alice")]
+    pub sub: String,
+    /// Caller tenant.
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    /// Granted scopes (repeatable or space-separated).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Groups (repeatable).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Extra claim `name=value` (repeatable), reachable as principal tags.
+    #[arg(long = "claim")]
+    pub claims: Vec<String>,
+    /// Server id.
+    #[arg(long, default_value = "demo")]
+    pub server_id: String,
+    /// Server tenant.
+    #[arg(long, default_value = "")]
+    pub server_tenant: String,
+    /// The server's scopes_supported (repeatable or space-separated): step-up candidates.
+    #[arg(long = "scope-supported")]
+    pub scopes_supported: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +158,10 @@ pub struct DevArgs {
     /// Where to write the dev issuer state that `mcp-authz token` reads.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Policy directory; default `./policies` when it exists (edits hot-reload), else the
+    /// shipped policies, copied next to the state file.
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +213,15 @@ pub struct CheckArgs {
     /// a repeated name is joined with `,`, as Envoy does.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+    /// Build a JSON-RPC request body for this MCP method (e.g. `tools/call`, `initialize`).
+    #[arg(long, conflicts_with_all = ["body", "body_file"])]
+    pub rpc: Option<String>,
+    /// With --rpc: the tool or prompt name, or the resource URI.
+    #[arg(long, requires = "rpc")]
+    pub name: Option<String>,
+    /// With --rpc tools/call: the arguments, a JSON object.
+    #[arg(long, requires = "rpc")]
+    pub arguments: Option<String>,
     /// Request body.
     #[arg(long, conflicts_with = "body_file")]
     pub body: Option<String>,
@@ -148,6 +239,149 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dev(a) => run_dev(a).await,
         Command::Token(a) => token(a),
         Command::Check(a) => check(a).await,
+        Command::Policy(p) => policy_command(p),
+    }
+}
+
+fn policy_command(command: PolicyCommand) -> ExitCode {
+    use crate::policy::{cases, load_dir};
+    match command {
+        PolicyCommand::Validate { dir, deny_warnings } => match load_dir(&dir) {
+            Ok(bundle) => {
+                for w in &bundle.warnings {
+                    println!("warning: {w}");
+                }
+                println!(
+                    "`{}`: {} policies valid against the schema (policy set {})",
+                    dir.display(),
+                    bundle.policy_ids.len(),
+                    bundle.hash
+                );
+                if deny_warnings && !bundle.warnings.is_empty() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        PolicyCommand::Test { dir, cases: file } => {
+            let file = file.unwrap_or_else(|| dir.join(cases::CASES_FILE));
+            let result = load_dir(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|bundle| {
+                    let case_file = cases::read_cases(&file).map_err(|e| e.to_string())?;
+                    cases::run(&bundle, &case_file).map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(report) => {
+                    for (name, why) in &report.failed {
+                        println!("FAIL {name}: {why}");
+                    }
+                    println!(
+                        "policy tests: {} passed, {} failed",
+                        report.passed,
+                        report.failed.len()
+                    );
+                    if report.failed.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        PolicyCommand::Explain(a) => explain(*a),
+    }
+}
+
+fn split_words(list: &[String]) -> Vec<String> {
+    list.iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn explain(a: ExplainArgs) -> ExitCode {
+    use crate::policy::cases::{self, Case, Defaults, Expect, PrincipalSpec, ServerSpec};
+    let fail = |m: String| {
+        eprintln!("error: {m}");
+        ExitCode::from(2)
+    };
+    let bundle = match crate::policy::load_dir(&a.policies) {
+        Ok(b) => b,
+        Err(e) => return fail(e.to_string()),
+    };
+    let arguments = match a.arguments.as_deref().map(serde_json::from_str) {
+        None => serde_json::Map::new(),
+        Some(Ok(serde_json::Value::Object(m))) => m,
+        Some(_) => return fail("--arguments must be a JSON object".into()),
+    };
+    let mut claims = serde_json::Map::new();
+    for c in &a.claims {
+        let Some((k, v)) = c.split_once('=') else {
+            return fail(format!("--claim `{c}` is not name=value"));
+        };
+        claims.insert(k.to_owned(), serde_json::Value::from(v));
+    }
+    let case = Case {
+        name: "explain".into(),
+        server: ServerSpec {
+            id: Some(a.server_id),
+            tenant: Some(a.server_tenant),
+            scopes_supported: Some(split_words(&a.scopes_supported)),
+        },
+        principal: PrincipalSpec {
+            sub: Some(a.sub),
+            tenant: Some(a.tenant),
+            client_id: None,
+            issuer: None,
+            scopes: Some(split_words(&a.scopes)),
+            groups: Some(a.groups),
+            claims: Some(claims),
+        },
+        method: a.method,
+        tool: a.tool,
+        prompt: a.prompt,
+        resource: a.resource,
+        task: a.task,
+        arguments,
+        expect: Expect::Allow,
+        policies: None,
+        challenge_scope: None,
+    };
+    match cases::evaluate(&bundle, &Defaults::default(), &case) {
+        Ok(outcome) => {
+            let d = &outcome.decision;
+            println!("decision: {}", if d.allowed { "ALLOW" } else { "DENY" });
+            println!("determining policies: {:?}", d.determining);
+            for e in &d.errors {
+                println!("policy error: {e}");
+            }
+            match (&outcome.challenge_scope, d.allowed) {
+                (_, true) => println!("challenge: none (allowed)"),
+                (Some(scope), false) => println!(
+                    "challenge: 403 WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"...\""
+                ),
+                (None, false) => {
+                    println!("challenge: none (a plain 403; no scope would allow this)")
+                }
+            }
+            println!("policy set: {} ({})", bundle.hash, a.policies.display());
+            if d.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(e.to_string()),
     }
 }
 
@@ -165,17 +399,26 @@ fn validate(path: &std::path::Path) -> ExitCode {
     };
     // Everything `serve` builds before listening, minus the network.
     let metrics = crate::metrics::Metrics::unregistered();
+    let policies = match crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: policies: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let hash = policies.load().hash.clone();
     let built = crate::engine::Engine::issuers_from_config(&config, &metrics)
-        .and_then(|issuers| crate::engine::Engine::new(&config, issuers, metrics));
+        .and_then(|issuers| crate::engine::Engine::new(&config, issuers, policies, metrics));
     if let Err(e) = built {
         eprintln!("error: `{}`: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
     println!(
-        "`{}` is valid: {} issuer(s), {} server(s)",
+        "`{}` is valid: {} issuer(s), {} server(s), policy set {hash} from `{}`",
         path.display(),
         config.issuers.len(),
-        config.servers.len()
+        config.servers.len(),
+        config.policies.dir.display()
     );
     ExitCode::SUCCESS
 }
@@ -220,12 +463,22 @@ async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) -> ExitCode {
 }
 
 async fn run_dev(a: DevArgs) -> ExitCode {
-    let config = dev::dev_config(a.grpc, a.admin, &a.resource);
+    let state = a.state.unwrap_or_else(dev::default_state_path);
+    let policies = match a.policies {
+        Some(dir) => dir,
+        None => match dev::dev_policies(state.parent().unwrap_or(std::path::Path::new("."))) {
+            Ok(dir) => dir,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let config = dev::dev_config(a.grpc, a.admin, &a.resource, &policies);
     if let Err(e) = config.validate() {
         eprintln!("error: key `{}`: {}", e.key, e.message);
         return ExitCode::from(EXIT_CONFIG);
     }
-    let state = a.state.unwrap_or_else(dev::default_state_path);
     let issuer = match DevIssuer::generate(config.issuers[0].issuer.clone(), a.resource.clone()) {
         Ok(i) => i,
         Err(e) => {
@@ -254,14 +507,16 @@ async fn run_dev(a: DevArgs) -> ExitCode {
          dev issuer       {iss}  (discovery + JWKS on the admin port)\n\
          protected MCP    {res}\n\
          PRM document     http://{admin}/.well-known/oauth-protected-resource{path}\n\
+         policies         {policies}  (edit them: they reload)\n\
          issuer state     {state}\n\n\
-         A token (sub=dev-user, tenant=acme, scope=\"mcp:connect mcp:tools\", 1h):\n\n{token}\n\n\
+         A token (sub=dev-user, tenant=acme, scope=\"mcp:connect mcp:tools:weather\", 1h):\n\n{token}\n\n\
          Try it from another terminal:\n\
          \x20 export TOKEN=$({exe} token{state_arg})\n\
-         \x20 {exe} check --token \"$TOKEN\"              # ALLOW, with identity headers\n\
-         \x20 {exe} check                                # 401 + WWW-Authenticate challenge\n\
-         \x20 {exe} check --token not.a.jwt              # 401 invalid_token\n\
-         \x20 {exe} token{state_arg} --sub bob --scope mcp:connect   # another token\n\
+         \x20 {exe} check --token \"$TOKEN\" --rpc tools/call --name get_forecast   # ALLOW\n\
+         \x20 {exe} check --token \"$TOKEN\" --rpc tools/call --name read_file \\\n\
+         \x20     --arguments '{{\"path\":\"/srv/shared/a\"}}'   # 403 insufficient_scope: step up\n\
+         \x20 {exe} check --rpc initialize                 # 401 + WWW-Authenticate challenge\n\
+         \x20 {exe} token{state_arg} --tenant globex       # another tenant: a plain 403\n\
          Through Envoy: see deploy/envoy/README.md\n",
         grpc = a.grpc,
         admin = a.admin,
@@ -271,6 +526,7 @@ async fn run_dev(a: DevArgs) -> ExitCode {
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default(),
         state = state.display(),
+        policies = policies.display(),
         state_arg = if state == dev::default_state_path() {
             String::new()
         } else {
@@ -375,17 +631,62 @@ pub fn check_request(a: &CheckArgs, body: Vec<u8>) -> Result<CheckRequest, Strin
     })
 }
 
+/// A JSON-RPC request for `method`, with the name/URI and arguments where the method takes them.
+fn rpc_body(method: &str, name: Option<&str>, arguments: Option<&str>) -> Result<Vec<u8>, String> {
+    use serde_json::{Value, json};
+    let mut params = serde_json::Map::new();
+    match (method, name) {
+        ("tools/call" | "prompts/get", Some(n)) => {
+            params.insert("name".into(), json!(n));
+        }
+        ("resources/read" | "resources/subscribe" | "resources/unsubscribe", Some(u)) => {
+            params.insert("uri".into(), json!(u));
+        }
+        (
+            "tools/call"
+            | "prompts/get"
+            | "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe",
+            None,
+        ) => return Err(format!("--rpc {method} needs --name")),
+        _ => {}
+    }
+    if let Some(args) = arguments {
+        let value: Value =
+            serde_json::from_str(args).map_err(|e| format!("--arguments is not JSON: {e}"))?;
+        params.insert("arguments".into(), value);
+    }
+    if method == "initialize" {
+        params.insert("protocolVersion".into(), json!("2025-11-25"));
+        params.insert("capabilities".into(), json!({}));
+        params.insert(
+            "clientInfo".into(),
+            json!({"name": "mcp-authz-check", "version": env!("CARGO_PKG_VERSION")}),
+        );
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    Ok(body.to_string().into_bytes())
+}
+
 async fn check(a: CheckArgs) -> ExitCode {
-    let body = match (&a.body, &a.body_file) {
-        (Some(b), _) => b.clone().into_bytes(),
-        (None, Some(p)) => match std::fs::read(p) {
+    let body = match (&a.rpc, &a.body, &a.body_file) {
+        (Some(method), _, _) => match rpc_body(method, a.name.as_deref(), a.arguments.as_deref()) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(b), _) => b.clone().into_bytes(),
+        (None, None, Some(p)) => match std::fs::read(p) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("error: cannot read `{}`: {e}", p.display());
                 return ExitCode::from(2);
             }
         },
-        (None, None) => Vec::new(),
+        (None, None, None) => Vec::new(),
     };
     let request = match check_request(&a, body) {
         Ok(r) => r,

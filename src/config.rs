@@ -18,6 +18,7 @@ pub struct Config {
     pub listen: Listen,
     pub issuers: Vec<IssuerConfig>,
     pub servers: Vec<ServerConfig>,
+    pub policies: PoliciesConfig,
     #[serde(default)]
     pub identity_headers: IdentityHeaders,
     #[serde(default)]
@@ -51,6 +52,15 @@ impl Default for Listen {
             admin: Self::default_admin(),
         }
     }
+}
+
+/// Where the Cedar policies live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// `schema.cedarschema`, `*.cedar`, optional `entities.json`. A relative path is taken
+    /// from the configuration file's directory.
+    pub dir: PathBuf,
 }
 
 /// A trusted authorization server.
@@ -235,6 +245,22 @@ pub struct ServerConfig {
     pub challenge_scopes: Vec<String>,
     #[serde(default, rename = "match")]
     pub matching: MatchConfig,
+    /// The server's tenant, for tenant isolation in policies. Exclusive with `tenant_from`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Takes the tenant from the request instead.
+    #[serde(default)]
+    pub tenant_from: Option<TenantFrom>,
+}
+
+/// Where a request carries the server's tenant.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TenantFrom {
+    /// A request header (lowercase name), e.g. set by an upstream gateway.
+    Header(String),
+    /// The N-th path segment, 1-based: `/t/acme/mcp` with `2` gives `acme`.
+    PathSegment(usize),
 }
 
 /// How a request is matched to a server. Defaults come from `resource`.
@@ -376,7 +402,13 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml(&text).map_err(|e| e.at(path))
+        let mut config = Self::from_yaml(&text).map_err(|e| e.at(path))?;
+        if config.policies.dir.is_relative()
+            && let Some(base) = path.parent()
+        {
+            config.policies.dir = base.join(&config.policies.dir);
+        }
+        Ok(config)
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, LoadError> {
@@ -750,6 +782,32 @@ impl ServerConfig {
                 format!("`{prefix}` must start with `/`"),
             ));
         }
+        match (&self.tenant, &self.tenant_from) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.tenant_from"),
+                    "set either `tenant` or `tenant_from`, not both",
+                ));
+            }
+            (_, Some(TenantFrom::Header(h)))
+                if h.is_empty()
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                return Err(invalid(
+                    format!("{key}.tenant_from.header"),
+                    format!("`{h}` is not a lowercase header name"),
+                ));
+            }
+            (_, Some(TenantFrom::PathSegment(0))) => {
+                return Err(invalid(
+                    format!("{key}.tenant_from.path_segment"),
+                    "segments are counted from 1",
+                ));
+            }
+            _ => {}
+        }
         if let Some(hosts) = &self.matching.hosts
             && hosts.is_empty()
         {
@@ -767,6 +825,7 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
+policies: {dir: ./policies}
 issuers:
   - issuer: https://idp.example.com
 servers:

@@ -19,7 +19,17 @@ use crate::config::{Config, IssuerConfig, Listen, ServerConfig};
 pub const DEV_SERVER_ID: &str = "demo";
 /// Matches the listener of `deploy/envoy/envoy.yaml`.
 pub const DEV_RESOURCE: &str = "http://127.0.0.1:10000/mcp";
-pub const DEV_SCOPES: [&str; 2] = ["mcp:connect", "mcp:tools"];
+/// What the dev token carries by default: enough for the session and the weather tools of the
+/// shipped policies, not for the file or admin tools (try those to see a step-up 403).
+pub const DEV_SCOPES: [&str; 2] = ["mcp:connect", "mcp:tools:weather"];
+/// What the sample server advertises; the step-up candidates.
+pub const DEV_SCOPES_SUPPORTED: [&str; 4] = [
+    "mcp:connect",
+    "mcp:tools:weather",
+    "mcp:tools:files",
+    "mcp:tools:admin",
+];
+pub const DEV_TENANT: &str = "acme";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -58,7 +68,7 @@ impl Default for Mint {
         Self {
             subject: "dev-user".into(),
             scopes: DEV_SCOPES.iter().map(|s| s.to_string()).collect(),
-            tenant: Some("acme".into()),
+            tenant: Some(DEV_TENANT.into()),
             client_id: "mcp-authz-dev-client".into(),
             groups: Vec::new(),
             audience: None,
@@ -110,7 +120,7 @@ impl DevIssuer {
             "response_types_supported": ["code"],
             "grant_types_supported": ["authorization_code"],
             "code_challenge_methods_supported": ["S256"],
-            "scopes_supported": DEV_SCOPES,
+            "scopes_supported": DEV_SCOPES_SUPPORTED,
         })
     }
 
@@ -184,6 +194,38 @@ impl DevIssuer {
     }
 }
 
+/// The shipped `policies/`, embedded so `mcp-authz dev` runs anywhere.
+const EMBEDDED_POLICIES: [(&str, &str); 6] = [
+    (
+        "schema.cedarschema",
+        include_str!("../policies/schema.cedarschema"),
+    ),
+    ("session.cedar", include_str!("../policies/session.cedar")),
+    ("tools.cedar", include_str!("../policies/tools.cedar")),
+    ("guards.cedar", include_str!("../policies/guards.cedar")),
+    ("entities.json", include_str!("../policies/entities.json")),
+    ("tests.yaml", include_str!("../policies/tests.yaml")),
+];
+
+/// The policy directory for `dev`: `./policies` when it holds a schema (running from a
+/// checkout, so edits there hot-reload), else a fresh copy of the embedded ones in `state_dir`.
+pub fn dev_policies(state_dir: &Path) -> Result<PathBuf, DevError> {
+    let local = PathBuf::from("policies");
+    if local.join("schema.cedarschema").is_file() {
+        return Ok(local);
+    }
+    let dir = state_dir.join("policies");
+    let err = |message: String| DevError::State {
+        path: dir.clone(),
+        message,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+    for (name, text) in EMBEDDED_POLICIES {
+        std::fs::write(dir.join(name), text).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(dir)
+}
+
 /// Where `dev` writes and `token` reads the issuer state by default.
 pub fn default_state_path() -> PathBuf {
     std::env::temp_dir()
@@ -193,7 +235,12 @@ pub fn default_state_path() -> PathBuf {
 
 /// The configuration `mcp-authz dev` serves: one issuer (itself, discovered over HTTP like a
 /// real IdP) and one protected server.
-pub fn dev_config(grpc: SocketAddr, admin: SocketAddr, resource: &str) -> Config {
+pub fn dev_config(
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    resource: &str,
+    policies: &std::path::Path,
+) -> Config {
     let issuer = format!("http://{admin}");
     Config {
         listen: Listen { grpc, admin },
@@ -215,13 +262,18 @@ pub fn dev_config(grpc: SocketAddr, admin: SocketAddr, resource: &str) -> Config
             id: DEV_SERVER_ID.into(),
             resource: resource.into(),
             authorization_servers: vec![issuer],
-            scopes_supported: DEV_SCOPES.iter().map(|s| s.to_string()).collect(),
+            scopes_supported: DEV_SCOPES_SUPPORTED.iter().map(|s| s.to_string()).collect(),
             challenge_scopes: vec!["mcp:connect".into()],
             matching: crate::config::MatchConfig {
                 hosts: Some(vec!["*".into()]),
                 path_prefix: None,
             },
+            tenant: Some(DEV_TENANT.into()),
+            tenant_from: None,
         }],
+        policies: crate::config::PoliciesConfig {
+            dir: policies.to_owned(),
+        },
         identity_headers: Default::default(),
         limits: Default::default(),
     }

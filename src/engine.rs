@@ -11,7 +11,9 @@ use crate::bearer::{self, BearerError};
 use crate::challenge::{Challenge, ErrorCode};
 use crate::config::{Config, IdentityHeaders, Limits};
 use crate::keys::{IssuerKeys, Lookup};
+use crate::mcp::{self, HttpParts, McpError, McpRequest, Target};
 use crate::metrics::{Metrics, Reason};
+use crate::policy::{self, EvalRequest, PolicyStore};
 use crate::resource::{ProtectedServer, Route, Servers};
 use crate::token::{Identity, Parsed, TokenError};
 
@@ -31,7 +33,7 @@ pub struct CheckInput<'a> {
 #[derive(Debug)]
 pub enum Decision {
     /// Forward upstream with these header changes.
-    Allow(Allow),
+    Allow(Box<Allow>),
     /// Answer the client directly (a denial, an error, or a PRM document).
     Respond(Respond),
 }
@@ -40,6 +42,8 @@ pub enum Decision {
 pub struct Allow {
     pub server_id: String,
     pub identity: Identity,
+    /// The permits that allowed each message, in order, deduplicated.
+    pub policies: Vec<String>,
     /// Set with overwrite semantics, so a client cannot pre-set them.
     pub set_headers: Vec<(String, String)>,
     /// `authorization` (no token passthrough) and identity headers that have no value.
@@ -52,12 +56,15 @@ pub struct Respond {
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
     pub reason: Reason,
+    /// The forbids that denied (empty for a default deny or a non-policy answer).
+    pub policies: Vec<String>,
 }
 
 /// Everything a check needs, built once from configuration.
 pub struct Engine {
     servers: Servers,
     issuers: Vec<Arc<IssuerKeys>>,
+    policies: Arc<PolicyStore>,
     header_names: IdentityHeaders,
     limits: Limits,
     metrics: Metrics,
@@ -68,6 +75,7 @@ impl Engine {
     pub fn new(
         config: &Config,
         issuers: Vec<Arc<IssuerKeys>>,
+        policies: Arc<PolicyStore>,
         metrics: Metrics,
     ) -> Result<Self, String> {
         let find = |name: &str| issuers.iter().find(|i| i.config.issuer == name).cloned();
@@ -79,6 +87,7 @@ impl Engine {
         Ok(Self {
             servers: Servers::new(servers),
             issuers,
+            policies,
             header_names: config.identity_headers.clone(),
             limits: config.limits.clone(),
             metrics,
@@ -107,6 +116,10 @@ impl Engine {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn policies(&self) -> &Arc<PolicyStore> {
+        &self.policies
     }
 
     /// Ready when every issuer has a key set.
@@ -155,10 +168,126 @@ impl Engine {
             Ok(token) => token,
             Err(e) => return bearer_denial(server, e),
         };
-        match self.verify(token, server).await {
-            Ok(identity) => Decision::Allow(self.allow(server, identity, input.headers)),
-            Err(e) => token_denial(server, e),
+        let identity = match self.verify(token, server).await {
+            Ok(identity) => identity,
+            Err(e) => return token_denial(server, e),
+        };
+        // Only an authenticated caller gets to have its body read.
+        let request = match mcp::parse(&HttpParts {
+            method: input.method,
+            headers: input.headers,
+            body: input.body,
+        }) {
+            Ok(r) => r,
+            Err(e) => return mcp_denial(e),
+        };
+        match self.authorize(server, &identity, &request, input) {
+            Ok(policies) => Decision::Allow(Box::new(self.allow(
+                server,
+                identity,
+                policies,
+                input.headers,
+            ))),
+            Err(respond) => Decision::Respond(respond),
         }
+    }
+
+    /// Every message must be allowed. A deny that scopes can fix becomes a step-up 403 naming
+    /// them; any other deny is a plain 403 that clients do not retry.
+    fn authorize(
+        &self,
+        server: &ProtectedServer,
+        identity: &Identity,
+        request: &McpRequest,
+        input: &CheckInput<'_>,
+    ) -> Result<Vec<String>, Respond> {
+        let Some(tenant) = server.tenant_for(input.path, input.headers) else {
+            return Err(forbidden(
+                Reason::PolicyDeny,
+                "the request does not name the server's tenant",
+                vec![],
+            ));
+        };
+        let server_target = Target::Server;
+        let (batch, messages): (bool, Vec<(Option<&'static str>, &Target)>) = match request {
+            McpRequest::Messages { batch, messages } => (
+                *batch,
+                messages.iter().map(|m| (m.action, &m.target)).collect(),
+            ),
+            McpRequest::OpenStream => (false, vec![(Some("GET"), &server_target)]),
+            McpRequest::EndSession => (false, vec![(Some("DELETE"), &server_target)]),
+        };
+        let header = |name: &str| input.headers.get(name).map_or("", String::as_str);
+        let bundle = self.policies.load();
+        let mut allowed_by = Vec::new();
+        let mut missing: Vec<String> = Vec::new();
+        for (action, target) in messages {
+            let Some(action) = action else {
+                return Err(forbidden(Reason::PolicyDeny, "unknown MCP method", vec![]));
+            };
+            let req = EvalRequest {
+                identity,
+                server_id: &server.id,
+                server_tenant: tenant,
+                action,
+                target,
+                protocol_version: header("mcp-protocol-version"),
+                session_id: header("mcp-session-id"),
+                batch,
+            };
+            let decision = match bundle.decide(&req, &server.scopes_supported) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(server = %server.id, action, error = %e, policy_hash = %bundle.hash, "cannot evaluate policies; denied");
+                    return Err(forbidden(
+                        Reason::PolicyError,
+                        "the request could not be evaluated",
+                        vec![],
+                    ));
+                }
+            };
+            if !decision.errors.is_empty() {
+                // An erroring policy may have been a forbid: deny, and say which one.
+                tracing::error!(server = %server.id, action, errors = ?decision.errors, policy_hash = %bundle.hash, "policy evaluation error; denied");
+                return Err(forbidden(
+                    Reason::PolicyError,
+                    "a policy failed to evaluate",
+                    vec![],
+                ));
+            }
+            if decision.allowed {
+                for p in decision.determining {
+                    if !allowed_by.contains(&p) {
+                        allowed_by.push(p);
+                    }
+                }
+                continue;
+            }
+            match decision.missing_scopes {
+                Some(scopes) => {
+                    for s in scopes {
+                        if !missing.contains(&s) {
+                            missing.push(s);
+                        }
+                    }
+                }
+                // Some message no scope can fix: the whole request is a plain 403.
+                None => {
+                    tracing::info!(server = %server.id, action, subject = %identity.subject, policies = ?decision.determining, policy_hash = %bundle.hash, "denied by policy");
+                    return Err(forbidden(
+                        Reason::PolicyDeny,
+                        "the policies do not allow this request",
+                        decision.determining,
+                    ));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(allowed_by);
+        }
+        let scopes = policy::challenge_scopes(&identity.scopes, &server.scopes_supported, &missing);
+        tracing::info!(server = %server.id, subject = %identity.subject, missing = ?missing, policy_hash = %bundle.hash, "denied: insufficient scope");
+        Err(step_up(server, &scopes))
     }
 
     async fn verify(&self, token: &str, server: &ProtectedServer) -> Result<Identity, TokenError> {
@@ -182,6 +311,7 @@ impl Engine {
         &self,
         server: &ProtectedServer,
         identity: Identity,
+        policies: Vec<String>,
         request_headers: &HashMap<String, String>,
     ) -> Allow {
         let names = &self.header_names;
@@ -218,6 +348,7 @@ impl Engine {
         Allow {
             server_id: server.id.clone(),
             identity,
+            policies,
             set_headers,
             remove_headers,
         }
@@ -245,6 +376,7 @@ fn metadata(server: &ProtectedServer, method: &str) -> Decision {
             headers: vec![("allow", "GET, HEAD".into())],
             body: String::new(),
             reason: Reason::Metadata,
+            policies: vec![],
         });
     }
     Decision::Respond(Respond {
@@ -257,6 +389,7 @@ fn metadata(server: &ProtectedServer, method: &str) -> Decision {
         ],
         body: server.prm_json.to_string(),
         reason: Reason::Metadata,
+        policies: vec![],
     })
 }
 
@@ -356,7 +489,60 @@ fn respond_raw(status: u16, reason: Reason, body: serde_json::Value) -> Respond 
         ],
         body: body.to_string(),
         reason,
+        policies: vec![],
     }
+}
+
+/// 403 with `insufficient_scope`: clients request a token with `scope` and retry once.
+fn step_up(server: &ProtectedServer, scopes: &[String]) -> Respond {
+    let description = "additional scopes are required";
+    let header = Challenge {
+        resource_metadata: Some(&server.prm_url),
+        scopes,
+        error: Some(ErrorCode::InsufficientScope),
+        error_description: Some(description),
+    }
+    .render();
+    let mut r = respond_raw(
+        403,
+        Reason::InsufficientScope,
+        json!({"error": "insufficient_scope", "error_description": description, "scope": scopes.join(" ")}),
+    );
+    r.headers.push(("www-authenticate", header));
+    r
+}
+
+/// A plain 403: no challenge, so MCP clients treat it as final (no scope would help).
+fn forbidden(reason: Reason, description: &str, policies: Vec<String>) -> Respond {
+    let mut r = respond_raw(
+        403,
+        reason,
+        json!({"error": "forbidden", "error_description": description}),
+    );
+    r.policies = policies;
+    r
+}
+
+/// A body that is not an acceptable MCP message. 400s carry a JSON-RPC error object, which is
+/// what MCP clients parse; -32600 is "Invalid Request" (JSON-RPC 2.0 s5.1).
+fn mcp_denial(e: McpError) -> Decision {
+    let reason = match e.status {
+        413 => Reason::PayloadTooLarge,
+        415 => Reason::UnsupportedMediaType,
+        _ => Reason::BadMcpRequest,
+    };
+    let body = if e.status == 400 {
+        // MCP 2026-07-28: a routing header that disagrees with the body is -32020.
+        let code = if e.message == mcp::HEADER_MISMATCH {
+            -32020
+        } else {
+            -32600
+        };
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": e.message}})
+    } else {
+        json!({"error": "invalid_request", "error_description": e.message})
+    };
+    Decision::Respond(respond_raw(e.status, reason, body))
 }
 
 #[cfg(test)]

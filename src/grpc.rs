@@ -96,7 +96,7 @@ fn join_raw_headers(
 
 pub fn to_check_response(decision: Decision) -> CheckResponse {
     match decision {
-        Decision::Allow(allow) => allowed(allow),
+        Decision::Allow(allow) => allowed(*allow),
         Decision::Respond(respond) => denied(respond),
     }
 }

@@ -19,10 +19,22 @@ pub enum Reason {
     InvalidToken,
     NoMatchingServer,
     Unavailable,
+    /// The MCP body is not an acceptable JSON-RPC message (400, 405).
+    BadMcpRequest,
+    /// Envoy truncated the body (413).
+    PayloadTooLarge,
+    /// Compressed body or wrong content type (415).
+    UnsupportedMediaType,
+    /// Policies deny and more scopes would allow (403 insufficient_scope).
+    InsufficientScope,
+    /// Policies deny, and no scope would change that (403).
+    PolicyDeny,
+    /// A policy failed to evaluate or the request could not be built: denied (403).
+    PolicyError,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Allowed,
         Reason::Metadata,
         Reason::NoToken,
@@ -30,6 +42,12 @@ impl Reason {
         Reason::InvalidToken,
         Reason::NoMatchingServer,
         Reason::Unavailable,
+        Reason::BadMcpRequest,
+        Reason::PayloadTooLarge,
+        Reason::UnsupportedMediaType,
+        Reason::InsufficientScope,
+        Reason::PolicyDeny,
+        Reason::PolicyError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +59,12 @@ impl Reason {
             Reason::InvalidToken => "invalid_token",
             Reason::NoMatchingServer => "no_matching_server",
             Reason::Unavailable => "unavailable",
+            Reason::BadMcpRequest => "bad_mcp_request",
+            Reason::PayloadTooLarge => "payload_too_large",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::PolicyDeny => "policy_deny",
+            Reason::PolicyError => "policy_error",
         }
     }
 
@@ -67,6 +91,9 @@ struct Inner {
     keys: IntGaugeVec,
     key_last_success: GaugeVec,
     unknown_kid: IntCounterVec,
+    policy_reloads: IntCounterVec,
+    policy_last_load: Gauge,
+    policy_info: IntGaugeVec,
     build_info: Gauge,
 }
 
@@ -116,6 +143,24 @@ impl Metrics {
             ),
             &["issuer", "outcome"],
         )?;
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_policy_reloads_total",
+                "Policy reloads after a change on disk, by outcome (success, failure).",
+            ),
+            &["outcome"],
+        )?;
+        let policy_last_load = Gauge::with_opts(Opts::new(
+            "mcp_authz_policy_last_load_timestamp_seconds",
+            "Unix time the active policy set was loaded.",
+        ))?;
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "mcp_authz_policy_info",
+                "The active policy set, by content hash; always 1.",
+            ),
+            &["hash"],
+        )?;
         let build_info = Gauge::with_opts(
             Opts::new("mcp_authz_build_info", "Build information; always 1.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -127,6 +172,9 @@ impl Metrics {
         registry.register(Box::new(keys.clone()))?;
         registry.register(Box::new(key_last_success.clone()))?;
         registry.register(Box::new(unknown_kid.clone()))?;
+        registry.register(Box::new(policy_reloads.clone()))?;
+        registry.register(Box::new(policy_last_load.clone()))?;
+        registry.register(Box::new(policy_info.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -136,6 +184,9 @@ impl Metrics {
                 keys,
                 key_last_success,
                 unknown_kid,
+                policy_reloads,
+                policy_last_load,
+                policy_info,
                 build_info,
             }),
         })
@@ -183,6 +234,23 @@ impl Metrics {
             .unknown_kid
             .with_label_values(&[issuer, outcome])
             .inc();
+    }
+
+    pub fn policy_reload(&self, outcome: &str) {
+        self.inner
+            .policy_reloads
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// Records the active policy set: its hash (the only series of the info metric) and time.
+    pub fn policy_loaded(&self, hash: &str, at: SystemTime) {
+        self.inner.policy_info.reset();
+        self.inner.policy_info.with_label_values(&[hash]).set(1);
+        let t = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.inner.policy_last_load.set(t);
     }
 
     pub fn build_info(&self) -> f64 {

@@ -29,6 +29,17 @@ pub struct ProtectedServer {
     /// Issuers whose tokens this server accepts, in `authorization_servers` order.
     pub issuers: Vec<Arc<IssuerKeys>>,
     pub challenge_scopes: Vec<String>,
+    /// Candidates for step-up: a 403 names those among them that would allow the request.
+    pub scopes_supported: Vec<String>,
+    tenant: TenantFrom,
+}
+
+/// Where the server's tenant comes from.
+enum TenantFrom {
+    Static(String),
+    Header(String),
+    /// 0-based index among non-empty path segments.
+    PathSegment(usize),
 }
 
 struct HostPattern {
@@ -103,7 +114,38 @@ impl ProtectedServer {
             path_prefix,
             issuers,
             challenge_scopes: config.challenge_scopes.clone(),
+            scopes_supported: config.scopes_supported.clone(),
+            tenant: match (&config.tenant, &config.tenant_from) {
+                (_, Some(crate::config::TenantFrom::Header(h))) => TenantFrom::Header(h.clone()),
+                (_, Some(crate::config::TenantFrom::PathSegment(n))) => {
+                    TenantFrom::PathSegment(n.saturating_sub(1))
+                }
+                (Some(t), None) => TenantFrom::Static(t.clone()),
+                (None, None) => TenantFrom::Static(String::new()),
+            },
         })
+    }
+
+    /// The server's tenant for this request; `None` when it should come from the request and
+    /// the request does not carry it (the caller denies: fail closed).
+    pub fn tenant_for<'a>(
+        &'a self,
+        path: &'a str,
+        headers: &'a std::collections::HashMap<String, String>,
+    ) -> Option<&'a str> {
+        match &self.tenant {
+            TenantFrom::Static(t) => Some(t),
+            TenantFrom::Header(h) => headers
+                .get(h)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty() && !v.contains(',')),
+            TenantFrom::PathSegment(i) => path
+                .split_once('?')
+                .map_or(path, |(p, _)| p)
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .nth(*i),
+        }
     }
 
     /// Does one `aud` value name this server? Byte equality, or equality up to the case of
@@ -275,6 +317,8 @@ mod tests {
             scopes_supported: vec!["mcp:connect".into()],
             challenge_scopes: vec![],
             matching,
+            tenant: None,
+            tenant_from: None,
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }

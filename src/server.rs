@@ -19,6 +19,7 @@ use crate::dev::DevIssuer;
 use crate::engine::Engine;
 use crate::grpc::AuthzService;
 use crate::metrics::Metrics;
+use crate::policy::PolicyStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -30,6 +31,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Setup(String),
+    #[error("policies: {0}")]
+    Policy(#[from] crate::policy::LoadError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
@@ -51,7 +54,9 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let registry = Registry::new();
     let metrics = Metrics::new(&registry).map_err(|e| ServeError::Setup(e.to_string()))?;
     let issuers = Engine::issuers_from_config(config, &metrics).map_err(ServeError::Setup)?;
-    let engine = Arc::new(Engine::new(config, issuers, metrics).map_err(ServeError::Setup)?);
+    let policies = PolicyStore::open(&config.policies.dir, metrics.clone())?;
+    let engine =
+        Arc::new(Engine::new(config, issuers, policies, metrics).map_err(ServeError::Setup)?);
 
     let grpc_listener = bind(config.listen.grpc, "gRPC").await?;
     let admin_listener = bind(config.listen.admin, "admin").await?;
@@ -79,6 +84,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     for issuer in engine.issuers() {
         tokio::spawn(issuer.clone().run_refresher(shutdown.subscribe()));
     }
+    tokio::spawn(engine.policies().clone().run_watcher(shutdown.subscribe()));
 
     let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
         conn.inspect(|stream| {

@@ -302,13 +302,30 @@ impl CheckAnswer {
     }
 }
 
-/// Sends one Envoy-shaped `CheckRequest` over real gRPC.
+/// A JSON-RPC `tools/list` request: what `grpc_check` sends with a POST.
+pub const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+/// Sends one Envoy-shaped `CheckRequest` over real gRPC; a POST carries [`TOOLS_LIST`].
 pub async fn grpc_check(
     addr: SocketAddr,
     method: &str,
     host: &str,
     path: &str,
     token: Option<&str>,
+) -> CheckAnswer {
+    let body = if method == "POST" { TOOLS_LIST } else { "" };
+    grpc_check_body(addr, method, host, path, token, &[], body).await
+}
+
+/// Sends one Envoy-shaped `CheckRequest` with extra headers and a body.
+pub async fn grpc_check_body(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[&str],
+    body: &str,
 ) -> CheckAnswer {
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
@@ -318,11 +335,14 @@ pub async fn grpc_check(
         path: path.into(),
         host: host.into(),
         token: token.map(str::to_owned),
-        headers: vec![],
+        headers: headers.iter().map(|h| h.to_string()).collect(),
+        rpc: None,
+        name: None,
+        arguments: None,
         body: None,
         body_file: None,
     };
-    let request = crate::cli::check_request(&args, Vec::new()).unwrap();
+    let request = crate::cli::check_request(&args, body.as_bytes().to_vec()).unwrap();
     let mut client = AuthorizationClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -357,11 +377,28 @@ pub async fn grpc_check(
     }
 }
 
-/// A YAML config for one issuer discovered at `issuer` and one server at `resource`, with
-/// both listeners on ephemeral loopback ports. `extra_issuer` is appended to the issuer entry.
+/// The shipped policy directory.
+pub fn shipped_policies() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// A YAML config for one issuer discovered at `issuer` and one server `demo` (tenant `acme`)
+/// at `resource` under the shipped policies, with both listeners on ephemeral loopback ports.
+/// `extra_issuer` is appended to the issuer entry.
 pub fn config_yaml(issuer: &str, resource: &str, extra_issuer: &str) -> String {
+    config_yaml_with_policies(issuer, resource, extra_issuer, &shipped_policies())
+}
+
+pub fn config_yaml_with_policies(
+    issuer: &str,
+    resource: &str,
+    extra_issuer: &str,
+    policies: &std::path::Path,
+) -> String {
     format!(
         r#"
+policies:
+  dir: {policies}
 listen:
   grpc: 127.0.0.1:0
   admin: 127.0.0.1:0
@@ -371,12 +408,14 @@ issuers:
     claims: {{tenant: tenant}}
 {extra_issuer}
 servers:
-  - id: weather
+  - id: demo
+    tenant: acme
     resource: {resource}
     authorization_servers: [{issuer}]
-    scopes_supported: [mcp:connect, mcp:tools]
+    scopes_supported: [mcp:connect, mcp:tools:weather, mcp:tools:files, mcp:tools:admin]
     challenge_scopes: [mcp:connect]
     match: {{hosts: ["*"]}}
-"#
+"#,
+        policies = policies.display()
     )
 }

@@ -86,6 +86,76 @@ fn serve_refuses_a_bad_config_before_listening() {
 }
 
 #[test]
+fn policy_tools_work_on_the_shipped_policies() {
+    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dir = policies.to_str().unwrap();
+    let (code, out, err) = run(&["policy", "validate", dir, "--deny-warnings"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&["policy", "test", dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    let (code, out, _) = run(&[
+        "policy",
+        "explain",
+        "--policies",
+        dir,
+        "--method",
+        "tools/call",
+        "--tool",
+        "get_forecast",
+        "--tenant",
+        "acme",
+        "--server-tenant",
+        "acme",
+        "--scope",
+        "mcp:connect",
+        "--scope-supported",
+        "mcp:connect mcp:tools:weather",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("decision: DENY"), "{out}");
+    assert!(
+        out.contains("scope=\"mcp:connect mcp:tools:weather\""),
+        "{out}"
+    );
+    let (code, out, _) = run(&[
+        "policy",
+        "explain",
+        "--policies",
+        dir,
+        "--method",
+        "tools/call",
+        "--tool",
+        "get_forecast",
+        "--tenant",
+        "globex",
+        "--server-tenant",
+        "acme",
+        "--scope",
+        "mcp:connect mcp:tools:weather",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("tenant-isolation") && out.contains("plain 403"),
+        "{out}"
+    );
+}
+
+#[test]
+fn policy_validate_reports_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("typo.cedar"), "@id(\"t\")\npermit (principal, action, resource)\nwhen { context.scope.contains(\"x\") };\n").unwrap();
+    let (code, _, err) = run(&["policy", "validate", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("typo.cedar:3:"), "{err}");
+}
+
+#[test]
 fn help_describes_every_subcommand() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
@@ -149,7 +219,19 @@ fn dev_token_and_check_work_together() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let (code, out, err) = run(&["check", "--addr", &grpc, "--token", &token]);
+    let (code, out, err) = run(&[
+        "check",
+        "--addr",
+        &grpc,
+        "--token",
+        &token,
+        "--rpc",
+        "tools/call",
+        "--name",
+        "get_forecast",
+        "--arguments",
+        r#"{"city":"Paris"}"#,
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("decision: ALLOW"), "{out}");
     assert!(out.contains("x-mcp-authz-subject: dev-user"), "{out}");
@@ -158,9 +240,30 @@ fn dev_token_and_check_work_together() {
         "{out}"
     );
 
-    let (code, out, _) = run(&["check", "--addr", &grpc]);
+    let (code, out, _) = run(&["check", "--addr", &grpc, "--rpc", "initialize"]);
     assert_eq!(code, 1);
     assert!(out.contains("http status: 401"), "{out}");
+
+    // The dev token lacks mcp:tools:files: a step-up 403 naming it.
+    let (code, out, _) = run(&[
+        "check",
+        "--addr",
+        &grpc,
+        "--token",
+        &token,
+        "--rpc",
+        "tools/call",
+        "--name",
+        "read_file",
+        "--arguments",
+        r#"{"path":"/srv/shared/a"}"#,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("http status: 403"), "{out}");
+    assert!(
+        out.contains("error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:connect mcp:tools:weather mcp:tools:files\""),
+        "{out}"
+    );
     assert!(out.contains("www-authenticate: Bearer"), "{out}");
 
     let (code, bob, err) = run(&[
@@ -175,7 +278,15 @@ fn dev_token_and_check_work_together() {
         "5m",
     ]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, _) = run(&["check", "--addr", &grpc, "--token", bob.trim()]);
+    let (code, out, _) = run(&[
+        "check",
+        "--addr",
+        &grpc,
+        "--token",
+        bob.trim(),
+        "--rpc",
+        "ping",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("x-mcp-authz-subject: bob"), "{out}");
     assert!(out.contains("x-mcp-authz-scopes: mcp:connect"), "{out}");
@@ -188,7 +299,15 @@ fn dev_token_and_check_work_together() {
         "--audience",
         "https://elsewhere.example.com/mcp",
     ]);
-    let (code, out, _) = run(&["check", "--addr", &grpc, "--token", other.trim()]);
+    let (code, out, _) = run(&[
+        "check",
+        "--addr",
+        &grpc,
+        "--token",
+        other.trim(),
+        "--rpc",
+        "ping",
+    ]);
     assert_eq!(code, 1);
     assert!(out.contains("invalid_token"), "{out}");
     assert!(out.contains("audience"), "{out}");

@@ -128,10 +128,23 @@ impl Envoy {
 }
 
 async fn post(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, String) {
+    post_body(
+        url,
+        headers,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into(),
+    )
+    .await
+}
+
+async fn post_body(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> (u16, reqwest::header::HeaderMap, String) {
     let mut req = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        .body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -212,9 +225,9 @@ async fn through_envoy() {
 
     // Allowed: reaches the upstream without the token, with identity headers, and the
     // client's spoofed identity headers are overwritten or removed.
-    let no_tenant = {
+    let no_client_id = {
         let mut c = claims(&idp.issuer, RESOURCE);
-        c.as_object_mut().unwrap().remove("tenant");
+        c.as_object_mut().unwrap().remove("client_id");
         key.token(&c)
     };
     let (status, _, body) = post(
@@ -243,18 +256,91 @@ async fn through_envoy() {
     let (status, _, body) = post(
         &envoy.url("/mcp"),
         &[
-            ("authorization", &format!("Bearer {no_tenant}")),
-            ("x-mcp-authz-tenant", "victim-tenant"),
+            ("authorization", &format!("Bearer {no_client_id}")),
+            ("x-mcp-authz-client-id", "trusted-admin-client"),
         ],
     )
     .await;
     assert_eq!(status, 200, "{body}");
     let seen: Value = serde_json::from_str(&body).unwrap();
     assert!(
-        seen["headers"].get("x-mcp-authz-tenant").is_none(),
-        "a spoofed tenant survived: {}",
+        seen["headers"].get("x-mcp-authz-client-id").is_none(),
+        "a spoofed client id survived: {}",
         seen["headers"]
     );
+
+    // MCP-aware policy decisions, through Envoy.
+    let call = |tool: &str, args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        )
+    };
+    let (status, _, body) = post_body(
+        &envoy.url("/mcp"),
+        &[
+            ("authorization", &auth),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        call("get_forecast", r#"{"city":"Paris"}"#),
+    )
+    .await;
+    // The test token has `mcp:connect mcp:tools`: no weather scope, so a step-up 403.
+    assert_eq!(status, 403, "{body}");
+    let weather = {
+        let mut c = claims(&idp.issuer, RESOURCE);
+        c["scope"] = json!("mcp:connect mcp:tools:weather");
+        format!("Bearer {}", key.token(&c))
+    };
+    let (status, _, body) = post_body(
+        &envoy.url("/mcp"),
+        &[("authorization", &weather)],
+        call("get_forecast", r#"{"city":"Paris"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "allowed tools/call: {body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["upstream"],
+        true
+    );
+
+    let (status, headers, body) = post_body(
+        &envoy.url("/mcp"),
+        &[("authorization", &weather)],
+        call("read_file", r#"{"path":"/srv/shared/a.txt"}"#),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:connect mcp:tools:weather mcp:tools:files\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+    );
+
+    let other_tenant = {
+        let mut c = claims(&idp.issuer, RESOURCE);
+        c["scope"] = json!("mcp:connect mcp:tools:weather");
+        c["tenant"] = json!("globex");
+        format!("Bearer {}", key.token(&c))
+    };
+    let (status, headers, body) = post_body(
+        &envoy.url("/mcp"),
+        &[("authorization", &other_tenant)],
+        call("get_forecast", r#"{"city":"Paris"}"#),
+    )
+    .await;
+    assert_eq!(status, 403, "cross-tenant: {body}");
+    assert!(
+        headers.get("www-authenticate").is_none(),
+        "a plain 403 has no step-up challenge"
+    );
+    assert!(!body.contains("upstream"));
+
+    // A body over Envoy's max_request_bytes never reaches the upstream.
+    let big = call(
+        "get_forecast",
+        &format!(r#"{{"city":"{}"}}"#, "x".repeat(2 << 20)),
+    );
+    let (status, _, _) = post_body(&envoy.url("/mcp"), &[("authorization", &weather)], big).await;
+    assert_eq!(status, 413);
 
     // The authorizer down: Envoy fails closed with 503 (status_on_error), never allows.
     authz.stop().await;

@@ -45,6 +45,7 @@ fn keys() -> &'static Keys {
 fn config(secret_file: &std::path::Path) -> Config {
     Config::from_yaml(&format!(
         r#"
+policies: {{dir: {policies}}}
 issuers:
   - issuer: {ISS}
     jwks_uri: https://idp.test/jwks
@@ -53,19 +54,23 @@ issuers:
   - issuer: {RELAXED}
     jwks_uri: https://relaxed.test/jwks
     typ: relaxed
+    claims: {{tenant: tenant}}
   - issuer: {HMAC}
     algorithms: [HS256]
     hmac_secret: {{file: {}}}
+    claims: {{tenant: tenant}}
   - issuer: {UNTRUSTED}
     jwks_uri: https://other.test/jwks
 servers:
-  - id: weather
+  - id: demo
+    tenant: acme
     resource: {RESOURCE}
     authorization_servers: [{ISS}, {RELAXED}, {HMAC}]
-    scopes_supported: [mcp:connect, mcp:tools]
+    scopes_supported: [mcp:connect, mcp:tools:weather, mcp:tools:files]
     challenge_scopes: [mcp:connect]
 "#,
-        secret_file.display()
+        secret_file.display(),
+        policies = crate::testutil::shipped_policies().display(),
     ))
     .unwrap()
 }
@@ -104,7 +109,9 @@ fn engine() -> Arc<Engine> {
                     metrics.clone(),
                 ),
             ];
-            Arc::new(Engine::new(&config, issuers, metrics).unwrap())
+            let policies =
+                crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
+            Arc::new(Engine::new(&config, issuers, policies, metrics).unwrap())
         })
         .clone()
 }
@@ -137,7 +144,7 @@ async fn run(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) ->
             error: None,
             www_authenticate: None,
             body: String::new(),
-            allow: Some(a),
+            allow: Some(*a),
         },
         Decision::Respond(r) => {
             let www = r
@@ -162,7 +169,16 @@ async fn run(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) ->
 }
 
 async fn with_auth(auth: &str) -> Answer {
-    run("POST", "/weather/mcp", &[("authorization", auth)], b"{}").await
+    run(
+        "POST",
+        "/weather/mcp",
+        &[
+            ("authorization", auth),
+            ("content-type", "application/json"),
+        ],
+        crate::testutil::TOOLS_LIST.as_bytes(),
+    )
+    .await
 }
 
 async fn with_token(token: &str) -> Answer {
@@ -242,10 +258,11 @@ async fn allow_sets_identity_headers_and_strips_the_token() {
         "/weather/mcp",
         &[
             ("authorization", &auth),
+            ("content-type", "application/json"),
             ("x_mcp_authz_tenant", "victim"),
             ("x_other", "kept"),
         ],
-        b"{}",
+        crate::testutil::TOOLS_LIST.as_bytes(),
     )
     .await;
     let removed = a.allow.expect("allowed").remove_headers;
@@ -256,13 +273,9 @@ async fn allow_sets_identity_headers_and_strips_the_token() {
     assert!(!removed.contains(&"x_other".to_string()));
 
     // Facts the token lacks are removed, so a client's copy cannot stand in for them.
-    let c = without(without(good(), "tenant"), "client_id");
-    let allow = with_token(&k.rsa.token(&c)).await.allow.expect("allowed");
-    assert!(
-        allow
-            .remove_headers
-            .contains(&"x-mcp-authz-tenant".to_string())
-    );
+    let c = without(good(), "client_id");
+    let a = with_token(&k.rsa.token(&c)).await;
+    let allow = a.allow.expect("allowed");
     assert!(
         allow
             .remove_headers
@@ -273,14 +286,14 @@ async fn allow_sets_identity_headers_and_strips_the_token() {
 #[tokio::test]
 async fn scopes_from_scp_arrays_and_audience_case() {
     let k = keys();
-    let c = with(without(good(), "scope"), "scp", json!(["a", "b"]));
+    let c = with(without(good(), "scope"), "scp", json!(["mcp:connect", "b"]));
     let c = with(
         c,
         "aud",
         json!(["https://other", "HTTPS://MCP.EXAMPLE.COM/weather/mcp"]),
     );
     let allow = with_token(&k.ec.token(&c)).await.allow.expect("allowed");
-    assert_eq!(allow.identity.scopes, vec!["a", "b"]);
+    assert_eq!(allow.identity.scopes, vec!["mcp:connect", "b"]);
     assert_eq!(allow.identity.tenant.as_deref(), Some("acme"));
 }
 

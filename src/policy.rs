@@ -1,0 +1,360 @@
+//! Cedar policies: the loaded snapshot ([`PolicyBundle`]: schema, policies, entity facts), the
+//! evaluation of one MCP message against it, and step-up scopes derived from the policies
+//! themselves. Loading lives in `policy/load.rs`, hot reload in `policy/watch.rs`, and the
+//! table-driven policy tests in `policy/cases.rs`.
+
+pub mod cases;
+mod load;
+mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicySet, Request, RestrictedExpression, Schema,
+};
+use serde_json::{Map, Value};
+
+use crate::mcp::Target;
+use crate::token::Identity;
+pub use load::{LoadError, load_dir};
+pub use watch::PolicyStore;
+
+/// A validated policy set with everything evaluation needs. Immutable; swapped whole.
+pub struct PolicyBundle {
+    /// SHA-256 over the policy files (names and contents), shortened: identifies the set in
+    /// logs and `/readyz`.
+    pub hash: String,
+    pub loaded_at: SystemTime,
+    pub dir: PathBuf,
+    pub policy_ids: Vec<String>,
+    /// Validator lint warnings (confusable identifiers, impossible policies...).
+    pub warnings: Vec<String>,
+    schema: Schema,
+    policies: PolicySet,
+    /// Entities from `entities.json` that stand alone (tool sets, groups...).
+    static_entities: Vec<Entity>,
+    /// Facts from `entities.json` about tools, prompts and resources, merged into the entity
+    /// built for each request (which also gets `name`, `tenant`, `server` and its server).
+    overlays: HashMap<EntityUid, Overlay>,
+    types: Types,
+}
+
+#[derive(Clone, Default)]
+struct Overlay {
+    attrs: Vec<(String, RestrictedExpression)>,
+    parents: Vec<EntityUid>,
+}
+
+struct Types {
+    user: EntityTypeName,
+    group: EntityTypeName,
+    server: EntityTypeName,
+    tool: EntityTypeName,
+    prompt: EntityTypeName,
+    resource: EntityTypeName,
+    action: EntityTypeName,
+}
+
+impl Types {
+    fn new() -> Result<Self, String> {
+        let t = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
+        Ok(Self {
+            user: t("Mcp::User")?,
+            group: t("Mcp::Group")?,
+            server: t("Mcp::Server")?,
+            tool: t("Mcp::Tool")?,
+            prompt: t("Mcp::Prompt")?,
+            resource: t("Mcp::Resource")?,
+            action: t("Mcp::Action")?,
+        })
+    }
+}
+
+/// One MCP message to authorize, in domain terms.
+pub struct EvalRequest<'a> {
+    pub identity: &'a Identity,
+    pub server_id: &'a str,
+    pub server_tenant: &'a str,
+    /// The Cedar action id (the JSON-RPC method, `response`, `GET`, `DELETE`).
+    pub action: &'a str,
+    pub target: &'a Target,
+    pub protocol_version: &'a str,
+    pub session_id: &'a str,
+    pub batch: bool,
+}
+
+/// The answer for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDecision {
+    pub allowed: bool,
+    /// Satisfied permits on allow, satisfied forbids on deny; empty on a default deny.
+    pub determining: Vec<String>,
+    /// `policy id: message` for each policy that failed to evaluate. Any makes a deny.
+    pub errors: Vec<String>,
+    /// On a deny that more scopes would turn into an allow: the smallest set of scopes from
+    /// `scopes_supported` that does (found by re-evaluating, never from a hand-kept map).
+    pub missing_scopes: Option<Vec<String>>,
+}
+
+/// The request could not be expressed in the schema (for instance a claim shape the schema
+/// does not accept): the service cannot decide, and the caller denies.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the policy request: {0}")]
+pub struct BuildError(String);
+
+impl PolicyBundle {
+    /// Decides one message. `scopes_supported` are the candidates for step-up; only a deny pays
+    /// for trying them.
+    pub fn decide(
+        &self,
+        req: &EvalRequest<'_>,
+        scopes_supported: &[String],
+    ) -> Result<PolicyDecision, BuildError> {
+        let prepared = self.prepare(req)?;
+        let granted = &req.identity.scopes;
+        let mut decision = prepared.evaluate(self, granted.iter())?;
+        if !decision.allowed && decision.errors.is_empty() {
+            decision.missing_scopes = prepared.step_up(self, granted, scopes_supported)?;
+        }
+        Ok(decision)
+    }
+
+    fn prepare(&self, req: &EvalRequest<'_>) -> Result<Prepared, BuildError> {
+        let t = &self.types;
+        let uid = |ty: &EntityTypeName, id: &str| {
+            EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+        };
+        let id = req.identity;
+        let principal = uid(&t.user, &id.subject);
+        let server = uid(&t.server, req.server_id);
+        let action = uid(&t.action, req.action);
+
+        let user = Entity::new_with_tags(
+            principal.clone(),
+            [
+                (
+                    "tenant".to_owned(),
+                    string(id.tenant.as_deref().unwrap_or("")),
+                ),
+                (
+                    "client_id".to_owned(),
+                    string(id.client_id.as_deref().unwrap_or("")),
+                ),
+                ("issuer".to_owned(), string(&id.issuer)),
+            ],
+            id.groups.iter().map(|g| uid(&t.group, g)),
+            tags(&id.claims),
+        )
+        .map_err(|e| BuildError(e.to_string()))?;
+        let server_entity = Entity::new(
+            server.clone(),
+            HashMap::from([
+                ("id".to_owned(), string(req.server_id)),
+                ("tenant".to_owned(), string(req.server_tenant)),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| BuildError(e.to_string()))?;
+
+        let (resource, target_entity) = match req.target {
+            Target::Server => (server.clone(), None),
+            Target::Tool { name, arguments } => {
+                let r = uid(&t.tool, &format!("{}/{name}", req.server_id));
+                let e = self.target_entity(&r, req, ("name", name), &server, tags(arguments))?;
+                (r, Some(e))
+            }
+            Target::Prompt { name } => {
+                let r = uid(&t.prompt, &format!("{}/{name}", req.server_id));
+                let e = self.target_entity(&r, req, ("name", name), &server, Vec::new())?;
+                (r, Some(e))
+            }
+            Target::Resource { uri } => {
+                let r = uid(&t.resource, &format!("{}/{uri}", req.server_id));
+                let e = self.target_entity(&r, req, ("uri", uri), &server, Vec::new())?;
+                (r, Some(e))
+            }
+            Target::Task { .. } => (server.clone(), None),
+        };
+
+        // INVARIANT: every entity a request names is in the store, complete, and checked
+        // against the schema, so no policy can error on a missing entity or attribute and be
+        // skipped (see the Cedar reference: an erroring forbid is skipped).
+        let entities = Entities::from_entities(
+            [user, server_entity]
+                .into_iter()
+                .chain(target_entity)
+                .chain(self.static_entities.iter().cloned()),
+            Some(&self.schema),
+        )
+        .map_err(|e| BuildError(e.to_string()))?;
+
+        let mut context = vec![
+            (
+                "client_id".to_owned(),
+                string(id.client_id.as_deref().unwrap_or("")),
+            ),
+            ("protocol_version".to_owned(), string(req.protocol_version)),
+            ("session_id".to_owned(), string(req.session_id)),
+            (
+                "batch".to_owned(),
+                RestrictedExpression::new_bool(req.batch),
+            ),
+        ];
+        if let Target::Task { id } = req.target {
+            context.push(("task_id".to_owned(), string(id)));
+        }
+        Ok(Prepared {
+            principal,
+            action,
+            resource,
+            entities,
+            context,
+        })
+    }
+
+    fn target_entity(
+        &self,
+        uid: &EntityUid,
+        req: &EvalRequest<'_>,
+        (key, value): (&str, &str),
+        server: &EntityUid,
+        tags: Vec<(String, RestrictedExpression)>,
+    ) -> Result<Entity, BuildError> {
+        let overlay = self.overlays.get(uid).cloned().unwrap_or_default();
+        // The built-in facts come last: entities.json cannot override name, tenant or server.
+        let attrs: HashMap<String, RestrictedExpression> = overlay
+            .attrs
+            .into_iter()
+            .chain([
+                (key.to_owned(), string(value)),
+                ("tenant".to_owned(), string(req.server_tenant)),
+                ("server".to_owned(), string(req.server_id)),
+            ])
+            .collect();
+        Entity::new_with_tags(
+            uid.clone(),
+            attrs,
+            overlay.parents.into_iter().chain([server.clone()]),
+            tags,
+        )
+        .map_err(|e| BuildError(e.to_string()))
+    }
+}
+
+/// A request with its entities built once; evaluated with different scope sets for step-up.
+struct Prepared {
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    entities: Entities,
+    context: Vec<(String, RestrictedExpression)>,
+}
+
+impl Prepared {
+    fn evaluate<'s>(
+        &self,
+        bundle: &PolicyBundle,
+        scopes: impl Iterator<Item = &'s String>,
+    ) -> Result<PolicyDecision, BuildError> {
+        let scopes = RestrictedExpression::new_set(scopes.map(|s| string(s)));
+        let context = Context::from_pairs(
+            self.context
+                .iter()
+                .cloned()
+                .chain([("scopes".to_owned(), scopes)]),
+        )
+        .map_err(|e| BuildError(e.to_string()))?;
+        let request = Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            context,
+            Some(&bundle.schema),
+        )
+        .map_err(|e| BuildError(e.to_string()))?;
+        let response = Authorizer::new().is_authorized(&request, &bundle.policies, &self.entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(|e| e.to_string()).collect();
+        Ok(PolicyDecision {
+            // Any evaluation error is a deny: the erroring policy may have been a forbid.
+            allowed: response.decision() == Decision::Allow && errors.is_empty(),
+            determining: diagnostics.reason().map(|id| id.to_string()).collect(),
+            errors,
+            missing_scopes: None,
+        })
+    }
+
+    /// The smallest set of extra scopes (from `supported`) that turns this deny into an allow,
+    /// or `None` when no scope can (a forbid, another tenant, a tool nobody may call).
+    fn step_up(
+        &self,
+        bundle: &PolicyBundle,
+        granted: &[String],
+        supported: &[String],
+    ) -> Result<Option<Vec<String>>, BuildError> {
+        let mut needed: Vec<&String> = supported.iter().filter(|s| !granted.contains(s)).collect();
+        if needed.is_empty() {
+            return Ok(None);
+        }
+        let allows = |extra: &[&String]| -> Result<bool, BuildError> {
+            Ok(self
+                .evaluate(bundle, granted.iter().chain(extra.iter().copied()))?
+                .allowed)
+        };
+        if !allows(&needed)? {
+            return Ok(None);
+        }
+        // Drop every candidate the allow does not depend on, one at a time.
+        let mut i = 0;
+        while i < needed.len() {
+            let mut without = needed.clone();
+            without.remove(i);
+            if allows(&without)? {
+                needed = without;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(Some(needed.into_iter().cloned().collect()))
+    }
+}
+
+/// The `scope` of a step-up challenge, by one rule every time (MCP 2025-11-25, "recommended
+/// approach"): the granted scopes this resource knows, so the new token keeps them, plus the
+/// missing ones; in `scopes_supported` order.
+pub fn challenge_scopes(
+    granted: &[String],
+    supported: &[String],
+    missing: &[String],
+) -> Vec<String> {
+    supported
+        .iter()
+        .filter(|s| granted.contains(s) || missing.contains(s))
+        .cloned()
+        .collect()
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+/// JSON object members as Cedar tags: strings as they are, anything else as its JSON text, so a
+/// policy can always `hasTag`/`getTag` without a type error.
+fn tags(map: &Map<String, Value>) -> Vec<(String, RestrictedExpression)> {
+    map.iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), RestrictedExpression::new_string(text))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

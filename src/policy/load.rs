@@ -1,0 +1,430 @@
+//! Loading a policy directory: `schema.cedarschema`, one or more `*.cedar` files and an optional
+//! `entities.json`, validated strictly against the schema and against the mcp-authz vocabulary.
+//! Every error names the file and, where Cedar says, the line and column.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Entities, Entity, EntityUid, PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode,
+    Validator,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Overlay, PolicyBundle, Types};
+
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+pub const ENTITIES_FILE: &str = "entities.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("`{}`: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    At {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+fn file_error(path: &Path, message: impl Into<String>) -> LoadError {
+    LoadError::File {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The policy files as read from disk, and their content hash.
+pub struct Files {
+    pub dir: PathBuf,
+    pub hash: String,
+    schema: Source,
+    policies: Vec<Source>,
+    entities: Option<Source>,
+}
+
+struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+/// Reads the files (following symlinks, as Kubernetes ConfigMaps need) and hashes them.
+/// Dot-files and directories (`..data`) and unrelated files are ignored.
+pub fn read_files(dir: &Path) -> Result<Files, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| file_error(dir, e.to_string()))?;
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| file_error(dir, e.to_string()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if name == SCHEMA_FILE || name == ENTITIES_FILE || name.ends_with(".cedar") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let read = |name: &str| -> Result<Source, LoadError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e.to_string()))?;
+        Ok(Source { path, text })
+    };
+    let mut hasher = Sha256::new();
+    let mut schema = None;
+    let mut policies = Vec::new();
+    let mut entities = None;
+    for name in &names {
+        let source = read(name)?;
+        // Name and length prefix each file, so moving text between files changes the hash.
+        hasher.update(name.as_bytes());
+        hasher.update((source.text.len() as u64).to_le_bytes());
+        hasher.update(source.text.as_bytes());
+        match name.as_str() {
+            SCHEMA_FILE => schema = Some(source),
+            ENTITIES_FILE => entities = Some(source),
+            _ => policies.push(source),
+        }
+    }
+    let schema = schema.ok_or_else(|| file_error(dir, format!("no `{SCHEMA_FILE}`")))?;
+    if policies.is_empty() {
+        return Err(file_error(dir, "no `*.cedar` policy files"));
+    }
+    let digest = hasher.finalize();
+    Ok(Files {
+        dir: dir.to_owned(),
+        hash: hex::encode(&digest[..8]),
+        schema,
+        policies,
+        entities,
+    })
+}
+
+/// Reads and loads a directory.
+pub fn load_dir(dir: &Path) -> Result<PolicyBundle, LoadError> {
+    load_files(read_files(dir)?)
+}
+
+/// Parses and validates everything; nothing is returned unless all of it is good.
+pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
+    let types = Types::new().map_err(|m| file_error(&files.dir, m))?;
+    let (schema, schema_warnings) = Schema::from_cedarschema_str(&files.schema.text)
+        .map_err(|e| located(&files.schema, &e, e.to_string()))?;
+    let mut warnings: Vec<String> = schema_warnings
+        .map(|w| format!("{}: {w}", files.schema.path.display()))
+        .collect();
+
+    // Each file is parsed on its own so errors point into the right file.
+    let mut policies = PolicySet::new();
+    let mut origin: HashMap<String, usize> = HashMap::new();
+    let mut ids = Vec::new();
+    for (index, source) in files.policies.iter().enumerate() {
+        let set =
+            PolicySet::from_str(&source.text).map_err(|e| located(source, &e, e.to_string()))?;
+        if set.templates().next().is_some() {
+            return Err(file_error(
+                &source.path,
+                "policy templates are not supported",
+            ));
+        }
+        for policy in set.policies() {
+            // Cedar names parsed policies policy0..N; authors name them with @id.
+            let Some(id) = policy.annotation("id") else {
+                return Err(position_of(source, &policy.to_string()).map_or_else(
+                    || file_error(&source.path, "a policy has no @id(\"...\") annotation"),
+                    |(line, column)| LoadError::At {
+                        path: source.path.clone(),
+                        line,
+                        column,
+                        message: "this policy has no @id(\"...\") annotation".into(),
+                    },
+                ));
+            };
+            if let Some(first) = origin.insert(id.to_owned(), index) {
+                return Err(file_error(
+                    &source.path,
+                    format!(
+                        "@id(\"{id}\") is used twice (also in `{}`)",
+                        files.policies[first].path.display()
+                    ),
+                ));
+            }
+            ids.push(id.to_owned());
+            policies
+                .add(policy.new_id(PolicyId::new(id)))
+                .map_err(|e| file_error(&source.path, e.to_string()))?;
+        }
+    }
+
+    // Strict validation against the schema, at every load.
+    let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+    if let Some(e) = result.validation_errors().next() {
+        let source = &files.policies[origin
+            .get(AsRef::<str>::as_ref(e.policy_id()))
+            .copied()
+            .unwrap_or(0)];
+        return Err(located(
+            source,
+            e,
+            format!("policy `{}`: {e}", e.policy_id()),
+        ));
+    }
+    for w in result.validation_warnings() {
+        let source = &files.policies[origin
+            .get(AsRef::<str>::as_ref(w.policy_id()))
+            .copied()
+            .unwrap_or(0)];
+        warnings.push(format!(
+            "{}: policy `{}`: {w}",
+            source.path.display(),
+            w.policy_id()
+        ));
+    }
+
+    let (static_entities, overlays) = match &files.entities {
+        Some(source) => load_entities(source, &schema, &types)?,
+        None => (Vec::new(), HashMap::new()),
+    };
+
+    let bundle = PolicyBundle {
+        hash: files.hash,
+        loaded_at: SystemTime::now(),
+        dir: files.dir,
+        policy_ids: ids,
+        warnings,
+        schema,
+        policies,
+        static_entities,
+        overlays,
+        types,
+    };
+    check_vocabulary(&bundle, &files.schema)?;
+    Ok(bundle)
+}
+
+/// `entities.json`: Cedar's JSON entity format. Entries for `Mcp::Tool`, `Mcp::Prompt` and
+/// `Mcp::Resource` are facts merged into the entity built per request (they need not repeat
+/// `name`, `tenant`, `server`); everything else (tool sets, groups) is used as is.
+fn load_entities(
+    source: &Source,
+    schema: &Schema,
+    types: &Types,
+) -> Result<(Vec<Entity>, HashMap<EntityUid, Overlay>), LoadError> {
+    let err = |m: String| file_error(&source.path, m);
+    let value: Value = serde_json::from_str(&source.text).map_err(|e| LoadError::At {
+        path: source.path.clone(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    let Value::Array(items) = value else {
+        return Err(err("expected a JSON array of entities".into()));
+    };
+    let mut statics = Vec::new();
+    let mut overlays = HashMap::new();
+    for item in items {
+        let entity = Entity::from_json_value(item.clone(), None).map_err(|e| err(e.to_string()))?;
+        let uid = entity.uid();
+        let ty = uid.type_name();
+        if *ty == types.tool || *ty == types.prompt || *ty == types.resource {
+            let overlay = overlay(&item).map_err(|m| err(format!("`{uid}`: {m}")))?;
+            if overlays.insert(uid.clone(), overlay).is_some() {
+                return Err(err(format!("`{uid}` is listed twice")));
+            }
+        } else {
+            statics.push(entity);
+        }
+    }
+    // Conformance: the static entities as they are, each overlay as part of a sample entity.
+    Entities::from_entities(statics.iter().cloned(), Some(schema))
+        .map_err(|e| err(e.to_string()))?;
+    for (uid, overlay) in &overlays {
+        let ty = uid.type_name();
+        let key = if *ty == types.resource { "uri" } else { "name" };
+        let server = EntityUid::from_type_name_and_id(
+            types.server.clone(),
+            cedar_policy::EntityId::new("probe"),
+        );
+        let server_entity = Entity::new(
+            server.clone(),
+            HashMap::from([
+                (
+                    "id".to_owned(),
+                    RestrictedExpression::new_string("probe".into()),
+                ),
+                (
+                    "tenant".to_owned(),
+                    RestrictedExpression::new_string(String::new()),
+                ),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let sample = Entity::new(
+            uid.clone(),
+            overlay
+                .attrs
+                .iter()
+                .cloned()
+                .chain([
+                    (
+                        key.to_owned(),
+                        RestrictedExpression::new_string(String::new()),
+                    ),
+                    (
+                        "tenant".to_owned(),
+                        RestrictedExpression::new_string(String::new()),
+                    ),
+                    (
+                        "server".to_owned(),
+                        RestrictedExpression::new_string(String::new()),
+                    ),
+                ])
+                .collect(),
+            overlay.parents.iter().cloned().chain([server]).collect(),
+        )
+        .map_err(|e| err(format!("`{uid}`: {e}")))?;
+        Entities::from_entities(
+            statics.iter().cloned().chain([sample, server_entity]),
+            Some(schema),
+        )
+        .map_err(|e| err(format!("`{uid}`: {e}")))?;
+    }
+    Ok((statics, overlays))
+}
+
+/// Overlay attributes are plain values: strings, booleans, integers and sets of those.
+fn overlay(item: &Value) -> Result<Overlay, String> {
+    let mut attrs = Vec::new();
+    if let Some(map) = item.get("attrs").and_then(Value::as_object) {
+        for (k, v) in map {
+            if matches!(k.as_str(), "name" | "uri" | "tenant" | "server") {
+                return Err(format!(
+                    "`{k}` is set by mcp-authz and cannot be given here"
+                ));
+            }
+            attrs.push((k.clone(), plain(v).ok_or_else(|| format!("attribute `{k}`: only strings, booleans, integers and arrays of those are supported"))?));
+        }
+    }
+    let mut parents = Vec::new();
+    if let Some(list) = item.get("parents").and_then(Value::as_array) {
+        for p in list {
+            let uid = EntityUid::from_json(p.clone()).map_err(|e| e.to_string())?;
+            parents.push(uid);
+        }
+    }
+    Ok(Overlay { attrs, parents })
+}
+
+fn plain(v: &Value) -> Option<RestrictedExpression> {
+    match v {
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::Array(items) => items
+            .iter()
+            .map(plain)
+            .collect::<Option<Vec<_>>>()
+            .map(RestrictedExpression::new_set),
+        _ => None,
+    }
+}
+
+/// The schema may grow, but it must still accept every request mcp-authz builds: checked by
+/// building one for each action and target kind.
+fn check_vocabulary(bundle: &PolicyBundle, schema: &Source) -> Result<(), LoadError> {
+    use crate::mcp::Target;
+    let identity = crate::token::Identity {
+        issuer: "https://issuer.invalid".into(),
+        subject: "probe".into(),
+        tenant: Some("t".into()),
+        client_id: Some("c".into()),
+        scopes: vec!["s".into()],
+        groups: vec!["g".into()],
+        expires_at: 0,
+        claims: serde_json::Map::from_iter([("k".to_owned(), Value::from("v"))]),
+    };
+    let tool = Target::Tool {
+        name: "t".into(),
+        arguments: serde_json::Map::from_iter([("a".to_owned(), Value::from(1))]),
+    };
+    let prompt = Target::Prompt { name: "p".into() };
+    let resource = Target::Resource {
+        uri: "file:///r".into(),
+    };
+    let task = Target::Task { id: "task".into() };
+    let mut probes: Vec<(&str, &Target)> = crate::mcp::KNOWN_METHODS
+        .iter()
+        .map(|m| {
+            let target = match *m {
+                "tools/call" => &tool,
+                "prompts/get" | "completion/complete" => &prompt,
+                "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &resource,
+                "tasks/get" | "tasks/result" | "tasks/cancel" => &task,
+                _ => &Target::Server,
+            };
+            (*m, target)
+        })
+        .collect();
+    probes.extend([
+        ("completion/complete", &resource),
+        ("response", &Target::Server),
+        ("GET", &Target::Server),
+        ("DELETE", &Target::Server),
+    ]);
+    for (action, target) in probes {
+        let req = super::EvalRequest {
+            identity: &identity,
+            server_id: "probe",
+            server_tenant: "t",
+            action,
+            target,
+            protocol_version: "2025-11-25",
+            session_id: "s",
+            batch: false,
+        };
+        bundle.decide(&req, &[]).map_err(|e| {
+            file_error(
+                &schema.path,
+                format!("the schema does not accept the mcp-authz vocabulary for `{action}`: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Line and column (1-based) of the first label of a Cedar diagnostic.
+fn located(source: &Source, diag: &dyn miette::Diagnostic, message: String) -> LoadError {
+    let offset = diag.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    match offset {
+        Some(offset) if offset <= source.text.len() => {
+            let (line, column) = line_column(&source.text, offset);
+            LoadError::At {
+                path: source.path.clone(),
+                line,
+                column,
+                message,
+            }
+        }
+        _ => file_error(&source.path, message),
+    }
+}
+
+fn position_of(source: &Source, snippet: &str) -> Option<(usize, usize)> {
+    let first = snippet.lines().find(|l| !l.trim().is_empty())?.trim();
+    source
+        .text
+        .find(first)
+        .map(|offset| line_column(&source.text, offset))
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

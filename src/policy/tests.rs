@@ -1,0 +1,283 @@
+//! Policy layer tests: the shipped policies against their own case table, load errors with
+//! positions, the vocabulary check, and hot reload (good edit, broken edit, half-written file,
+//! Kubernetes-style symlink swap).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use super::cases;
+use super::watch::Reload;
+use super::*;
+use crate::metrics::Metrics;
+
+fn shipped() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// A copy of the shipped policies in a temporary directory.
+fn copy_shipped() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(shipped()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    match load_dir(dir) {
+        Ok(_) => panic!("expected a load error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn shipped_policies_pass_their_own_cases() {
+    let bundle = load_dir(&shipped()).unwrap();
+    assert!(bundle.warnings.is_empty(), "{:?}", bundle.warnings);
+    let file = cases::read_cases(&shipped().join(cases::CASES_FILE)).unwrap();
+    assert!(file.cases.len() >= 25);
+    let report = cases::run(&bundle, &file).unwrap();
+    assert!(report.failed.is_empty(), "{:#?}", report.failed);
+    assert_eq!(report.passed, file.cases.len());
+}
+
+#[test]
+fn a_wrong_expectation_is_reported_not_passed() {
+    let bundle = load_dir(&shipped()).unwrap();
+    let file: cases::CaseFile = serde_yaml_ng::from_str(
+        r#"
+defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:tools:weather]},
+           principal: {tenant: acme, scopes: [mcp:connect]}}
+cases:
+  - {name: wrong, method: tools/call, tool: get_forecast, expect: allow}
+  - {name: wrong scope, method: tools/call, tool: get_forecast, expect: deny, challenge_scope: mcp:connect}
+"#,
+    )
+    .unwrap();
+    let report = cases::run(&bundle, &file).unwrap();
+    assert_eq!(report.passed, 0);
+    assert_eq!(report.failed.len(), 2);
+    assert!(
+        report.failed[1].1.contains("mcp:connect mcp:tools:weather"),
+        "{:?}",
+        report.failed
+    );
+}
+
+#[test]
+fn parse_errors_name_file_line_and_column() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("broken.cedar"),
+        "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.scopes.contains( };\n",
+    )
+    .unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("broken.cedar:3:"), "{e}");
+}
+
+#[test]
+fn missing_and_duplicate_ids_are_load_errors() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("noid.cedar"),
+        "// a comment\npermit (principal, action == Mcp::Action::\"ping\", resource);\n",
+    )
+    .unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("noid.cedar:2:1") && e.contains("@id"), "{e}");
+
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("dup.cedar"),
+        "@id(\"tenant-isolation\")\npermit (principal, action == Mcp::Action::\"ping\", resource);\n",
+    )
+    .unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("tenant-isolation") && e.contains("twice"), "{e}");
+}
+
+#[test]
+fn schema_violations_fail_strict_validation() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "@id(\"bad\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { resource.no_such_attribute == 1 };\n",
+    )
+    .unwrap();
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("bad.cedar:3:") && e.contains("policy `bad`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_schema_without_the_vocabulary_is_refused() {
+    let dir = copy_shipped();
+    let schema = std::fs::read_to_string(dir.path().join("schema.cedarschema")).unwrap();
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        schema.replace("    client_id: String,   // \"\" when absent\n", ""),
+    )
+    .unwrap();
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("schema.cedarschema") && e.contains("vocabulary"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_entities_are_load_errors() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("entities.json"),
+        r#"[{"uid": {"type": "Mcp::Tool", "id": "demo/x"}, "attrs": {"tenant": "evil"}, "parents": []}]"#,
+    )
+    .unwrap();
+    assert!(load_err(dir.path()).contains("tenant"));
+    std::fs::write(dir.path().join("entities.json"), "[{").unwrap();
+    assert!(load_err(dir.path()).contains("entities.json:1:"));
+    std::fs::write(
+        dir.path().join("entities.json"),
+        r#"[{"uid": {"type": "Mcp::Tool", "id": "demo/x"}, "attrs": {"read_only": "yes"}, "parents": []}]"#,
+    )
+    .unwrap();
+    assert!(load_err(dir.path()).contains("demo/x"));
+}
+
+#[test]
+fn a_directory_without_schema_or_policies_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(load_err(dir.path()).contains("schema.cedarschema"));
+    std::fs::copy(
+        shipped().join("schema.cedarschema"),
+        dir.path().join("schema.cedarschema"),
+    )
+    .unwrap();
+    assert!(load_err(dir.path()).contains("*.cedar"));
+}
+
+#[test]
+fn tool_arguments_and_claims_are_tags() {
+    let bundle = load_dir(&shipped()).unwrap();
+    let identity = crate::token::Identity {
+        issuer: "i".into(),
+        subject: "s".into(),
+        tenant: Some("acme".into()),
+        client_id: None,
+        scopes: vec!["mcp:connect".into(), "mcp:tools:files".into()],
+        groups: vec![],
+        expires_at: 0,
+        claims: serde_json::Map::new(),
+    };
+    let target = |path: serde_json::Value| crate::mcp::Target::Tool {
+        name: "read_file".into(),
+        arguments: serde_json::Map::from_iter([("path".to_owned(), path)]),
+    };
+    let decide = |t: &crate::mcp::Target| {
+        bundle
+            .decide(
+                &EvalRequest {
+                    identity: &identity,
+                    server_id: "demo",
+                    server_tenant: "acme",
+                    action: "tools/call",
+                    target: t,
+                    protocol_version: "",
+                    session_id: "",
+                    batch: false,
+                },
+                &[],
+            )
+            .unwrap()
+    };
+    assert!(decide(&target(serde_json::json!("/srv/shared/x"))).allowed);
+    let d = decide(&target(serde_json::json!("/etc/shadow")));
+    assert!(!d.allowed);
+    assert_eq!(d.determining, vec!["file-path-guard".to_string()]);
+    assert!(d.errors.is_empty());
+}
+
+#[test]
+fn reload_swaps_only_good_sets() {
+    let dir = copy_shipped();
+    let store = PolicyStore::open(dir.path(), Metrics::unregistered()).unwrap();
+    let first = store.load().hash.clone();
+    assert!(matches!(store.reload_if_changed(), Reload::Unchanged));
+
+    // A good edit takes effect.
+    std::fs::write(
+        dir.path().join("extra.cedar"),
+        "@id(\"ping-for-all\")\npermit (principal, action == Mcp::Action::\"ping\", resource);\n",
+    )
+    .unwrap();
+    assert!(matches!(store.reload_if_changed(), Reload::Loaded { .. }));
+    let second = store.load();
+    assert_ne!(second.hash, first);
+    assert!(second.policy_ids.contains(&"ping-for-all".to_string()));
+
+    // A half-written file: the last good set stays.
+    std::fs::write(
+        dir.path().join("extra.cedar"),
+        "@id(\"ping-for-all\")\npermit (princ",
+    )
+    .unwrap();
+    assert!(matches!(store.reload_if_changed(), Reload::Failed(_)));
+    assert_eq!(store.load().hash, second.hash);
+
+    // Completing the file is picked up.
+    std::fs::write(
+        dir.path().join("extra.cedar"),
+        "@id(\"ping-for-all\")\npermit (principal, action == Mcp::Action::\"ping\", resource);\n// done\n",
+    )
+    .unwrap();
+    assert!(matches!(store.reload_if_changed(), Reload::Loaded { .. }));
+}
+
+/// Kubernetes mounts a ConfigMap as `dir/<file> -> ..data/<file>`, `..data -> ..<timestamp>`,
+/// and updates it by pointing `..data` at a new timestamped directory.
+#[test]
+fn a_configmap_symlink_swap_is_picked_up() {
+    let root = tempfile::tempdir().unwrap();
+    let v1 = root.path().join("..2026_11_23_v1");
+    let v2 = root.path().join("..2026_11_23_v2");
+    std::fs::create_dir(&v1).unwrap();
+    for entry in std::fs::read_dir(shipped()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), v1.join(entry.file_name())).unwrap();
+    }
+    std::os::unix::fs::symlink("..2026_11_23_v1", root.path().join("..data")).unwrap();
+    for name in [
+        "schema.cedarschema",
+        "session.cedar",
+        "tools.cedar",
+        "guards.cedar",
+        "entities.json",
+    ] {
+        std::os::unix::fs::symlink(format!("..data/{name}"), root.path().join(name)).unwrap();
+    }
+    let store = PolicyStore::open(root.path(), Metrics::unregistered()).unwrap();
+    let before = store.load().hash.clone();
+
+    // New version: tools.cedar gains a policy. Swap ..data atomically (rename over).
+    std::fs::create_dir(&v2).unwrap();
+    for entry in std::fs::read_dir(&v1).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), v2.join(entry.file_name())).unwrap();
+    }
+    let mut tools = std::fs::read_to_string(v2.join("tools.cedar")).unwrap();
+    tools.push_str(
+        "\n@id(\"swapped-in\")\npermit (principal, action == Mcp::Action::\"ping\", resource);\n",
+    );
+    std::fs::write(v2.join("tools.cedar"), tools).unwrap();
+    std::os::unix::fs::symlink("..2026_11_23_v2", root.path().join("..data_tmp")).unwrap();
+    std::fs::rename(root.path().join("..data_tmp"), root.path().join("..data")).unwrap();
+
+    assert!(matches!(store.reload_if_changed(), Reload::Loaded { .. }));
+    let after = store.load();
+    assert_ne!(after.hash, before);
+    assert!(after.policy_ids.contains(&"swapped-in".to_string()));
+}

@@ -1,0 +1,130 @@
+//! Hot reload: the live [`PolicyBundle`] behind `ArcSwap`, replaced only by a bundle that loaded
+//! and validated completely. The directory is watched (not the files: Kubernetes swaps
+//! ConfigMaps through a `..data` symlink), changes settle briefly, and a periodic content-hash
+//! check catches anything the watcher misses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use super::PolicyBundle;
+use super::load::{self, LoadError};
+use crate::metrics::Metrics;
+
+/// How long file events must be quiet before a reload, so an editor's write-rename-chmod
+/// sequence or a ConfigMap swap is read once, whole.
+const SETTLE: Duration = Duration::from_millis(200);
+/// The fallback content check.
+const POLL: Duration = Duration::from_secs(1);
+
+pub struct PolicyStore {
+    dir: PathBuf,
+    current: ArcSwap<PolicyBundle>,
+    metrics: Metrics,
+}
+
+/// What a reload attempt did.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    Loaded { hash: String },
+    Failed(LoadError),
+}
+
+impl PolicyStore {
+    /// Loads the directory; the service does not start on a bad policy set.
+    pub fn open(dir: &Path, metrics: Metrics) -> Result<Arc<Self>, LoadError> {
+        let bundle = load::load_dir(dir)?;
+        metrics.policy_loaded(&bundle.hash, bundle.loaded_at);
+        Ok(Arc::new(Self {
+            dir: dir.to_owned(),
+            current: ArcSwap::from_pointee(bundle),
+            metrics,
+        }))
+    }
+
+    /// The live bundle: one atomic load, no lock.
+    pub fn load(&self) -> Arc<PolicyBundle> {
+        self.current.load_full()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Re-reads the directory; swaps in a new bundle only if the content changed and all of it
+    /// is valid. A failure keeps the last good bundle, logs why (file, line, column) and counts.
+    pub fn reload_if_changed(&self) -> Reload {
+        let outcome = match load::read_files(&self.dir) {
+            Ok(files) if files.hash == self.current.load().hash => return Reload::Unchanged,
+            Ok(files) => load::load_files(files),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(bundle) => {
+                let hash = bundle.hash.clone();
+                for w in &bundle.warnings {
+                    tracing::warn!(warning = %w, "policy lint warning");
+                }
+                tracing::info!(
+                    policy_hash = %hash,
+                    policies = bundle.policy_ids.len(),
+                    previous = %self.current.load().hash,
+                    "policy set reloaded"
+                );
+                self.metrics.policy_reload("success");
+                self.metrics.policy_loaded(&hash, bundle.loaded_at);
+                self.current.store(Arc::new(bundle));
+                Reload::Loaded { hash }
+            }
+            Err(e) => {
+                // The same broken content is reported once per poll; that is what an operator
+                // staring at the logs during an edit wants to see.
+                tracing::error!(
+                    error = %e,
+                    active_policy_hash = %self.current.load().hash,
+                    "policy reload failed; keeping the last good policy set"
+                );
+                self.metrics.policy_reload("failure");
+                Reload::Failed(e)
+            }
+        }
+    }
+
+    /// Watches the directory until `shutdown`, reloading on settled changes and every `POLL`.
+    pub async fn run_watcher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .and_then(|mut w| w.watch(&self.dir, RecursiveMode::NonRecursive).map(|()| w));
+        // Without a watcher the periodic check still reloads, only less promptly.
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot watch the policy directory; polling only");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(()) = rx.recv() => {
+                    // Settle: wait until events stop for SETTLE, then reload once.
+                    while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
+                }
+                _ = poll.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.reload_if_changed()).await;
+        }
+    }
+}
