@@ -47,11 +47,22 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({ "ready": ready, "issuers": issuers })),
-    )
-        .into_response()
+    let policies = state.engine.policies().load();
+    let loaded = policies
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = json!({
+        "ready": ready,
+        "issuers": issuers,
+        "policies": {
+            "hash": policies.hash,
+            "dir": policies.dir.display().to_string(),
+            "policies": policies.policy_ids.len(),
+            "loaded_at": loaded,
+        },
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

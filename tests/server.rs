@@ -305,3 +305,192 @@ async fn prm_is_answered_through_the_check() {
     assert_eq!(prm["resource"], RESOURCE);
     running.stop().await;
 }
+
+fn copy_policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(mcp_authz::testutil::shipped_policies()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_edits_reload_while_serving_and_broken_ones_do_not() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let policies = copy_policies();
+    let config = Config::from_yaml(&mcp_authz::testutil::config_yaml_with_policies(
+        &idp.issuer,
+        RESOURCE,
+        "",
+        policies.path(),
+    ))
+    .unwrap();
+    let running = server::start(&config, None).await.unwrap();
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let addr = running.grpc_addr;
+    let check = move |token: String| async move {
+        mcp_authz::testutil::grpc_check_body(
+            addr,
+            "POST",
+            HOST,
+            "/mcp",
+            Some(&token),
+            &["content-type: application/json"],
+            PING,
+        )
+        .await
+    };
+    assert!(check(token.clone()).await.allowed);
+
+    // Checks keep running while a broken file appears: every one is still answered by the
+    // last good set (allowed), none fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let stop = stop.clone();
+        let token = token.clone();
+        let check = check.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let a = check(token.clone()).await;
+                assert!(a.allowed, "a check failed during a broken reload: {a:?}");
+                n += 1;
+            }
+            n
+        })
+    };
+    std::fs::write(
+        policies.path().join("broken.cedar"),
+        "@id(\"x\")\npermit (princ",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = hammer.await.unwrap();
+    assert!(n > 10, "only {n} checks ran");
+    let (_, metrics) = get(&format!("http://{}/metrics", running.admin_addr)).await;
+    assert!(
+        metrics.contains("mcp_authz_policy_reloads_total{outcome=\"failure\"}"),
+        "{metrics}"
+    );
+
+    // A good edit (forbid ping) is in force within 2 s.
+    std::fs::remove_file(policies.path().join("broken.cedar")).unwrap();
+    std::fs::write(
+        policies.path().join("no-ping.cedar"),
+        "@id(\"no-ping\")\nforbid (principal, action == Mcp::Action::\"ping\", resource);\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let a = check(token.clone()).await;
+        if !a.allowed {
+            assert_eq!(a.status, 403);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "edit never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, body) = get(&format!("http://{}/readyz", running.admin_addr)).await;
+    let readyz: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(readyz["policies"]["policies"], 10, "{body}"); // 9 shipped + no-ping
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn bad_mcp_bodies_get_precise_statuses() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let running = start(&idp, "").await;
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    let json = "content-type: application/json";
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&[json], "{not json", 400),
+        (
+            &[json],
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"ping"}"#,
+            400,
+        ),
+        (&[json], r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, 400),
+        (
+            &[json, "x-envoy-auth-partial-body: true"],
+            r#"{"jsonrpc":"2.0","id":1,"meth"#,
+            413,
+        ),
+        (&[json, "content-encoding: gzip"], "\u{1f}\u{8b}", 415),
+        (
+            &["content-type: text/plain"],
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            415,
+        ),
+        (
+            &[json, "mcp-method: tools/list"],
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            400,
+        ),
+        (
+            &[json],
+            r#"{"jsonrpc":"2.0","id":1,"method":"no/such/method"}"#,
+            403,
+        ),
+        (
+            &[json],
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file"}}]"#,
+            403,
+        ),
+    ];
+    for (headers, body, status) in cases {
+        let a = mcp_authz::testutil::grpc_check_body(
+            running.grpc_addr,
+            "POST",
+            HOST,
+            "/mcp",
+            Some(&token),
+            headers,
+            body,
+        )
+        .await;
+        assert_eq!(a.status, *status, "{body}: {a:?}");
+        assert!(!a.allowed);
+    }
+    // The mismatch carries MCP's JSON-RPC error code.
+    let a = mcp_authz::testutil::grpc_check_body(
+        running.grpc_addr,
+        "POST",
+        HOST,
+        "/mcp",
+        Some(&token),
+        &[json, "mcp-method: tools/list"],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    )
+    .await;
+    assert!(a.body.contains("-32020"), "{}", a.body);
+    // A batch where every element is allowed is allowed.
+    let a = mcp_authz::testutil::grpc_check_body(
+        running.grpc_addr, "POST", HOST, "/mcp", Some(&token),
+        &[json], r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#,
+    )
+    .await;
+    assert!(a.allowed, "{a:?}");
+    // Without a token, the body is never read: 401, not 400.
+    let a = mcp_authz::testutil::grpc_check_body(
+        running.grpc_addr,
+        "POST",
+        HOST,
+        "/mcp",
+        None,
+        &[json],
+        "{not json",
+    )
+    .await;
+    assert_eq!(a.status, 401);
+    running.stop().await;
+}
