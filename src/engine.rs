@@ -223,6 +223,7 @@ impl Engine {
         let mut missing: Vec<String> = Vec::new();
         for (action, target) in messages {
             let Some(action) = action else {
+                tracing::info!(server = %server.id, subject = %identity.subject, "denied: unknown MCP method");
                 return Err(forbidden(Reason::PolicyDeny, "unknown MCP method", vec![]));
             };
             let req = EvalRequest {
@@ -283,6 +284,7 @@ impl Engine {
             }
         }
         if missing.is_empty() {
+            tracing::debug!(server = %server.id, subject = %identity.subject, policies = ?allowed_by, policy_hash = %bundle.hash, "allowed by policy");
             return Ok(allowed_by);
         }
         let scopes = policy::challenge_scopes(&identity.scopes, &server.scopes_supported, &missing);

@@ -352,7 +352,6 @@ async fn policy_edits_reload_while_serving_and_broken_ones_do_not() {
     let hammer = {
         let stop = stop.clone();
         let token = token.clone();
-        let check = check.clone();
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
