@@ -442,17 +442,19 @@ async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) -> ExitCode {
     tracing::info!(
         grpc = %running.grpc_addr,
         admin = %running.admin_addr,
+        policy_hash = %running.engine.policies().load().hash,
         issuers = config.issuers.len(),
         servers = config.servers.len(),
         version = env!("CARGO_PKG_VERSION"),
         "mcp-authz started"
     );
+    let engine = running.engine.clone();
     match running
         .run_until(server::shutdown_signal(), Duration::from_secs(10))
         .await
     {
         Ok(()) => {
-            tracing::info!("mcp-authz stopped");
+            tracing::info!(policy_hash = %engine.policies().load().hash, "mcp-authz stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {

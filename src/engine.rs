@@ -542,7 +542,13 @@ fn mcp_denial(e: McpError) -> Decision {
         };
         json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": e.message}})
     } else {
-        json!({"error": "invalid_request", "error_description": e.message})
+        let error = match e.status {
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            405 => "method_not_allowed",
+            _ => "invalid_request",
+        };
+        json!({"error": error, "error_description": e.message})
     };
     Decision::Respond(respond_raw(e.status, reason, body))
 }

@@ -219,6 +219,19 @@ fn reload_swaps_only_good_sets() {
     assert_ne!(second.hash, first);
     assert!(second.policy_ids.contains(&"ping-for-all".to_string()));
 
+    // A schema violation: the last good set stays.
+    std::fs::write(
+        dir.path().join("violation.cedar"),
+        "@id(\"v\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { resource.owner == principal };\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        store.reload_if_changed(),
+        Reload::Failed(LoadError::At { .. })
+    ));
+    assert_eq!(store.load().hash, second.hash);
+    std::fs::remove_file(dir.path().join("violation.cedar")).unwrap();
+
     // A half-written file: the last good set stays.
     std::fs::write(
         dir.path().join("extra.cedar"),
