@@ -93,6 +93,10 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
         })
     });
     let service = AuthorizationServer::new(AuthzService::new(engine.clone()));
+    // grpc.health.v1 on the same port, so Envoy can health-check the authz cluster: SERVING
+    // only while every issuer has keys, NOT_SERVING again as soon as shutdown starts.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(engine.clone(), health, shutdown.subscribe()));
     let mut rx = shutdown.subscribe();
     tasks.spawn(async move {
         tonic::transport::Server::builder()
@@ -102,6 +106,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .initial_connection_window_size(Some(1 << 20))
             .initial_stream_window_size(Some(1 << 20))
+            .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -117,6 +122,45 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
         shutdown,
         tasks,
     })
+}
+
+/// The gRPC health service names: the whole server and the ext_authz service.
+pub const HEALTH_SERVICES: [&str; 2] = ["", "envoy.service.auth.v3.Authorization"];
+
+async fn report_health(
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tonic_health::ServingStatus;
+    let set = |status: ServingStatus| {
+        let health = health.clone();
+        async move {
+            for name in HEALTH_SERVICES {
+                health.set_service_status(name, status).await;
+            }
+        }
+    };
+    let mut last = None;
+    loop {
+        let ready = engine.is_ready();
+        if last != Some(ready) {
+            set(if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            })
+            .await;
+            last = Some(ready);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => {
+                set(ServingStatus::NotServing).await;
+                return;
+            }
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServeError> {
