@@ -350,6 +350,16 @@ fn rule(method: &str) -> Option<Rule> {
     })
 }
 
+/// Argument keys that differ only in case (`path` / `Path`, or `ſ`-style Unicode folds) are
+/// one key to servers that bind arguments case-insensitively (Go's `encoding/json`, .NET web
+/// defaults): a policy guarding `path` would see one value while the tool reads the other.
+fn has_case_folded_duplicates(arguments: &Map<String, Value>) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(arguments.len());
+    arguments
+        .keys()
+        .any(|k| !seen.insert(k.to_uppercase().to_lowercase()))
+}
+
 /// Classifies one JSON-RPC 2.0 message object. Takes it by value so `params.arguments` moves
 /// into the target instead of being copied.
 fn read_message(mut message: Map<String, Value>) -> Result<Message, McpError> {
@@ -471,6 +481,11 @@ fn read_target(rule: TargetRule, params: Option<Map<String, Value>>) -> Result<T
                     ));
                 }
             };
+            if has_case_folded_duplicates(&arguments) {
+                return Err(McpError::bad_request(
+                    "tools/call `params.arguments` has keys that differ only in case",
+                ));
+            }
             Ok(Target::Tool { name, arguments })
         }
         TargetRule::Prompt => take_prompt_name(&mut params).map(|name| Target::Prompt { name }),
@@ -1367,6 +1382,20 @@ mod tests {
                 "POST",
                 JSON.to_vec(),
                 br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\ud800"}}"#.to_vec(),
+                400,
+            ),
+            (
+                "argument keys differing only in case",
+                "POST",
+                JSON.to_vec(),
+                call(r#"{"name":"read_file","arguments":{"path":"/srv/shared/a","Path":"/etc/passwd"}}"#).into(),
+                400,
+            ),
+            (
+                "argument keys equal under Unicode case folding",
+                "POST",
+                JSON.to_vec(),
+                call("{\"name\":\"t\",\"arguments\":{\"pas\":1,\"pa\u{17f}\":2}}").into(),
                 400,
             ),
             (

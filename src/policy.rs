@@ -289,37 +289,61 @@ impl Prepared {
     }
 
     /// The smallest set of extra scopes (from `supported`) that turns this deny into an allow,
-    /// or `None` when no scope can (a forbid, another tenant, a tool nobody may call).
+    /// or `None` when no scope can (a forbid, another tenant, a tool nobody may call). The
+    /// challenge a client would act on is checked too, so following it always helps.
     fn step_up(
         &self,
         bundle: &PolicyBundle,
         granted: &[String],
         supported: &[String],
     ) -> Result<Option<Vec<String>>, BuildError> {
-        let mut needed: Vec<&String> = supported.iter().filter(|s| !granted.contains(s)).collect();
-        if needed.is_empty() {
+        let candidates: Vec<&String> = supported.iter().filter(|s| !granted.contains(s)).collect();
+        if candidates.is_empty() {
             return Ok(None);
         }
-        let allows = |extra: &[&String]| -> Result<bool, BuildError> {
-            Ok(self
-                .evaluate(bundle, granted.iter().chain(extra.iter().copied()))?
-                .allowed)
+        let allows_with = |scopes: &mut dyn Iterator<Item = &String>| -> Result<bool, BuildError> {
+            Ok(self.evaluate(bundle, scopes)?.allowed)
         };
-        if !allows(&needed)? {
-            return Ok(None);
-        }
-        // Drop every candidate the allow does not depend on, one at a time.
-        let mut i = 0;
-        while i < needed.len() {
-            let mut without = needed.clone();
-            without.remove(i);
-            if allows(&without)? {
-                needed = without;
-            } else {
-                i += 1;
+        let allows = |extra: &[&String]| -> Result<bool, BuildError> {
+            allows_with(&mut granted.iter().chain(extra.iter().copied()))
+        };
+        // One missing scope is the common case, and trying them one by one also works when
+        // another scope's presence would trigger a forbid.
+        let mut missing = None;
+        for c in &candidates {
+            if allows(&[*c])? {
+                missing = Some(vec![*c]);
+                break;
             }
         }
-        Ok(Some(needed.into_iter().cloned().collect()))
+        if missing.is_none() && allows(&candidates)? {
+            // Drop every candidate the allow does not depend on, one at a time.
+            let mut needed = candidates.clone();
+            let mut i = 0;
+            while i < needed.len() {
+                let mut without = needed.clone();
+                without.remove(i);
+                if allows(&without)? {
+                    needed = without;
+                } else {
+                    i += 1;
+                }
+            }
+            missing = Some(needed);
+        }
+        let Some(missing) = missing else {
+            return Ok(None);
+        };
+        let missing: Vec<String> = missing.into_iter().cloned().collect();
+        // The client will ask for exactly the challenge's scopes; it must work.
+        let challenge = challenge_scopes(granted, supported, &missing);
+        if allows_with(&mut challenge.iter())? {
+            Ok(Some(missing))
+        } else {
+            // Some granted scope the policies need is not in `scopes_supported`, so the
+            // challenge would drop it: a plain 403 is more honest than a dead-end step-up.
+            Ok(None)
+        }
     }
 }
 

@@ -139,12 +139,15 @@ impl ProtectedServer {
                 .get(h)
                 .map(String::as_str)
                 .filter(|v| !v.is_empty() && !v.contains(',')),
+            // Dot segments and percent-escapes would let the raw path name one tenant while
+            // the router (after normalization) serves another: refused, not interpreted.
             TenantFrom::PathSegment(i) => path
                 .split_once('?')
                 .map_or(path, |(p, _)| p)
                 .split('/')
                 .filter(|s| !s.is_empty())
-                .nth(*i),
+                .nth(*i)
+                .filter(|s| *s != "." && *s != ".." && !s.contains('%')),
         }
     }
 

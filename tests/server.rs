@@ -271,6 +271,11 @@ async fn without_keys_the_service_is_not_ready_and_fails_closed() {
     assert_eq!(readyz["ready"], false);
     assert_eq!(readyz["issuers"][0]["issuer"], idp.issuer.as_str());
     assert_eq!(readyz["issuers"][0]["ready"], false);
+    assert_eq!(
+        health(running.grpc_addr).await,
+        2,
+        "NOT_SERVING before keys load"
+    );
 
     let token = key.token(&claims(&idp.issuer, RESOURCE));
     let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
@@ -289,6 +294,11 @@ async fn without_keys_the_service_is_not_ready_and_fails_closed() {
             .await
             .allowed
     );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while health(running.grpc_addr).await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     running.stop().await;
 }
 

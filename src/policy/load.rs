@@ -123,6 +123,11 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
     let mut origin: HashMap<String, usize> = HashMap::new();
     let mut ids = Vec::new();
     for (index, source) in files.policies.iter().enumerate() {
+        // An empty file is far more likely a write in progress or a botched copy than an
+        // intent to drop policies (delete the file for that).
+        if source.text.trim().is_empty() {
+            return Err(file_error(&source.path, "the policy file is empty"));
+        }
         let set =
             PolicySet::from_str(&source.text).map_err(|e| located(source, &e, e.to_string()))?;
         if set.templates().next().is_some() {
@@ -131,10 +136,23 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
                 "policy templates are not supported",
             ));
         }
-        for policy in set.policies() {
-            // Cedar names parsed policies policy0..N; authors name them with @id.
+        // Cedar names parsed policies policy0..N in source order; authors name them with @id.
+        let mut in_order: Vec<_> = set.policies().collect();
+        in_order.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let mut search_from = 0;
+        for policy in in_order {
+            let found = position_of(source, &policy.to_string(), search_from);
+            if let Some((_, _, end)) = found {
+                search_from = end;
+            }
             let Some(id) = policy.annotation("id") else {
-                return Err(position_of(source, &policy.to_string()).map_or_else(
+                return Err(found.map(|(l, c, _)| (l, c)).map_or_else(
                     || file_error(&source.path, "a policy has no @id(\"...\") annotation"),
                     |(line, column)| LoadError::At {
                         path: source.path.clone(),
@@ -230,6 +248,12 @@ fn load_entities(
         let entity = Entity::from_json_value(item.clone(), None).map_err(|e| err(e.to_string()))?;
         let uid = entity.uid();
         let ty = uid.type_name();
+        // mcp-authz builds these per request; a second copy would collide with it.
+        if *ty == types.user || *ty == types.server || ty.basename() == "Action" {
+            return Err(err(format!(
+                "`{uid}`: users, servers and actions are built by mcp-authz and cannot be listed here"
+            )));
+        }
         if *ty == types.tool || *ty == types.prompt || *ty == types.resource {
             let overlay = overlay(&item).map_err(|m| err(format!("`{uid}`: {m}")))?;
             if overlays.insert(uid.clone(), overlay).is_some() {
@@ -299,6 +323,16 @@ fn load_entities(
 
 /// Overlay attributes are plain values: strings, booleans, integers and sets of those.
 fn overlay(item: &Value) -> Result<Overlay, String> {
+    // A tool's tags are its call arguments, which the caller controls: a fact stored as a tag
+    // would be silently replaced by whatever the client sends.
+    if item
+        .get("tags")
+        .is_some_and(|t| t.as_object().is_none_or(|m| !m.is_empty()))
+    {
+        return Err(
+            "`tags` cannot be set here (tool tags are the call arguments); use `attrs`".into(),
+        );
+    }
     let mut attrs = Vec::new();
     if let Some(map) = item.get("attrs").and_then(Value::as_object) {
         for (k, v) in map {
@@ -414,16 +448,26 @@ fn located(source: &Source, diag: &dyn miette::Diagnostic, message: String) -> L
     }
 }
 
-fn position_of(source: &Source, snippet: &str) -> Option<(usize, usize)> {
-    let first = snippet.lines().find(|l| !l.trim().is_empty())?.trim();
-    source
-        .text
-        .find(first)
-        .map(|offset| line_column(&source.text, offset))
+/// Where a policy's first line appears at or after `from`: line, column, and the offset just
+/// past it (so the next policy is searched after this one).
+fn position_of(source: &Source, snippet: &str, from: usize) -> Option<(usize, usize, usize)> {
+    let first = snippet
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('@'))?
+        .trim();
+    let rest = source.text.get(from..)?;
+    let offset = from + rest.find(first)?;
+    let (line, column) = line_column(&source.text, offset);
+    Some((line, column, offset + first.len()))
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
+    // Back off to a character boundary: Cedar offsets are bytes.
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)

@@ -149,6 +149,83 @@ fn bad_entities_are_load_errors() {
 }
 
 #[test]
+fn entities_that_would_collide_or_be_overridden_are_refused() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("entities.json"),
+        r#"[{"uid": {"type": "Mcp::User", "id": "alice"}, "attrs": {"tenant": "acme", "client_id": "", "issuer": ""}, "parents": []}]"#,
+    )
+    .unwrap();
+    assert!(load_err(dir.path()).contains("built by mcp-authz"));
+    std::fs::write(
+        dir.path().join("entities.json"),
+        r#"[{"uid": {"type": "Mcp::Tool", "id": "demo/x"}, "attrs": {}, "parents": [], "tags": {"classification": "secret"}}]"#,
+    )
+    .unwrap();
+    assert!(load_err(dir.path()).contains("tags"));
+    std::fs::write(dir.path().join("extra.cedar"), "  \n").unwrap();
+    std::fs::write(dir.path().join("entities.json"), "[]").unwrap();
+    assert!(load_err(dir.path()).contains("empty"));
+}
+
+#[test]
+fn missing_id_is_located_in_order() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("two.cedar"),
+        "@id(\"a\")\npermit (principal, action == Mcp::Action::\"ping\", resource);\n\npermit (principal, action == Mcp::Action::\"ping\", resource);\n",
+    )
+    .unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("two.cedar:4:1"), "{e}");
+}
+
+#[test]
+fn step_up_tries_single_scopes_when_another_scope_would_forbid() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("readonly-scope.cedar"),
+        "@id(\"readonly-scope\")\nforbid (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { context.scopes.contains(\"mcp:readonly\") };\n",
+    )
+    .unwrap();
+    let bundle = load_dir(dir.path()).unwrap();
+    let file: cases::CaseFile = serde_yaml_ng::from_str(
+        r#"
+defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:readonly, mcp:tools:weather]},
+           principal: {tenant: acme, scopes: [mcp:connect]}}
+cases:
+  - {name: single scope found, method: tools/call, tool: get_forecast, expect: deny, challenge_scope: mcp:connect mcp:tools:weather}
+"#,
+    )
+    .unwrap();
+    let report = cases::run(&bundle, &file).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+}
+
+#[test]
+fn a_challenge_that_would_not_help_is_not_issued() {
+    let dir = copy_shipped();
+    // Needs a scope the server does not advertise: the challenge would drop it.
+    std::fs::write(
+        dir.path().join("legacy.cedar"),
+        "@id(\"legacy\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"demo/legacy\")\nwhen { context.scopes.contains(\"legacy:read\") && context.scopes.contains(\"mcp:tools:weather\") };\n",
+    )
+    .unwrap();
+    let bundle = load_dir(dir.path()).unwrap();
+    let file: cases::CaseFile = serde_yaml_ng::from_str(
+        r#"
+defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:tools:weather]},
+           principal: {tenant: acme, scopes: [mcp:connect, legacy:read]}}
+cases:
+  - {name: dead end avoided, method: tools/call, tool: legacy, expect: deny, challenge_scope: ""}
+"#,
+    )
+    .unwrap();
+    let report = cases::run(&bundle, &file).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+}
+
+#[test]
 fn a_directory_without_schema_or_policies_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     assert!(load_err(dir.path()).contains("schema.cedarschema"));

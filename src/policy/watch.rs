@@ -20,6 +20,8 @@ use crate::metrics::Metrics;
 const SETTLE: Duration = Duration::from_millis(200);
 /// The fallback content check.
 const POLL: Duration = Duration::from_secs(1);
+/// Upper bound on one settle wait.
+const MAX_SETTLE: Duration = Duration::from_secs(1);
 
 pub struct PolicyStore {
     dir: PathBuf,
@@ -59,8 +61,28 @@ impl PolicyStore {
     /// Re-reads the directory; swaps in a new bundle only if the content changed and all of it
     /// is valid. A failure keeps the last good bundle, logs why (file, line, column) and counts.
     pub fn reload_if_changed(&self) -> Reload {
-        let outcome = match load::read_files(&self.dir) {
+        self.reload_stable(Duration::ZERO)
+    }
+
+    /// Like [`Self::reload_if_changed`], but a change must read the same twice, `settle`
+    /// apart, before it is loaded: a file caught mid-write (or a directory caught mid-checkout)
+    /// is never loaded, it is read again at the next poll.
+    fn reload_stable(&self, settle: Duration) -> Reload {
+        let first = match load::read_files(&self.dir) {
             Ok(files) if files.hash == self.current.load().hash => return Reload::Unchanged,
+            Ok(files) => Ok(files),
+            Err(e) => Err(e),
+        };
+        let outcome = match first {
+            Ok(files) if !settle.is_zero() => {
+                std::thread::sleep(settle);
+                match load::read_files(&self.dir) {
+                    Ok(again) if again.hash == files.hash => load::load_files(again),
+                    // Still changing: the next poll or event looks again.
+                    Ok(_) => return Reload::Unchanged,
+                    Err(e) => Err(e),
+                }
+            }
             Ok(files) => load::load_files(files),
             Err(e) => Err(e),
         };
@@ -82,8 +104,8 @@ impl PolicyStore {
                 Reload::Loaded { hash }
             }
             Err(e) => {
-                // The same broken content is reported once per poll; that is what an operator
-                // staring at the logs during an edit wants to see.
+                // Broken content is reported at each look (events, then once per poll): what
+                // an operator watching the logs during an edit wants to see.
                 tracing::error!(
                     error = %e,
                     active_policy_hash = %self.current.load().hash,
@@ -99,7 +121,10 @@ impl PolicyStore {
     pub async fn run_watcher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Opens and reads (our own included) are not changes.
+            if let Ok(e) = event
+                && !matches!(e.kind, notify::EventKind::Access(_))
+            {
                 let _ = tx.send(());
             }
         })
@@ -117,14 +142,24 @@ impl PolicyStore {
         loop {
             tokio::select! {
                 Some(()) = rx.recv() => {
-                    // Settle: wait until events stop for SETTLE, then reload once.
-                    while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
+                    // Settle: wait until events stop for SETTLE (at most MAX_SETTLE in all, so
+                    // a directory that never stops changing is still looked at).
+                    let deadline = tokio::time::Instant::now() + MAX_SETTLE;
+                    while tokio::time::Instant::now() < deadline {
+                        tokio::select! {
+                            r = tokio::time::timeout(SETTLE, rx.recv()) => match r {
+                                Ok(Some(())) => continue,
+                                _ => break,
+                            },
+                            _ = shutdown.changed() => return,
+                        }
+                    }
                 }
                 _ = poll.tick() => {}
                 _ = shutdown.changed() => return,
             }
             let this = self.clone();
-            let _ = tokio::task::spawn_blocking(move || this.reload_if_changed()).await;
+            let _ = tokio::task::spawn_blocking(move || this.reload_stable(SETTLE)).await;
         }
     }
 }
