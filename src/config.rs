@@ -23,6 +23,39 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub decision_log: DecisionLog,
+}
+
+/// One JSON log line per decision (tracing target `mcp_authz::decision`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLog {
+    /// Log every denial (401, 403, 400, 413, 415, 404, 503).
+    #[serde(default = "DecisionLog::default_denies")]
+    pub denies: bool,
+    /// Fraction of allows to log, 0.0 to 1.0.
+    #[serde(default)]
+    pub allow_sample_rate: f64,
+    /// Add the token's full claims to each line. Off by default: claims may be personal data.
+    #[serde(default)]
+    pub include_claims: bool,
+}
+
+impl DecisionLog {
+    fn default_denies() -> bool {
+        true
+    }
+}
+
+impl Default for DecisionLog {
+    fn default() -> Self {
+        Self {
+            denies: true,
+            allow_sample_rate: 0.0,
+            include_claims: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +322,9 @@ pub struct IdentityHeaders {
     pub scopes: String,
     #[serde(default = "IdentityHeaders::default_issuer")]
     pub issuer: String,
+    /// Carries the decision id: to the upstream on allow, to the client on denial.
+    #[serde(default = "IdentityHeaders::default_decision_id")]
+    pub decision_id: String,
 }
 
 impl IdentityHeaders {
@@ -307,14 +343,18 @@ impl IdentityHeaders {
     fn default_issuer() -> String {
         "x-mcp-authz-issuer".into()
     }
+    fn default_decision_id() -> String {
+        "x-mcp-authz-decision-id".into()
+    }
 
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.subject,
             &self.tenant,
             &self.client_id,
             &self.scopes,
             &self.issuer,
+            &self.decision_id,
         ]
     }
 }
@@ -327,6 +367,7 @@ impl Default for IdentityHeaders {
             client_id: Self::default_client_id(),
             scopes: Self::default_scopes(),
             issuer: Self::default_issuer(),
+            decision_id: Self::default_decision_id(),
         }
     }
 }
@@ -471,6 +512,12 @@ impl Config {
                     format!("`{name}` cannot be used"),
                 ));
             }
+        }
+        if !(0.0..=1.0).contains(&self.decision_log.allow_sample_rate) {
+            return Err(invalid(
+                "decision_log.allow_sample_rate",
+                "must be between 0.0 and 1.0",
+            ));
         }
         if !(256..=65_536).contains(&self.limits.max_token_bytes) {
             return Err(invalid(

@@ -276,6 +276,11 @@ pub fn dev_config(
         },
         identity_headers: Default::default(),
         limits: Default::default(),
+        // Development: log every decision, allows included.
+        decision_log: crate::config::DecisionLog {
+            allow_sample_rate: 1.0,
+            ..Default::default()
+        },
     }
 }
 

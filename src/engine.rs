@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::bearer::{self, BearerError};
 use crate::challenge::{Challenge, ErrorCode};
-use crate::config::{Config, IdentityHeaders, Limits};
+use crate::config::{Config, DecisionLog, IdentityHeaders, Limits};
 use crate::keys::{IssuerKeys, Lookup};
 use crate::mcp::{self, HttpParts, McpError, McpRequest, Target};
 use crate::metrics::{Metrics, Reason};
@@ -40,6 +40,8 @@ pub enum Decision {
 
 #[derive(Debug)]
 pub struct Allow {
+    /// Random id tying this decision to its log line; also sent upstream.
+    pub decision_id: String,
     pub server_id: String,
     pub identity: Identity,
     /// The permits that allowed each message, in order, deduplicated.
@@ -52,6 +54,8 @@ pub struct Allow {
 
 #[derive(Debug)]
 pub struct Respond {
+    /// Random id tying this decision to its log line; also sent to the client (denials only).
+    pub decision_id: String,
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
@@ -67,7 +71,22 @@ pub struct Engine {
     policies: Arc<PolicyStore>,
     header_names: IdentityHeaders,
     limits: Limits,
+    decision_log: DecisionLog,
     metrics: Metrics,
+}
+
+/// What the decision log line says about a check, gathered as the check goes.
+#[derive(Default)]
+struct Facts<'a> {
+    server: Option<&'a str>,
+    subject: Option<String>,
+    tenant: Option<String>,
+    client_id: Option<String>,
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The actions of the message(s), e.g. `tools/call`.
+    actions: Vec<&'static str>,
+    /// The first message's target (tool or prompt name, resource URI), never its arguments.
+    target: Option<String>,
 }
 
 impl Engine {
@@ -90,6 +109,7 @@ impl Engine {
             policies,
             header_names: config.identity_headers.clone(),
             limits: config.limits.clone(),
+            decision_log: config.decision_log.clone(),
             metrics,
         })
     }
@@ -129,19 +149,64 @@ impl Engine {
 
     pub async fn check(&self, input: &CheckInput<'_>) -> Decision {
         let started = Instant::now();
-        let decision = self.decide(input).await;
-        let reason = match &decision {
-            Decision::Allow(_) => Reason::Allowed,
-            Decision::Respond(r) => r.reason,
+        let mut facts = Facts::default();
+        let mut decision = self.decide(input, &mut facts).await;
+        let elapsed = started.elapsed();
+        let id = decision_id();
+        let (reason, status, policies) = match &mut decision {
+            Decision::Allow(a) => {
+                a.set_headers
+                    .push((self.header_names.decision_id.clone(), id.clone()));
+                a.decision_id = id.clone();
+                (Reason::Allowed, 200, &a.policies)
+            }
+            Decision::Respond(r) => {
+                if r.reason != Reason::Metadata {
+                    r.headers.push(("x-mcp-authz-decision-id", id.clone()));
+                }
+                r.decision_id = id.clone();
+                (r.reason, r.status, &r.policies)
+            }
         };
-        self.metrics.check(reason, started.elapsed());
+        self.metrics.check(reason, elapsed);
+        let log = match reason {
+            Reason::Metadata => false,
+            Reason::Allowed => {
+                let rate = self.decision_log.allow_sample_rate;
+                rate >= 1.0 || (rate > 0.0 && rand::random::<f64>() < rate)
+            }
+            _ => self.decision_log.denies,
+        };
+        if log {
+            // One line per decision. Never the token; claims only when the operator opts in.
+            tracing::info!(
+                target: "mcp_authz::decision",
+                decision_id = %id,
+                decision = if reason == Reason::Allowed { "allow" } else { "deny" },
+                status,
+                reason = reason.as_str(),
+                server = facts.server.unwrap_or(""),
+                method = %facts.actions.join(","),
+                name = facts.target.as_deref().unwrap_or(""),
+                subject = facts.subject.as_deref().unwrap_or(""),
+                tenant = facts.tenant.as_deref().unwrap_or(""),
+                client_id = facts.client_id.as_deref().unwrap_or(""),
+                policies = %policies.join(","),
+                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                claims = facts.claims.as_ref().map(|c| serde_json::Value::Object(c.clone()).to_string()).unwrap_or_default(),
+                "decision"
+            );
+        }
         decision
     }
 
-    async fn decide(&self, input: &CheckInput<'_>) -> Decision {
+    async fn decide<'s>(&'s self, input: &CheckInput<'_>, facts: &mut Facts<'s>) -> Decision {
         let server = match self.servers.route(input.host, input.path) {
             Route::Metadata(server) => return metadata(server, input.method),
-            Route::Protected(server) => server,
+            Route::Protected(server) => {
+                facts.server = Some(&server.id);
+                server
+            }
             Route::Unmatched => {
                 return respond(
                     404,
@@ -172,6 +237,12 @@ impl Engine {
             Ok(identity) => identity,
             Err(e) => return token_denial(server, e),
         };
+        facts.subject = Some(identity.subject.clone());
+        facts.tenant = identity.tenant.clone();
+        facts.client_id = identity.client_id.clone();
+        if self.decision_log.include_claims {
+            facts.claims = Some(identity.claims.clone());
+        }
         // Only an authenticated caller gets to have its body read.
         let request = match mcp::parse(&HttpParts {
             method: input.method,
@@ -181,6 +252,17 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return mcp_denial(e),
         };
+        match &request {
+            McpRequest::Messages { messages, .. } => {
+                facts.actions = messages.iter().filter_map(|m| m.action).collect();
+                facts.target = messages
+                    .first()
+                    .and_then(|m| m.target.name())
+                    .map(|n| n.chars().take(256).collect());
+            }
+            McpRequest::OpenStream => facts.actions = vec!["GET"],
+            McpRequest::EndSession => facts.actions = vec!["DELETE"],
+        }
         match self.authorize(server, &identity, &request, input) {
             Ok(policies) => Decision::Allow(Box::new(self.allow(
                 server,
@@ -348,6 +430,7 @@ impl Engine {
             }
         }
         Allow {
+            decision_id: String::new(),
             server_id: server.id.clone(),
             identity,
             policies,
@@ -355,6 +438,11 @@ impl Engine {
             remove_headers,
         }
     }
+}
+
+/// 16 hex digits from the thread-local CSPRNG: unique enough to find one line in a day's logs.
+fn decision_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 fn same_modulo_underscore(name: &str, ours: &str) -> bool {
@@ -374,6 +462,7 @@ fn unix_now() -> i64 {
 fn metadata(server: &ProtectedServer, method: &str) -> Decision {
     if !matches!(method, "GET" | "HEAD") {
         return Decision::Respond(Respond {
+            decision_id: String::new(),
             status: 405,
             headers: vec![("allow", "GET, HEAD".into())],
             body: String::new(),
@@ -382,6 +471,7 @@ fn metadata(server: &ProtectedServer, method: &str) -> Decision {
         });
     }
     Decision::Respond(Respond {
+        decision_id: String::new(),
         status: 200,
         headers: vec![
             ("content-type", "application/json".into()),
@@ -482,6 +572,7 @@ fn respond(
 
 fn respond_raw(status: u16, reason: Reason, body: serde_json::Value) -> Respond {
     Respond {
+        decision_id: String::new(),
         status,
         headers: vec![
             ("content-type", "application/json".into()),

@@ -291,6 +291,71 @@ fn dev_token_and_check_work_together() {
     assert!(out.contains("x-mcp-authz-subject: bob"), "{out}");
     assert!(out.contains("x-mcp-authz-scopes: mcp:connect"), "{out}");
 
+    // Decision log: one JSON line per decision, found by the id the check returned, and
+    // never the token.
+    let decision_id = |out: &str| {
+        out.lines()
+            .find_map(|l| {
+                l.split_once("x-mcp-authz-decision-id: ")
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no decision id in: {out}"))
+    };
+    let (_, allowed_out, _) = run(&[
+        "check",
+        "--addr",
+        &grpc,
+        "--token",
+        &token,
+        "--rpc",
+        "tools/call",
+        "--name",
+        "get_forecast",
+    ]);
+    let (_, step_up_out, _) = run(&[
+        "check",
+        "--addr",
+        &grpc,
+        "--token",
+        &token,
+        "--rpc",
+        "tools/call",
+        "--name",
+        "read_file",
+        "--arguments",
+        r#"{"path":"/srv/shared/a"}"#,
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    // (The banner above the logs prints the dev token on purpose; the log lines must not.)
+    assert!(
+        logs.lines()
+            .filter(|l| l.starts_with('{'))
+            .all(|l| !l.contains(&token)),
+        "the token leaked into the logs"
+    );
+    let line = |id: &str| -> serde_json::Value {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(id) && l.contains("\"decision\""))
+            .unwrap_or_else(|| panic!("no log line for decision {id}: {logs}"));
+        serde_json::from_str(line).unwrap()
+    };
+    let allowed = line(&decision_id(&allowed_out));
+    assert_eq!(allowed["decision"], "allow");
+    assert_eq!(allowed["method"], "tools/call");
+    assert_eq!(allowed["name"], "get_forecast");
+    assert_eq!(allowed["subject"], "dev-user");
+    assert_eq!(allowed["tenant"], "acme");
+    assert_eq!(allowed["server"], "demo");
+    assert_eq!(allowed["policies"], "weather-tools");
+    assert!(allowed["latency_us"].as_u64().is_some());
+    let denied = line(&decision_id(&step_up_out));
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["status"], 403);
+    assert_eq!(denied["reason"], "insufficient_scope");
+    assert_eq!(denied["name"], "read_file");
+
     // A token for another audience is refused.
     let (_, other, _) = run(&[
         "token",

@@ -203,6 +203,11 @@ async fn through_envoy() {
         Some(0),
         "must not reach the upstream"
     );
+    assert_eq!(
+        headers["x-mcp-authz-decision-id"].len(),
+        16,
+        "a denial names its decision"
+    );
 
     // A bad token: 401 invalid_token.
     let (status, headers, _) = post(&envoy.url("/mcp"), &[("authorization", "Bearer x.y.z")]).await;
@@ -252,6 +257,10 @@ async fn through_envoy() {
     assert_eq!(h["x-mcp-authz-client-id"], "client-1");
     assert_eq!(h["x-mcp-authz-scopes"], "mcp:connect mcp:tools");
     assert_eq!(h["x-mcp-authz-issuer"], idp.issuer.as_str());
+    assert_eq!(
+        h["x-mcp-authz-decision-id"].as_str().map(str::len),
+        Some(16)
+    );
 
     let (status, _, body) = post(
         &envoy.url("/mcp"),
