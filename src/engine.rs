@@ -305,6 +305,7 @@ impl Engine {
         let mut missing: Vec<String> = Vec::new();
         for (action, target) in messages {
             let Some(action) = action else {
+                self.metrics.mcp_request(&server.id, None, false);
                 tracing::info!(server = %server.id, subject = %identity.subject, "denied: unknown MCP method");
                 return Err(forbidden(Reason::PolicyDeny, "unknown MCP method", vec![]));
             };
@@ -329,7 +330,13 @@ impl Engine {
                     ));
                 }
             };
+            self.metrics
+                .mcp_request(&server.id, Some(action), decision.allowed);
             if !decision.errors.is_empty() {
+                for e in &decision.errors {
+                    self.metrics
+                        .policy_error(e.split_once(": ").map_or(e.as_str(), |(id, _)| id));
+                }
                 // An erroring policy may have been a forbid: deny, and say which one.
                 tracing::error!(server = %server.id, action, errors = ?decision.errors, policy_hash = %bundle.hash, "policy evaluation error; denied");
                 return Err(forbidden(

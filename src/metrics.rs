@@ -1,6 +1,7 @@
 //! Prometheus metrics. The registry is passed in; label values come from small fixed sets, and
 //! the per-check counters are resolved once at startup so a check touches only atomics.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,13 +93,18 @@ struct Inner {
     key_last_success: GaugeVec,
     unknown_kid: IntCounterVec,
     policy_reloads: IntCounterVec,
+    policy_errors: IntCounterVec,
+    /// `mcp_authz_mcp_requests_total`, resolved per (server, method, decision) at startup.
+    #[allow(clippy::type_complexity)]
+    mcp_requests: HashMap<String, HashMap<(&'static str, bool), IntCounter>>,
     policy_last_load: Gauge,
     policy_info: IntGaugeVec,
     build_info: Gauge,
 }
 
 impl Metrics {
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    /// `servers` are the configured server ids: the only values of the `server` label.
+    pub fn new(registry: &Registry, servers: &[&str]) -> Result<Self, prometheus::Error> {
         let checks_vec = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_checks_total",
@@ -161,6 +167,38 @@ impl Metrics {
             ),
             &["hash"],
         )?;
+        let policy_errors = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_policy_evaluation_errors_total",
+                "Policies that failed to evaluate (the request was denied), by policy id.",
+            ),
+            &["policy"],
+        )?;
+        let mcp_requests_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_mcp_requests_total",
+                "Authenticated MCP messages by server, method (known methods, else `other`) and decision.",
+            ),
+            &["server", "method", "decision"],
+        )?;
+        let mut mcp_requests: HashMap<String, HashMap<(&'static str, bool), IntCounter>> =
+            HashMap::new();
+        for server in servers {
+            let per_server = mcp_requests.entry(server.to_string()).or_default();
+            for method in crate::mcp::KNOWN_METHODS
+                .iter()
+                .copied()
+                .chain(["response", "GET", "DELETE", "other"])
+            {
+                for allowed in [true, false] {
+                    let decision = if allowed { "allow" } else { "deny" };
+                    per_server.insert(
+                        (method, allowed),
+                        mcp_requests_vec.with_label_values(&[server, method, decision]),
+                    );
+                }
+            }
+        }
         let build_info = Gauge::with_opts(
             Opts::new("mcp_authz_build_info", "Build information; always 1.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -173,6 +211,12 @@ impl Metrics {
         registry.register(Box::new(key_last_success.clone()))?;
         registry.register(Box::new(unknown_kid.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
+        registry.register(Box::new(policy_errors.clone()))?;
+        registry.register(Box::new(mcp_requests_vec))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(policy_last_load.clone()))?;
         registry.register(Box::new(policy_info.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
@@ -185,6 +229,8 @@ impl Metrics {
                 key_last_success,
                 unknown_kid,
                 policy_reloads,
+                policy_errors,
+                mcp_requests,
                 policy_last_load,
                 policy_info,
                 build_info,
@@ -195,7 +241,7 @@ impl Metrics {
     /// Metrics that go nowhere, for tests and tools.
     pub fn unregistered() -> Self {
         // INVARIANT: a fresh registry has no name collisions.
-        match Self::new(&Registry::new()) {
+        match Self::new(&Registry::new(), &[]) {
             Ok(m) => m,
             Err(e) => unreachable!("metrics on an empty registry: {e}"),
         }
@@ -236,6 +282,24 @@ impl Metrics {
             .inc();
     }
 
+    /// One authenticated MCP message and whether it was allowed. Lock-free: the counters were
+    /// resolved at startup; unknown methods count as `other`, unknown servers not at all.
+    pub fn mcp_request(&self, server: &str, action: Option<&'static str>, allowed: bool) {
+        let method = action.unwrap_or("other");
+        if let Some(c) = self
+            .inner
+            .mcp_requests
+            .get(server)
+            .and_then(|m| m.get(&(method, allowed)))
+        {
+            c.inc();
+        }
+    }
+
+    pub fn policy_error(&self, policy: &str) {
+        self.inner.policy_errors.with_label_values(&[policy]).inc();
+    }
+
     pub fn policy_reload(&self, outcome: &str) {
         self.inner
             .policy_reloads
@@ -266,7 +330,10 @@ mod tests {
     #[test]
     fn counters_land_under_their_labels() {
         let registry = Registry::new();
-        let m = Metrics::new(&registry).unwrap();
+        let m = Metrics::new(&registry, &["demo"]).unwrap();
+        m.mcp_request("demo", Some("tools/call"), true);
+        m.mcp_request("demo", None, false);
+        m.mcp_request("not-configured", Some("ping"), true);
         m.check(Reason::InvalidToken, Duration::from_micros(50));
         m.check(Reason::Allowed, Duration::from_micros(20));
         m.key_refresh("https://idp", "failure");
@@ -283,6 +350,13 @@ mod tests {
         assert!(text.contains(
             "mcp_authz_jwks_refreshes_total{issuer=\"https://idp\",outcome=\"failure\"} 1"
         ));
+        assert!(text.contains(
+            "mcp_authz_mcp_requests_total{decision=\"allow\",method=\"tools/call\",server=\"demo\"} 1"
+        ));
+        assert!(text.contains(
+            "mcp_authz_mcp_requests_total{decision=\"deny\",method=\"other\",server=\"demo\"} 1"
+        ));
+        assert!(!text.contains("not-configured"));
         assert_eq!(m.build_info(), 1.0);
     }
 }

@@ -278,7 +278,15 @@ impl Prepared {
         .map_err(|e| BuildError(e.to_string()))?;
         let response = Authorizer::new().is_authorized(&request, &bundle.policies, &self.entities);
         let diagnostics = response.diagnostics();
-        let errors: Vec<String> = diagnostics.errors().map(|e| e.to_string()).collect();
+        // `<policy id>: <message>`, so logs and metrics can name the policy.
+        let errors: Vec<String> = diagnostics
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
+                    format!("{}: {e}", p.policy_id())
+                }
+            })
+            .collect();
         Ok(PolicyDecision {
             // Any evaluation error is a deny: the erroring policy may have been a forbid.
             allowed: response.decision() == Decision::Allow && errors.is_empty(),

@@ -52,7 +52,9 @@ pub struct Running {
 /// `/readyz` says when they have.
 pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Running, ServeError> {
     let registry = Registry::new();
-    let metrics = Metrics::new(&registry).map_err(|e| ServeError::Setup(e.to_string()))?;
+    let server_ids: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
+    let metrics =
+        Metrics::new(&registry, &server_ids).map_err(|e| ServeError::Setup(e.to_string()))?;
     let issuers = Engine::issuers_from_config(config, &metrics).map_err(ServeError::Setup)?;
     let policies = PolicyStore::open(&config.policies.dir, metrics.clone())?;
     let engine =

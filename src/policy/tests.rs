@@ -371,3 +371,44 @@ fn a_configmap_symlink_swap_is_picked_up() {
     assert_ne!(after.hash, before);
     assert!(after.policy_ids.contains(&"swapped-in".to_string()));
 }
+
+#[test]
+fn an_erroring_forbid_denies_instead_of_being_skipped() {
+    let dir = copy_shipped();
+    // Validates (the validator does not evaluate), errors at run time: integer overflow.
+    std::fs::write(
+        dir.path().join("overflow.cedar"),
+        "@id(\"overflow\")\nforbid (principal, action == Mcp::Action::\"ping\", resource)\nwhen { 9223372036854775807 + 1 > 0 };\n",
+    )
+    .unwrap();
+    let bundle = load_dir(dir.path()).unwrap();
+    let identity = crate::token::Identity {
+        issuer: "i".into(),
+        subject: "s".into(),
+        tenant: Some("acme".into()),
+        client_id: None,
+        scopes: vec!["mcp:connect".into()],
+        groups: vec![],
+        expires_at: 0,
+        claims: serde_json::Map::new(),
+    };
+    let d = bundle
+        .decide(
+            &EvalRequest {
+                identity: &identity,
+                server_id: "demo",
+                server_tenant: "acme",
+                action: "ping",
+                target: &crate::mcp::Target::Server,
+                protocol_version: "",
+                session_id: "",
+                batch: false,
+            },
+            &["mcp:connect".to_string()],
+        )
+        .unwrap();
+    // Cedar alone would allow (the erroring forbid is skipped); mcp-authz denies.
+    assert!(!d.allowed);
+    assert!(d.errors[0].starts_with("overflow: "), "{:?}", d.errors);
+    assert_eq!(d.missing_scopes, None);
+}
