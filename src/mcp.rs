@@ -38,6 +38,10 @@ pub const KNOWN_METHODS: &[&str] = &[
     "tasks/result",
     "tasks/cancel",
     "tasks/list",
+    // 2026-07-28 (stateless): capability discovery and the subscription stream, as sent by the
+    // official SDKs (Python `mcp` 2.x); session-level like initialize.
+    "server/discover",
+    "subscriptions/listen",
     "notifications/initialized",
     "notifications/cancelled",
     "notifications/progress",
@@ -333,7 +337,9 @@ fn rule(method: &str) -> Option<Rule> {
         | "resources/list"
         | "resources/templates/list"
         | "tools/list"
-        | "tasks/list" => Rule::Request(Server),
+        | "tasks/list"
+        | "server/discover"
+        | "subscriptions/listen" => Rule::Request(Server),
         "tools/call" => Rule::Request(Tool),
         "prompts/get" => Rule::Request(Prompt),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -804,7 +810,7 @@ mod tests {
             .filter(|m| rule(m) == Some(Rule::Notification))
             .count();
         assert_eq!(notifications, 5);
-        assert_eq!(KNOWN_METHODS.len(), 22);
+        assert_eq!(KNOWN_METHODS.len(), 24);
         assert_eq!(rule("tools/cal"), None);
         assert_eq!(rule("Tools/call"), None);
     }
