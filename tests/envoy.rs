@@ -359,3 +359,103 @@ async fn through_envoy() {
 
     drop(envoy.child);
 }
+
+/// The venv Python with the official MCP SDK (`scripts/test` installs it).
+fn python_with_mcp() -> Option<PathBuf> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import mcp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let skip = std::env::var("MCP_AUTHZ_SKIP_ENVOY").is_ok_and(|v| v == "1");
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    if skip && !ci {
+        return None;
+    }
+    panic!("the Python MCP SDK is not in .venv: run scripts/test");
+}
+
+struct KillOnDrop(tokio::process::Child);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_mcp_client_and_server_through_envoy() {
+    let Some(bin) = envoy_binary() else { return };
+    let Some(python) = python_with_mcp() else {
+        return;
+    };
+    let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, "")).unwrap();
+    let authz = server::start(&config, None).await.unwrap();
+    assert!(authz.wait_ready(Duration::from_secs(10)).await);
+
+    // The official Python SDK's Streamable HTTP server, as the upstream.
+    let upstream = free_port();
+    let _server = KillOnDrop(
+        tokio::process::Command::new(&python)
+            .arg(e2e.join("mcp_server.py"))
+            .arg(upstream.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "MCP server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let envoy = Envoy::start(&bin, authz.grpc_addr.port(), upstream).await;
+
+    // A token for the weather tools only.
+    let mut c = claims(&idp.issuer, RESOURCE);
+    c["scope"] = json!("mcp:connect mcp:tools:weather");
+    let token = key.token(&c);
+    let out = tokio::process::Command::new(&python)
+        .arg(e2e.join("mcp_client.py"))
+        .arg(envoy.url("/mcp"))
+        .arg(&token)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        report["tools"],
+        json!(["get_forecast", "read_file"]),
+        "{report}"
+    );
+    assert_eq!(report["forecast"], json!(["sunny in Paris"]), "{report}");
+    let step_up = report["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == 403)
+        .unwrap_or_else(|| panic!("no 403 for read_file: {report}"));
+    assert_eq!(
+        step_up["www_authenticate"],
+        "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:connect mcp:tools:weather mcp:tools:files\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+    );
+    assert!(
+        report.get("denied_call").is_none(),
+        "the denied call must not succeed: {report}"
+    );
+    authz.stop().await;
+}
