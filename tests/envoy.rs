@@ -378,8 +378,6 @@ fn python_with_mcp() -> Option<PathBuf> {
     panic!("the Python MCP SDK is not in .venv: run scripts/test");
 }
 
-struct KillOnDrop(tokio::process::Child);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_mcp_client_and_server_through_envoy() {
     let Some(bin) = envoy_binary() else { return };
@@ -396,16 +394,15 @@ async fn a_real_mcp_client_and_server_through_envoy() {
 
     // The official Python SDK's Streamable HTTP server, as the upstream.
     let upstream = free_port();
-    let _server = KillOnDrop(
-        tokio::process::Command::new(&python)
-            .arg(e2e.join("mcp_server.py"))
-            .arg(upstream.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap(),
-    );
+    // Killed when dropped at the end of the test (kill_on_drop).
+    let _server = tokio::process::Command::new(&python)
+        .arg(e2e.join("mcp_server.py"))
+        .arg(upstream.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", upstream))
         .await
