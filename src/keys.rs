@@ -285,6 +285,7 @@ impl IssuerKeys {
         fetcher: Option<Fetcher>,
         metrics: Metrics,
     ) -> Arc<Self> {
+        metrics.issuer_registered(&config.issuer);
         Arc::new(Self {
             config,
             current: ArcSwapOption::new(current),

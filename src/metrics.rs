@@ -174,6 +174,9 @@ impl Metrics {
             ),
             &["policy"],
         )?;
+        for outcome in ["success", "failure"] {
+            policy_reloads.with_label_values(&[outcome]);
+        }
         let mcp_requests_vec = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_mcp_requests_total",
@@ -252,6 +255,18 @@ impl Metrics {
         self.inner.check_duration.observe(elapsed.as_secs_f64());
     }
 
+    /// Creates an issuer's series at zero, so alerts on them work before anything happens.
+    pub fn issuer_registered(&self, issuer: &str) {
+        for outcome in ["success", "failure"] {
+            self.inner
+                .key_refreshes
+                .with_label_values(&[issuer, outcome]);
+        }
+        for outcome in ["started", "joined", "rate_limited"] {
+            self.inner.unknown_kid.with_label_values(&[issuer, outcome]);
+        }
+    }
+
     pub fn key_refresh(&self, issuer: &str, outcome: &str) {
         self.inner
             .key_refreshes
@@ -307,8 +322,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Records the active policy set: its hash (the only series of the info metric) and time.
-    pub fn policy_loaded(&self, hash: &str, at: SystemTime) {
+    /// Records the active policy set: its hash (the only series of the info metric), its load
+    /// time, and a zero error series per policy id so dashboards and alerts see every policy.
+    pub fn policy_loaded(&self, hash: &str, at: SystemTime, policy_ids: &[String]) {
+        for id in policy_ids {
+            self.inner.policy_errors.with_label_values(&[id.as_str()]);
+        }
         self.inner.policy_info.reset();
         self.inner.policy_info.with_label_values(&[hash]).set(1);
         let t = at

@@ -41,7 +41,7 @@ impl PolicyStore {
     /// Loads the directory; the service does not start on a bad policy set.
     pub fn open(dir: &Path, metrics: Metrics) -> Result<Arc<Self>, LoadError> {
         let bundle = load::load_dir(dir)?;
-        metrics.policy_loaded(&bundle.hash, bundle.loaded_at);
+        metrics.policy_loaded(&bundle.hash, bundle.loaded_at, &bundle.policy_ids);
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             current: ArcSwap::from_pointee(bundle),
@@ -99,7 +99,8 @@ impl PolicyStore {
                     "policy set reloaded"
                 );
                 self.metrics.policy_reload("success");
-                self.metrics.policy_loaded(&hash, bundle.loaded_at);
+                self.metrics
+                    .policy_loaded(&hash, bundle.loaded_at, &bundle.policy_ids);
                 self.current.store(Arc::new(bundle));
                 Reload::Loaded { hash }
             }

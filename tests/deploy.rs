@@ -1,0 +1,200 @@
+//! The files under `deploy/` are checked as far as this machine allows: Kubernetes manifests
+//! against the API schemas (`kubernetes-validate --strict`, offline), the ConfigMaps against
+//! the service itself, the Grafana dashboard against the real `/metrics` output, and the Istio
+//! files for consistency. (The Envoy file is run for real in tests/envoy.rs.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mcp_authz::config::Config;
+use mcp_authz::testutil::{FakeIdp, TestKey, claims, config_yaml, grpc_check, shipped_policies};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_api_schemas() {
+    let validator = root().join(".venv/bin/kubernetes-validate");
+    if !validator.exists() {
+        let skip = std::env::var("MCP_AUTHZ_SKIP_ENVOY").is_ok_and(|v| v == "1");
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(skip && !ci, "kubernetes-validate missing: run scripts/test");
+        return;
+    }
+    let out = std::process::Command::new(validator)
+        .arg("--strict")
+        .args(manifests())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for kind in [
+        "deployment",
+        "service",
+        "configmap",
+        "poddisruptionbudget",
+        "horizontalpodautoscaler",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}/")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn the_deployment_is_locked_down_and_probed() {
+    let d = yaml(&root().join("deploy/kubernetes/deployment.yaml"));
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    // Hot reload needs the policies mounted as a directory: subPath mounts never update.
+    for m in c["volumeMounts"].as_array().unwrap() {
+        assert!(m.get("subPath").is_none(), "{m}");
+    }
+    let annotations = &d["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+}
+
+#[test]
+fn the_policies_configmap_is_the_shipped_policies() {
+    let cm = yaml(&root().join("deploy/kubernetes/policies.yaml"));
+    let data = cm["data"].as_object().unwrap();
+    for name in [
+        "schema.cedarschema",
+        "session.cedar",
+        "tools.cedar",
+        "guards.cedar",
+        "entities.json",
+    ] {
+        let shipped = std::fs::read_to_string(shipped_policies().join(name)).unwrap();
+        assert_eq!(
+            data[name].as_str().unwrap().trim_end(),
+            shipped.trim_end(),
+            "deploy/kubernetes/policies.yaml is out of date for {name}"
+        );
+    }
+}
+
+#[test]
+fn the_config_configmap_is_a_valid_config() {
+    let cm = yaml(&root().join("deploy/kubernetes/config.yaml"));
+    let text = cm["data"]["config.yaml"].as_str().unwrap();
+    assert!(text.contains("dir: /etc/mcp-authz/policies"));
+    let local = text.replace(
+        "dir: /etc/mcp-authz/policies",
+        &format!("dir: {}", shipped_policies().display()),
+    );
+    let config = Config::from_yaml(&local).unwrap();
+    mcp_authz::policy::load_dir(&config.policies.dir).unwrap();
+}
+
+#[test]
+fn istio_files_agree_with_each_other() {
+    let mesh = yaml(&root().join("deploy/istio/mesh-config.yaml"));
+    let policy = yaml(&root().join("deploy/istio/authorization-policy.yaml"));
+    let provider = &mesh["spec"]["meshConfig"]["extensionProviders"][0];
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+    let grpc = &provider["envoyExtAuthzGrpc"];
+    assert_eq!(grpc["failOpen"], false);
+    assert_eq!(grpc["port"], 9191);
+    assert_eq!(grpc["includeRequestBodyInCheck"]["packAsBytes"], true);
+    let service = yaml(&root().join("deploy/kubernetes/service.yaml"));
+    assert_eq!(
+        grpc["service"],
+        format!(
+            "{}.{}.svc.cluster.local",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        )
+    );
+}
+
+#[test]
+fn the_dockerfile_is_multi_stage_and_unprivileged() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("FROM ")).count(), 2);
+    assert!(text.contains("USER nonroot"));
+    assert!(text.contains("--locked"));
+}
+
+/// Every metric the dashboard queries exists in the real `/metrics` output.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_real_metrics() {
+    let key = TestKey::ec("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let config =
+        Config::from_yaml(&config_yaml(&idp.issuer, "https://mcp.example.com/mcp", "")).unwrap();
+    let running = mcp_authz::server::start(&config, None).await.unwrap();
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let token = key.token(&claims(&idp.issuer, "https://mcp.example.com/mcp"));
+    grpc_check(
+        running.grpc_addr,
+        "POST",
+        "mcp.example.com",
+        "/mcp",
+        Some(&token),
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", running.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/mcp-authz-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("mcp_authz_").or_else(|| rest.find("process_")) {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&name)),
+            "the dashboard queries `{name}`, which /metrics does not export"
+        );
+    }
+    running.stop().await;
+}
