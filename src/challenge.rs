@@ -92,6 +92,20 @@ impl Challenge<'_> {
     }
 }
 
+/// The step-up challenge: 403 `insufficient_scope` naming the scopes to request (RFC 6750 s3.1,
+/// MCP 2025-11-25 scope challenge handling).
+pub fn insufficient_scope(resource_metadata: &str, scopes: &[String]) -> String {
+    Challenge {
+        resource_metadata: Some(resource_metadata),
+        scopes,
+        error: Some(ErrorCode::InsufficientScope),
+        error_description: Some(INSUFFICIENT_SCOPE_DESCRIPTION),
+    }
+    .render()
+}
+
+pub const INSUFFICIENT_SCOPE_DESCRIPTION: &str = "additional scopes are required";
+
 /// RFC 6750 s3: `error` and `error_description` use %x20-21 / %x23-5B / %x5D-7E.
 pub fn is_error_char(b: u8) -> bool {
     matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)

@@ -60,6 +60,12 @@ pub enum Command {
     /// Tools for policy authors: validate, test, explain.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask a running server (admin gRPC API) for readiness, the policy set and key sets.
+    Status {
+        /// Address of the admin gRPC API (`listen.admin_grpc`).
+        #[arg(long, default_value = "127.0.0.1:9192")]
+        addr: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,9 +96,13 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// Policy directory.
+    /// Policy directory (offline evaluation).
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
+    /// Evaluate against a running server's live policies and configuration instead, through
+    /// its admin gRPC API (`listen.admin_grpc`); the server's tenant and scopes_supported apply.
+    #[arg(long, conflicts_with = "policies")]
+    pub addr: Option<String>,
     /// MCP method (`tools/call`, `initialize`, ...), or `GET`, `DELETE`, `response`.
     #[arg(long)]
     pub method: String,
@@ -152,6 +162,9 @@ pub struct DevArgs {
     /// Admin HTTP listen address; also serves the dev issuer's discovery and JWKS.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin: SocketAddr,
+    /// Admin gRPC API listen address (Status, Explain).
+    #[arg(long, default_value = "127.0.0.1:9192")]
+    pub admin_grpc: SocketAddr,
     /// Canonical URI of the sample protected MCP resource.
     #[arg(long, default_value = dev::DEV_RESOURCE)]
     pub resource: String,
@@ -239,7 +252,132 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dev(a) => run_dev(a).await,
         Command::Token(a) => token(a),
         Command::Check(a) => check(a).await,
+        Command::Policy(PolicyCommand::Explain(a)) if a.addr.is_some() => explain_remote(*a).await,
         Command::Policy(p) => policy_command(p),
+        Command::Status { addr } => status(&addr).await,
+    }
+}
+
+async fn admin_client(
+    addr: &str,
+) -> Result<crate::admin_api::pb::admin_client::AdminClient<tonic::transport::Channel>, String> {
+    let endpoint = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    crate::admin_api::pb::admin_client::AdminClient::connect(endpoint)
+        .await
+        .map_err(|e| format!("cannot connect to `{addr}`: {e}"))
+}
+
+async fn status(addr: &str) -> ExitCode {
+    let mut client = match admin_client(addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match client.status(crate::admin_api::pb::StatusRequest {}).await {
+        Ok(r) => {
+            let s = r.into_inner();
+            println!("ready: {} (version {})", s.ready, s.version);
+            if let Some(p) = &s.policies {
+                println!(
+                    "policy set: {} ({} policies from `{}`, loaded at {})",
+                    p.hash, p.policies, p.dir, p.loaded_at_unix
+                );
+            }
+            for i in &s.issuers {
+                let error = if i.last_error.is_empty() {
+                    String::new()
+                } else {
+                    format!(", last error: {}", i.last_error)
+                };
+                println!(
+                    "issuer {}: ready {}, {} keys{error}",
+                    i.issuer, i.ready, i.keys
+                );
+            }
+            if s.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: Status failed: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn explain_remote(a: ExplainArgs) -> ExitCode {
+    use crate::admin_api::pb;
+    let addr = a.addr.clone().unwrap_or_default();
+    let mut client = match admin_client(&addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut claims = std::collections::HashMap::new();
+    for c in &a.claims {
+        let Some((k, v)) = c.split_once('=') else {
+            eprintln!("error: --claim `{c}` is not name=value");
+            return ExitCode::from(2);
+        };
+        claims.insert(k.to_owned(), v.to_owned());
+    }
+    let request = pb::ExplainRequest {
+        server_id: a.server_id,
+        method: a.method,
+        tool: a.tool.unwrap_or_default(),
+        prompt: a.prompt.unwrap_or_default(),
+        resource: a.resource.unwrap_or_default(),
+        task: a.task.unwrap_or_default(),
+        arguments_json: a.arguments.unwrap_or_default(),
+        principal: Some(pb::Principal {
+            sub: a.sub,
+            tenant: a.tenant,
+            client_id: String::new(),
+            issuer: String::new(),
+            scopes: split_words(&a.scopes),
+            groups: a.groups,
+            claims,
+        }),
+        server_tenant: a.server_tenant,
+    };
+    match client.explain(request).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            println!("decision: {}", if r.allowed { "ALLOW" } else { "DENY" });
+            println!("determining policies: {:?}", r.determining_policies);
+            for e in &r.errors {
+                println!("policy error: {e}");
+            }
+            match (r.allowed, r.www_authenticate.is_empty()) {
+                (true, _) => println!("challenge: none (allowed)"),
+                (false, false) => {
+                    println!("challenge: 403 WWW-Authenticate: {}", r.www_authenticate)
+                }
+                (false, true) => {
+                    println!("challenge: none (a plain 403; no scope would allow this)")
+                }
+            }
+            println!("policy set: {} (live)", r.policy_hash);
+            if r.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: Explain failed: {}", e.message());
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -442,6 +580,7 @@ async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) -> ExitCode {
     tracing::info!(
         grpc = %running.grpc_addr,
         admin = %running.admin_addr,
+        admin_grpc = %running.admin_grpc_addr,
         policy_hash = %running.engine.policies().load().hash,
         issuers = config.issuers.len(),
         servers = config.servers.len(),
@@ -476,7 +615,7 @@ async fn run_dev(a: DevArgs) -> ExitCode {
             }
         },
     };
-    let config = dev::dev_config(a.grpc, a.admin, &a.resource, &policies);
+    let config = dev::dev_config(a.grpc, a.admin, a.admin_grpc, &a.resource, &policies);
     if let Err(e) = config.validate() {
         eprintln!("error: key `{}`: {}", e.key, e.message);
         return ExitCode::from(EXIT_CONFIG);

@@ -67,6 +67,10 @@ pub struct Listen {
     /// Plain HTTP: `/healthz`, `/readyz`, `/metrics`, PRM documents.
     #[serde(default = "Listen::default_admin")]
     pub admin: SocketAddr,
+    /// The admin gRPC API (`mcp_authz.admin.v1.Admin`: Status, Explain). Unauthenticated, so
+    /// loopback by default; expose it only on a trusted network.
+    #[serde(default = "Listen::default_admin_grpc")]
+    pub admin_grpc: SocketAddr,
 }
 
 impl Listen {
@@ -76,6 +80,9 @@ impl Listen {
     fn default_admin() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 9090))
     }
+    fn default_admin_grpc() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9192))
+    }
 }
 
 impl Default for Listen {
@@ -83,6 +90,7 @@ impl Default for Listen {
         Self {
             grpc: Self::default_grpc(),
             admin: Self::default_admin(),
+            admin_grpc: Self::default_admin_grpc(),
         }
     }
 }

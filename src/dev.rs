@@ -238,12 +238,17 @@ pub fn default_state_path() -> PathBuf {
 pub fn dev_config(
     grpc: SocketAddr,
     admin: SocketAddr,
+    admin_grpc: SocketAddr,
     resource: &str,
     policies: &std::path::Path,
 ) -> Config {
     let issuer = format!("http://{admin}");
     Config {
-        listen: Listen { grpc, admin },
+        listen: Listen {
+            grpc,
+            admin,
+            admin_grpc,
+        },
         issuers: vec![IssuerConfig {
             issuer: issuer.clone(),
             jwks_uri: None,

@@ -595,14 +595,8 @@ fn respond_raw(status: u16, reason: Reason, body: serde_json::Value) -> Respond 
 
 /// 403 with `insufficient_scope`: clients request a token with `scope` and retry once.
 fn step_up(server: &ProtectedServer, scopes: &[String]) -> Respond {
-    let description = "additional scopes are required";
-    let header = Challenge {
-        resource_metadata: Some(&server.prm_url),
-        scopes,
-        error: Some(ErrorCode::InsufficientScope),
-        error_description: Some(description),
-    }
-    .render();
+    let description = crate::challenge::INSUFFICIENT_SCOPE_DESCRIPTION;
+    let header = crate::challenge::insufficient_scope(&server.prm_url, scopes);
     let mut r = respond_raw(
         403,
         Reason::InsufficientScope,

@@ -126,6 +126,14 @@ impl ProtectedServer {
         })
     }
 
+    /// The configured tenant, when it does not come from the request.
+    pub fn static_tenant(&self) -> Option<&str> {
+        match &self.tenant {
+            TenantFrom::Static(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// The server's tenant for this request; `None` when it should come from the request and
     /// the request does not carry it (the caller denies: fail closed).
     pub fn tenant_for<'a>(

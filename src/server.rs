@@ -43,6 +43,7 @@ pub enum ServeError {
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub admin_grpc_addr: SocketAddr,
     pub engine: Arc<Engine>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<Result<(), ServeError>>,
@@ -62,8 +63,10 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
 
     let grpc_listener = bind(config.listen.grpc, "gRPC").await?;
     let admin_listener = bind(config.listen.admin, "admin").await?;
+    let admin_grpc_listener = bind(config.listen.admin_grpc, "admin gRPC").await?;
     let grpc_addr = local_addr(&grpc_listener, config.listen.grpc, "gRPC")?;
     let admin_addr = local_addr(&admin_listener, config.listen.admin, "admin")?;
+    let admin_grpc_addr = local_addr(&admin_grpc_listener, config.listen.admin_grpc, "admin gRPC")?;
 
     let (shutdown, _) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -117,9 +120,24 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
             .map_err(ServeError::Grpc)
     });
 
+    let admin_api = crate::admin_api::pb::admin_server::AdminServer::new(
+        crate::admin_api::AdminService::new(engine.clone()),
+    );
+    let mut rx = shutdown.subscribe();
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(admin_api)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(admin_grpc_listener), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(ServeError::Grpc)
+    });
+
     Ok(Running {
         grpc_addr,
         admin_addr,
+        admin_grpc_addr,
         engine,
         shutdown,
         tasks,

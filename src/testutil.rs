@@ -402,6 +402,7 @@ policies:
 listen:
   grpc: 127.0.0.1:0
   admin: 127.0.0.1:0
+  admin_grpc: 127.0.0.1:0
 issuers:
   - issuer: {issuer}
     algorithms: [RS256, ES256]

@@ -178,9 +178,19 @@ fn dev_token_and_check_work_together() {
     let state = dir.path().join("issuer.json");
     let grpc = format!("127.0.0.1:{}", free_port());
     let admin = format!("127.0.0.1:{}", free_port());
+    let admin_grpc = format!("127.0.0.1:{}", free_port());
     let log = dir.path().join("stderr.log");
     let mut child = Command::new(BIN)
-        .args(["dev", "--grpc", &grpc, "--admin", &admin, "--state"])
+        .args([
+            "dev",
+            "--grpc",
+            &grpc,
+            "--admin",
+            &admin,
+            "--admin-grpc",
+            &admin_grpc,
+            "--state",
+        ])
         .arg(&state)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -355,6 +365,37 @@ fn dev_token_and_check_work_together() {
     assert_eq!(denied["status"], 403);
     assert_eq!(denied["reason"], "insufficient_scope");
     assert_eq!(denied["name"], "read_file");
+
+    // The admin gRPC API: status and explain against the live policies.
+    let (code, out, err) = run(&["status", "--addr", &admin_grpc]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ready: true") && out.contains("policy set: "),
+        "{out}"
+    );
+    let (code, out, err) = run(&[
+        "policy",
+        "explain",
+        "--addr",
+        &admin_grpc,
+        "--method",
+        "tools/call",
+        "--tool",
+        "read_file",
+        "--arguments",
+        r#"{"path":"/srv/shared/a"}"#,
+        "--tenant",
+        "acme",
+        "--scope",
+        "mcp:connect",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("error=\"insufficient_scope\"")
+            && out.contains("scope=\"mcp:connect mcp:tools:files\""),
+        "{out}"
+    );
+    assert!(out.contains("(live)"), "{out}");
 
     // A token for another audience is refused.
     let (_, other, _) = run(&[
