@@ -155,6 +155,68 @@ fn policy_validate_reports_positions() {
     assert!(err.contains("typo.cedar:3:"), "{err}");
 }
 
+/// SIGTERM: stop accepting, finish, exit 0, with one log line at start and one at stop.
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{grpc: 127.0.0.1:{}, admin: 127.0.0.1:{}, admin_grpc: 127.0.0.1:{}}}\n\
+             policies: {{dir: {}}}\n\
+             issuers:\n  - issuer: http://127.0.0.1:1\n\
+             servers:\n  - id: demo\n    resource: https://mcp.example.com/mcp\n    authorization_servers: [http://127.0.0.1:1]\n",
+            free_port(),
+            free_port(),
+            free_port(),
+            policies.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("mcp-authz started")
+    {
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let line = |msg: &str| -> serde_json::Value {
+        serde_json::from_str(logs.lines().find(|l| l.contains(msg)).unwrap()).unwrap()
+    };
+    let started = line("mcp-authz started");
+    assert!(started["grpc"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(started["policy_hash"].as_str().unwrap().len(), 16);
+    assert_eq!(
+        line("mcp-authz stopped")["policy_hash"],
+        started["policy_hash"]
+    );
+}
+
 #[test]
 fn help_describes_every_subcommand() {
     let (code, out, _) = run(&["--help"]);

@@ -388,9 +388,41 @@ async fn a_real_mcp_client_and_server_through_envoy() {
 
     let key = TestKey::rsa("k1");
     let idp = FakeIdp::start(&[&key]).await;
-    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, "")).unwrap();
-    let authz = server::start(&config, None).await.unwrap();
-    assert!(authz.wait_ready(Duration::from_secs(10)).await);
+    // mcp-authz as users run it: the binary, `serve`, JSON logs with every decision.
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, admin, admin_grpc) = (free_port(), free_port(), free_port());
+    let config = config_yaml(&idp.issuer, RESOURCE, "")
+        .replace(
+            "admin_grpc: 127.0.0.1:0",
+            &format!("admin_grpc: 127.0.0.1:{admin_grpc}"),
+        )
+        .replace("  grpc: 127.0.0.1:0", &format!("  grpc: 127.0.0.1:{grpc}"))
+        .replace(
+            "  admin: 127.0.0.1:0",
+            &format!("  admin: 127.0.0.1:{admin}"),
+        )
+        + "decision_log: {allow_sample_rate: 1.0}\n";
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let log = dir.path().join("mcp-authz.log");
+    let _authz = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !reqwest::get(&ready)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mcp-authz never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The official Python SDK's Streamable HTTP server, as the upstream.
     let upstream = free_port();
@@ -414,7 +446,7 @@ async fn a_real_mcp_client_and_server_through_envoy() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let envoy = Envoy::start(&bin, authz.grpc_addr.port(), upstream).await;
+    let envoy = Envoy::start(&bin, grpc, upstream).await;
 
     // A token for the weather tools only.
     let mut c = claims(&idp.issuer, RESOURCE);
@@ -454,5 +486,27 @@ async fn a_real_mcp_client_and_server_through_envoy() {
         report.get("denied_call").is_none(),
         "the denied call must not succeed: {report}"
     );
-    authz.stop().await;
+
+    // The 403 the client got is matched to its decision log line by decision id.
+    let id = step_up["decision_id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let line: Value = logs
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["decision_id"] == id)
+        .unwrap_or_else(|| panic!("no log line for decision {id}:\n{logs}"));
+    assert_eq!(line["decision"], "deny");
+    assert_eq!(line["reason"], "insufficient_scope");
+    assert_eq!(line["method"], "tools/call");
+    assert_eq!(line["name"], "read_file");
+    assert_eq!(line["subject"], "alice");
+    assert!(!logs.contains(&token), "the token leaked into the logs");
+    // Every allowed request of the session was logged too (sampling at 1.0).
+    let allows = logs
+        .lines()
+        .filter(|l| l.contains("\"decision\":\"allow\""))
+        .count();
+    assert!(allows >= 3, "{logs}");
 }

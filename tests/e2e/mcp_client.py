@@ -22,6 +22,7 @@ async def main(url: str, token: str) -> None:
             {
                 "status": response.status_code,
                 "www_authenticate": response.headers.get("www-authenticate"),
+                "decision_id": response.headers.get("x-mcp-authz-decision-id"),
             }
         )
 
