@@ -187,7 +187,7 @@ impl Engine {
                 reason = reason.as_str(),
                 server = facts.server.unwrap_or(""),
                 method = %facts.actions.join(","),
-                name = facts.target.as_deref().unwrap_or(""),
+                target = facts.target.as_deref().unwrap_or(""),
                 subject = facts.subject.as_deref().unwrap_or(""),
                 tenant = facts.tenant.as_deref().unwrap_or(""),
                 client_id = facts.client_id.as_deref().unwrap_or(""),
@@ -332,6 +332,11 @@ impl Engine {
             };
             self.metrics
                 .mcp_request(&server.id, Some(action), decision.allowed);
+            if let Target::Tool { name, .. } = target {
+                bundle
+                    .tool_counters
+                    .count(&server.id, name, decision.allowed);
+            }
             if !decision.errors.is_empty() {
                 for e in &decision.errors {
                     self.metrics

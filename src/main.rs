@@ -20,7 +20,8 @@ async fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).init();
+        // No `target` (module path) key: the decision log uses `target` for the MCP target.
+        builder.json().flatten_event(true).with_target(false).init();
     } else {
         builder.init();
     }

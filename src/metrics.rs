@@ -79,6 +79,28 @@ impl Reason {
     }
 }
 
+/// `mcp_authz_tool_calls_total` counters: server id -> tool name -> [allow, deny]. Built when a
+/// policy set loads, from the tools its `entities.json` declares, so an attacker calling random
+/// tool names cannot create series (they count as `other`).
+#[derive(Default)]
+pub struct ToolCounters {
+    by_server: HashMap<String, HashMap<String, [IntCounter; 2]>>,
+}
+
+impl ToolCounters {
+    /// One `tools/call`; lock-free.
+    pub fn count(&self, server: &str, tool: &str, allowed: bool) {
+        let Some(tools) = self.by_server.get(server) else {
+            return;
+        };
+        if let Some(c) = tools.get(tool).or_else(|| tools.get(OTHER_TOOL)) {
+            c[usize::from(!allowed)].inc();
+        }
+    }
+}
+
+const OTHER_TOOL: &str = "other";
+
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -94,6 +116,8 @@ struct Inner {
     unknown_kid: IntCounterVec,
     policy_reloads: IntCounterVec,
     policy_errors: IntCounterVec,
+    tool_calls: IntCounterVec,
+    servers: Vec<String>,
     /// `mcp_authz_mcp_requests_total`, resolved per (server, method, decision) at startup.
     #[allow(clippy::type_complexity)]
     mcp_requests: HashMap<String, HashMap<(&'static str, bool), IntCounter>>,
@@ -177,6 +201,13 @@ impl Metrics {
         for outcome in ["success", "failure"] {
             policy_reloads.with_label_values(&[outcome]);
         }
+        let tool_calls = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_tool_calls_total",
+                "tools/call messages by server, tool (those declared in entities.json, else `other`) and decision.",
+            ),
+            &["server", "tool", "decision"],
+        )?;
         let mcp_requests_vec = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_mcp_requests_total",
@@ -215,6 +246,7 @@ impl Metrics {
         registry.register(Box::new(unknown_kid.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
         registry.register(Box::new(policy_errors.clone()))?;
+        registry.register(Box::new(tool_calls.clone()))?;
         registry.register(Box::new(mcp_requests_vec))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -233,6 +265,8 @@ impl Metrics {
                 unknown_kid,
                 policy_reloads,
                 policy_errors,
+                tool_calls,
+                servers: servers.iter().map(|s| s.to_string()).collect(),
                 mcp_requests,
                 policy_last_load,
                 policy_info,
@@ -309,6 +343,34 @@ impl Metrics {
         {
             c.inc();
         }
+    }
+
+    /// Resolves the tool counters for a policy set: each declared tool of a configured server,
+    /// plus `other` for each configured server.
+    pub fn tool_counters(&self, declared: &[(String, String)]) -> ToolCounters {
+        let pair = |server: &str, tool: &str| {
+            [
+                self.inner
+                    .tool_calls
+                    .with_label_values(&[server, tool, "allow"]),
+                self.inner
+                    .tool_calls
+                    .with_label_values(&[server, tool, "deny"]),
+            ]
+        };
+        let mut by_server: HashMap<String, HashMap<String, [IntCounter; 2]>> = HashMap::new();
+        for server in &self.inner.servers {
+            by_server
+                .entry(server.clone())
+                .or_default()
+                .insert(OTHER_TOOL.to_owned(), pair(server, OTHER_TOOL));
+        }
+        for (server, tool) in declared {
+            if let Some(tools) = by_server.get_mut(server) {
+                tools.insert(tool.clone(), pair(server, tool));
+            }
+        }
+        ToolCounters { by_server }
     }
 
     pub fn policy_error(&self, policy: &str) {

@@ -41,6 +41,9 @@ pub struct PolicyBundle {
     /// built for each request (which also gets `name`, `tenant`, `server` and its server).
     overlays: HashMap<EntityUid, Overlay>,
     types: Types,
+    /// `tools/call` counters for the tools `entities.json` declares, by server then tool; the
+    /// only tool names that become metric labels (see [`crate::metrics::ToolCounters`]).
+    pub tool_counters: crate::metrics::ToolCounters,
 }
 
 #[derive(Clone, Default)]
@@ -107,6 +110,19 @@ pub struct PolicyDecision {
 pub struct BuildError(String);
 
 impl PolicyBundle {
+    /// The tools `entities.json` declares, as (server id, tool name).
+    pub fn declared_tools(&self) -> Vec<(String, String)> {
+        self.overlays
+            .keys()
+            .filter(|uid| *uid.type_name() == self.types.tool)
+            .filter_map(|uid| {
+                let id: &str = uid.id().unescaped();
+                id.split_once('/')
+                    .map(|(server, tool)| (server.to_owned(), tool.to_owned()))
+            })
+            .collect()
+    }
+
     /// Decides one message. `scopes_supported` are the candidates for step-up; only a deny pays
     /// for trying them.
     pub fn decide(

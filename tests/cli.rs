@@ -416,7 +416,7 @@ fn dev_token_and_check_work_together() {
     let allowed = line(&decision_id(&allowed_out));
     assert_eq!(allowed["decision"], "allow");
     assert_eq!(allowed["method"], "tools/call");
-    assert_eq!(allowed["name"], "get_forecast");
+    assert_eq!(allowed["target"], "get_forecast");
     assert_eq!(allowed["subject"], "dev-user");
     assert_eq!(allowed["tenant"], "acme");
     assert_eq!(allowed["server"], "demo");
@@ -426,7 +426,7 @@ fn dev_token_and_check_work_together() {
     assert_eq!(denied["decision"], "deny");
     assert_eq!(denied["status"], 403);
     assert_eq!(denied["reason"], "insufficient_scope");
-    assert_eq!(denied["name"], "read_file");
+    assert_eq!(denied["target"], "read_file");
 
     // The admin gRPC API: status and explain against the live policies.
     let (code, out, err) = run(&["status", "--addr", &admin_grpc]);

@@ -500,7 +500,7 @@ async fn a_real_mcp_client_and_server_through_envoy() {
     assert_eq!(line["decision"], "deny");
     assert_eq!(line["reason"], "insufficient_scope");
     assert_eq!(line["method"], "tools/call");
-    assert_eq!(line["name"], "read_file");
+    assert_eq!(line["target"], "read_file");
     assert_eq!(line["subject"], "alice");
     assert!(!logs.contains(&token), "the token leaked into the logs");
     // Every allowed request of the session was logged too (sampling at 1.0).

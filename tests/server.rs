@@ -542,5 +542,41 @@ async fn bad_mcp_bodies_get_precise_statuses() {
     )
     .await;
     assert_eq!(a.status, 401);
+    // Tool calls are counted by tool only for tools entities.json declares; any other name
+    // is `other`, so random tool names cannot create series.
+    let a = mcp_authz::testutil::grpc_check_body(
+        running.grpc_addr,
+        "POST",
+        HOST,
+        "/mcp",
+        Some(&token),
+        &[json],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"random_tool_x1"}}"#,
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    let (_, metrics) = get(&format!("http://{}/metrics", running.admin_addr)).await;
+    assert_eq!(
+        counter(
+            &metrics,
+            "mcp_authz_tool_calls_total",
+            "tool=\"read_file\"} "
+        ),
+        0.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "mcp_authz_tool_calls_total{decision=\"deny\",server=\"demo\",tool=\"read_file\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "mcp_authz_tool_calls_total{decision=\"deny\",server=\"demo\",tool=\"other\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("random_tool_x1"));
     running.stop().await;
 }

@@ -219,6 +219,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         static_entities,
         overlays,
         types,
+        tool_counters: Default::default(),
     };
     check_vocabulary(&bundle, &files.schema)?;
     Ok(bundle)

@@ -40,7 +40,8 @@ pub enum Reload {
 impl PolicyStore {
     /// Loads the directory; the service does not start on a bad policy set.
     pub fn open(dir: &Path, metrics: Metrics) -> Result<Arc<Self>, LoadError> {
-        let bundle = load::load_dir(dir)?;
+        let mut bundle = load::load_dir(dir)?;
+        bundle.tool_counters = metrics.tool_counters(&bundle.declared_tools());
         metrics.policy_loaded(&bundle.hash, bundle.loaded_at, &bundle.policy_ids);
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
@@ -87,7 +88,8 @@ impl PolicyStore {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(bundle) => {
+            Ok(mut bundle) => {
+                bundle.tool_counters = self.metrics.tool_counters(&bundle.declared_tools());
                 let hash = bundle.hash.clone();
                 for w in &bundle.warnings {
                     tracing::warn!(warning = %w, "policy lint warning");
