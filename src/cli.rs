@@ -645,6 +645,7 @@ async fn run_dev(a: DevArgs) -> ExitCode {
         "\n*** mcp-authz dev: DEVELOPMENT MODE, NOT FOR PRODUCTION ***\n\
          ext_authz gRPC   {grpc}\n\
          admin HTTP       http://{admin}  (/healthz /readyz /metrics)\n\
+         admin gRPC       {admin_grpc}  (mcp-authz status --addr {admin_grpc})\n\
          dev issuer       {iss}  (discovery + JWKS on the admin port)\n\
          protected MCP    {res}\n\
          PRM document     http://{admin}/.well-known/oauth-protected-resource{path}\n\
@@ -661,6 +662,7 @@ async fn run_dev(a: DevArgs) -> ExitCode {
          Through Envoy: see deploy/envoy/README.md\n",
         grpc = a.grpc,
         admin = a.admin,
+        admin_grpc = a.admin_grpc,
         iss = issuer.issuer,
         res = a.resource,
         path = url::Url::parse(&a.resource)
