@@ -1,0 +1,161 @@
+//! Criterion micro-benchmarks of the parts of a check: MCP body parsing, token verification,
+//! Cedar evaluation, and a whole check in process (the engine, no gRPC). Run with
+//! `cargo bench --bench check`. Numbers go in docs/benchmarks/, never into test assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::Algorithm;
+use mcp_authz::config::Config;
+use mcp_authz::engine::{CheckInput, Decision, Engine};
+use mcp_authz::keys::{IssuerKeys, KeySet};
+use mcp_authz::mcp::{HttpParts, McpRequest, Target, parse};
+use mcp_authz::metrics::Metrics;
+use mcp_authz::policy::{EvalRequest, PolicyStore, load_dir};
+use mcp_authz::testutil::{TestKey, claims, shipped_policies};
+
+const ISS: &str = "https://idp.bench";
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris","days":3}}}"#;
+
+fn engine(keys: &[&TestKey]) -> Engine {
+    let config = Config::from_yaml(&format!(
+        r#"
+policies: {{dir: {}}}
+issuers:
+  - issuer: {ISS}
+    jwks_uri: https://idp.bench/jwks
+    algorithms: [RS256, ES256]
+    claims: {{tenant: tenant}}
+servers:
+  - id: demo
+    tenant: acme
+    resource: {RESOURCE}
+    authorization_servers: [{ISS}]
+    scopes_supported: [mcp:connect, mcp:tools:weather, mcp:tools:files]
+"#,
+        shipped_policies().display()
+    ))
+    .unwrap();
+    let metrics = Metrics::unregistered();
+    let jwks = serde_json::json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
+    let set = KeySet::from_jwks(
+        jwks.to_string().as_bytes(),
+        &[Algorithm::RS256, Algorithm::ES256],
+    )
+    .unwrap()
+    .0;
+    let issuers = vec![IssuerKeys::with_static(
+        config.issuers[0].clone(),
+        set,
+        metrics.clone(),
+    )];
+    let policies = PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
+    Engine::new(&config, issuers, policies, metrics).unwrap()
+}
+
+fn token(key: &TestKey) -> String {
+    let mut c = claims(ISS, RESOURCE);
+    c["scope"] = serde_json::json!("mcp:connect mcp:tools:weather");
+    key.token(&c)
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let rsa = TestKey::rsa("rsa");
+    let ec = TestKey::ec("ec");
+    let engine = engine(&[&rsa, &ec]);
+    let json_headers: HashMap<String, String> =
+        HashMap::from([("content-type".into(), "application/json".into())]);
+
+    c.bench_function("mcp_parse_tools_call", |b| {
+        b.iter(|| {
+            parse(&HttpParts {
+                method: "POST",
+                headers: &json_headers,
+                body: black_box(CALL.as_bytes()),
+            })
+            .unwrap()
+        })
+    });
+
+    let bundle = load_dir(&shipped_policies()).unwrap();
+    let identity = mcp_authz::token::Identity {
+        issuer: ISS.into(),
+        subject: "alice".into(),
+        tenant: Some("acme".into()),
+        client_id: Some("client-1".into()),
+        scopes: vec!["mcp:connect".into(), "mcp:tools:weather".into()],
+        groups: vec![],
+        expires_at: 0,
+        claims: serde_json::Map::new(),
+    };
+    let McpRequest::Messages { messages, .. } = parse(&HttpParts {
+        method: "POST",
+        headers: &json_headers,
+        body: CALL.as_bytes(),
+    })
+    .unwrap() else {
+        panic!("a message")
+    };
+    let target: &Target = &messages[0].target;
+    c.bench_function("cedar_decide_tools_call_allow", |b| {
+        b.iter(|| {
+            bundle
+                .decide(
+                    &EvalRequest {
+                        identity: &identity,
+                        server_id: "demo",
+                        server_tenant: "acme",
+                        action: "tools/call",
+                        target,
+                        protocol_version: "2025-11-25",
+                        session_id: "",
+                        batch: false,
+                    },
+                    &[],
+                )
+                .unwrap()
+        })
+    });
+
+    for (name, key) in [("rs256", &rsa), ("es256", &ec)] {
+        let token = token(key);
+        let auth = format!("Bearer {token}");
+        let headers: HashMap<String, String> = HashMap::from([
+            ("authorization".into(), auth),
+            ("content-type".into(), "application/json".into()),
+        ]);
+        // A sanity check outside the timed loop: the benchmark measures allows.
+        let input = CheckInput {
+            method: "POST",
+            path: "/mcp",
+            host: "mcp.example.com",
+            headers: &headers,
+            body: CALL.as_bytes(),
+        };
+        assert!(matches!(
+            rt.block_on(engine.check(&input)),
+            Decision::Allow(_)
+        ));
+        c.bench_function(&format!("whole_check_tools_call_{name}"), |b| {
+            b.iter(|| {
+                let input = CheckInput {
+                    method: "POST",
+                    path: "/mcp",
+                    host: "mcp.example.com",
+                    headers: &headers,
+                    body: black_box(CALL.as_bytes()),
+                };
+                rt.block_on(engine.check(&input))
+            })
+        });
+    }
+}
+
+criterion_group!(check, benches);
+criterion_main!(check);
