@@ -84,16 +84,8 @@ fn benches(c: &mut Criterion) {
     });
 
     let bundle = load_dir(&shipped_policies()).unwrap();
-    let identity = mcp_authz::token::Identity {
-        issuer: ISS.into(),
-        subject: "alice".into(),
-        tenant: Some("acme".into()),
-        client_id: Some("client-1".into()),
-        scopes: vec!["mcp:connect".into(), "mcp:tools:weather".into()],
-        groups: vec![],
-        expires_at: 0,
-        claims: serde_json::Map::new(),
-    };
+    let identity =
+        mcp_authz::testutil::identity("alice", "acme", &["mcp:connect", "mcp:tools:weather"]);
     let McpRequest::Messages { messages, .. } = parse(&HttpParts {
         method: "POST",
         headers: &json_headers,

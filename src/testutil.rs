@@ -128,6 +128,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Copies the shipped policy directory into `to` (a test's temporary directory).
+pub fn copy_shipped_policies(to: &std::path::Path) {
+    for entry in std::fs::read_dir(shipped_policies()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A verified identity for policy evaluation, with no extra claims.
+pub fn identity(subject: &str, tenant: &str, scopes: &[&str]) -> crate::token::Identity {
+    crate::token::Identity {
+        issuer: "https://issuer.test".into(),
+        subject: subject.into(),
+        tenant: Some(tenant.into()),
+        client_id: None,
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        groups: vec![],
+        expires_at: 0,
+        claims: serde_json::Map::new(),
+    }
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -144,11 +144,7 @@ fn policy_tools_work_on_the_shipped_policies() {
 #[test]
 fn policy_validate_reports_positions() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for entry in std::fs::read_dir(&shipped).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    mcp_authz::testutil::copy_shipped_policies(dir.path());
     std::fs::write(dir.path().join("typo.cedar"), "@id(\"t\")\npermit (principal, action, resource)\nwhen { context.scope.contains(\"x\") };\n").unwrap();
     let (code, _, err) = run(&["policy", "validate", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1);

@@ -355,10 +355,7 @@ async fn prm_is_answered_through_the_check() {
 
 fn copy_policies() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(mcp_authz::testutil::shipped_policies()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    mcp_authz::testutil::copy_shipped_policies(dir.path());
     dir
 }
 

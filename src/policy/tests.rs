@@ -17,10 +17,7 @@ fn shipped() -> PathBuf {
 /// A copy of the shipped policies in a temporary directory.
 fn copy_shipped() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(shipped()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    crate::testutil::copy_shipped_policies(dir.path());
     dir
 }
 
@@ -240,16 +237,7 @@ fn a_directory_without_schema_or_policies_is_refused() {
 #[test]
 fn tool_arguments_and_claims_are_tags() {
     let bundle = load_dir(&shipped()).unwrap();
-    let identity = crate::token::Identity {
-        issuer: "i".into(),
-        subject: "s".into(),
-        tenant: Some("acme".into()),
-        client_id: None,
-        scopes: vec!["mcp:connect".into(), "mcp:tools:files".into()],
-        groups: vec![],
-        expires_at: 0,
-        claims: serde_json::Map::new(),
-    };
+    let identity = crate::testutil::identity("s", "acme", &["mcp:connect", "mcp:tools:files"]);
     let target = |path: serde_json::Value| crate::mcp::Target::Tool {
         name: "read_file".into(),
         arguments: serde_json::Map::from_iter([("path".to_owned(), path)]),
@@ -382,16 +370,7 @@ fn an_erroring_forbid_denies_instead_of_being_skipped() {
     )
     .unwrap();
     let bundle = load_dir(dir.path()).unwrap();
-    let identity = crate::token::Identity {
-        issuer: "i".into(),
-        subject: "s".into(),
-        tenant: Some("acme".into()),
-        client_id: None,
-        scopes: vec!["mcp:connect".into()],
-        groups: vec![],
-        expires_at: 0,
-        claims: serde_json::Map::new(),
-    };
+    let identity = crate::testutil::identity("s", "acme", &["mcp:connect"]);
     let d = bundle
         .decide(
             &EvalRequest {
