@@ -49,6 +49,18 @@ pub struct Running {
     tasks: JoinSet<Result<(), ServeError>>,
 }
 
+/// The tonic server settings for the ext_authz port, shared with the benchmark's always-allow
+/// baseline (`examples/allow_server.rs`) so the two differ only in what a check does.
+pub fn grpc_server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        // Envoy multiplexes many checks over few connections; keep them alive and let
+        // HTTP/2 flow control breathe instead of serializing on the default windows.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .initial_connection_window_size(Some(1 << 20))
+        .initial_stream_window_size(Some(1 << 20))
+}
+
 /// Starts everything and returns once the listeners are bound. Keys load in the background;
 /// `/readyz` says when they have.
 pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Running, ServeError> {
@@ -104,13 +116,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     tokio::spawn(report_health(engine.clone(), health, shutdown.subscribe()));
     let mut rx = shutdown.subscribe();
     tasks.spawn(async move {
-        tonic::transport::Server::builder()
-            // Envoy multiplexes many checks over few connections; keep them alive and let
-            // HTTP/2 flow control breathe instead of serializing on the default windows.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .initial_connection_window_size(Some(1 << 20))
-            .initial_stream_window_size(Some(1 << 20))
+        grpc_server_builder()
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
