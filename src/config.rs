@@ -25,6 +25,32 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub decision_log: DecisionLog,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// The verified-token cache (see `token::cache`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most verified tokens kept; 0 turns the cache off (every check verifies a signature).
+    /// Memory is about this many times (token size x 3 + 1 KiB); see the README.
+    #[serde(default = "CacheConfig::default_tokens")]
+    pub tokens: u64,
+}
+
+impl CacheConfig {
+    fn default_tokens() -> u64 {
+        10_000
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Self::default_tokens(),
+        }
+    }
 }
 
 /// One JSON log line per decision (tracing target `mcp_authz::decision`).
@@ -525,6 +551,12 @@ impl Config {
             return Err(invalid(
                 "decision_log.allow_sample_rate",
                 "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.cache.tokens > 10_000_000 {
+            return Err(invalid(
+                "cache.tokens",
+                "must be at most 10000000 (0 turns the cache off)",
             ));
         }
         if !(256..=65_536).contains(&self.limits.max_token_bytes) {

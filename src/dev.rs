@@ -244,6 +244,7 @@ pub fn dev_config(
 ) -> Config {
     let issuer = format!("http://{admin}");
     Config {
+        cache: Default::default(),
         listen: Listen {
             grpc,
             admin,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -12,10 +12,11 @@ use crate::challenge::{Challenge, ErrorCode};
 use crate::config::{Config, DecisionLog, IdentityHeaders, Limits};
 use crate::keys::{IssuerKeys, Lookup};
 use crate::mcp::{self, HttpParts, McpError, McpRequest, Target};
-use crate::metrics::{Metrics, Reason};
+use crate::metrics::{CacheLookup, Metrics, Reason};
 use crate::policy::{self, EvalRequest, PolicyStore};
 use crate::resource::{ProtectedServer, Route, Servers};
-use crate::token::{Identity, Parsed, TokenError};
+use crate::token::cache::{Revalidation, TokenCache, Verified};
+use crate::token::{Identity, Parsed, TokenError, unix_now};
 
 /// The parts of an HTTP request a decision depends on, borrowed from the transport.
 pub struct CheckInput<'a> {
@@ -43,7 +44,8 @@ pub struct Allow {
     /// Random id tying this decision to its log line; also sent upstream.
     pub decision_id: String,
     pub server_id: String,
-    pub identity: Identity,
+    /// The verified token (shared with the token cache).
+    pub token: Arc<Verified>,
     /// The permits that allowed each message, in order, deduplicated.
     pub policies: Vec<String>,
     /// Set with overwrite semantics, so a client cannot pre-set them.
@@ -72,17 +74,21 @@ pub struct Engine {
     header_names: IdentityHeaders,
     limits: Limits,
     decision_log: DecisionLog,
+    tokens: TokenCache,
     metrics: Metrics,
+}
+
+impl Allow {
+    pub fn identity(&self) -> &Identity {
+        &self.token.identity
+    }
 }
 
 /// What the decision log line says about a check, gathered as the check goes.
 #[derive(Default)]
 struct Facts<'a> {
     server: Option<&'a str>,
-    subject: Option<String>,
-    tenant: Option<String>,
-    client_id: Option<String>,
-    claims: Option<serde_json::Map<String, serde_json::Value>>,
+    token: Option<Arc<Verified>>,
     /// The actions of the message(s), e.g. `tools/call`.
     actions: Vec<&'static str>,
     /// The first message's target (tool or prompt name, resource URI), never its arguments.
@@ -110,6 +116,7 @@ impl Engine {
             header_names: config.identity_headers.clone(),
             limits: config.limits.clone(),
             decision_log: config.decision_log.clone(),
+            tokens: TokenCache::new(config.cache.tokens),
             metrics,
         })
     }
@@ -178,6 +185,8 @@ impl Engine {
             _ => self.decision_log.denies,
         };
         if log {
+            let identity = facts.token.as_ref().map(|t| &t.identity);
+            let field = |f: fn(&Identity) -> Option<&str>| identity.and_then(f).unwrap_or("");
             // One line per decision. Never the token; claims only when the operator opts in.
             tracing::info!(
                 target: "mcp_authz::decision",
@@ -188,12 +197,12 @@ impl Engine {
                 server = facts.server.unwrap_or(""),
                 method = %facts.actions.join(","),
                 target = facts.target.as_deref().unwrap_or(""),
-                subject = facts.subject.as_deref().unwrap_or(""),
-                tenant = facts.tenant.as_deref().unwrap_or(""),
-                client_id = facts.client_id.as_deref().unwrap_or(""),
+                subject = field(|i| Some(&i.subject)),
+                tenant = field(|i| i.tenant.as_deref()),
+                client_id = field(|i| i.client_id.as_deref()),
                 policies = %policies.join(","),
                 latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                claims = facts.claims.as_ref().map(|c| serde_json::Value::Object(c.clone()).to_string()).unwrap_or_default(),
+                claims = identity.filter(|_| self.decision_log.include_claims).map(|i| serde_json::to_string(&i.claims).unwrap_or_default()).unwrap_or_default(),
                 "decision"
             );
         }
@@ -233,16 +242,11 @@ impl Engine {
             Ok(token) => token,
             Err(e) => return bearer_denial(server, e),
         };
-        let identity = match self.verify(token, server).await {
-            Ok(identity) => identity,
+        let verified = match self.verify(token, server).await {
+            Ok(verified) => verified,
             Err(e) => return token_denial(server, e),
         };
-        facts.subject = Some(identity.subject.clone());
-        facts.tenant = identity.tenant.clone();
-        facts.client_id = identity.client_id.clone();
-        if self.decision_log.include_claims {
-            facts.claims = Some(identity.claims.clone());
-        }
+        facts.token = Some(verified.clone());
         // Only an authenticated caller gets to have its body read.
         let request = match mcp::parse(&HttpParts {
             method: input.method,
@@ -263,10 +267,10 @@ impl Engine {
             McpRequest::OpenStream => facts.actions = vec!["GET"],
             McpRequest::EndSession => facts.actions = vec!["DELETE"],
         }
-        match self.authorize(server, &identity, &request, input) {
+        match self.authorize(server, &verified, &request, input) {
             Ok(policies) => Decision::Allow(Box::new(self.allow(
                 server,
-                identity,
+                verified,
                 policies,
                 input.headers,
             ))),
@@ -279,10 +283,11 @@ impl Engine {
     fn authorize(
         &self,
         server: &ProtectedServer,
-        identity: &Identity,
+        verified: &Verified,
         request: &McpRequest,
         input: &CheckInput<'_>,
     ) -> Result<Vec<String>, Respond> {
+        let identity = &verified.identity;
         let Some(tenant) = server.tenant_for(input.path, input.headers) else {
             return Err(forbidden(
                 Reason::PolicyDeny,
@@ -319,7 +324,11 @@ impl Engine {
                 session_id: header("mcp-session-id"),
                 batch,
             };
-            let decision = match bundle.decide(&req, &server.scopes_supported) {
+            let decided = match &verified.principal {
+                Some(principal) => bundle.decide_as(&req, principal, &server.scopes_supported),
+                None => bundle.decide(&req, &server.scopes_supported),
+            };
+            let decision = match decided {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(server = %server.id, action, error = %e, policy_hash = %bundle.hash, "cannot evaluate policies; denied");
@@ -386,7 +395,50 @@ impl Engine {
         Err(step_up(server, &scopes))
     }
 
-    async fn verify(&self, token: &str, server: &ProtectedServer) -> Result<Identity, TokenError> {
+    /// A token seen before is checked against the cache's rules (see `token::cache`); any
+    /// other goes through [`Self::verify_fully`] and, once it passes, into the cache.
+    async fn verify(
+        &self,
+        token: &str,
+        server: &ProtectedServer,
+    ) -> Result<Arc<Verified>, TokenError> {
+        let now = unix_now();
+        let lookup = match self.tokens.get(token) {
+            Some(hit) => match hit.revalidate(server, now) {
+                Revalidation::Valid => {
+                    self.metrics.token_cache(CacheLookup::Hit);
+                    return Ok(hit);
+                }
+                Revalidation::Refused(e) => {
+                    if e == TokenError::Expired {
+                        self.tokens.invalidate(token);
+                    }
+                    self.metrics.token_cache(CacheLookup::Hit);
+                    return Err(e);
+                }
+                Revalidation::Stale => {
+                    self.tokens.invalidate(token);
+                    CacheLookup::Stale
+                }
+            },
+            None => CacheLookup::Miss,
+        };
+        self.metrics.token_cache(lookup);
+        let mut verified = self.verify_fully(token, server, now).await?;
+        // Built once per token; a failure leaves `None` and the policy layer fails closed.
+        verified.principal = self.policies.load().principal(&verified.identity).ok();
+        let verified = Arc::new(verified);
+        self.tokens.insert(token, verified.clone());
+        self.metrics.token_cache_entries(self.tokens.len());
+        Ok(verified)
+    }
+
+    async fn verify_fully(
+        &self,
+        token: &str,
+        server: &ProtectedServer,
+        now: i64,
+    ) -> Result<Verified, TokenError> {
         let parsed = Parsed::parse(token)?;
         let issuer = parsed.trusted_issuer(server)?;
         let mut keys = issuer.load().ok_or(TokenError::KeysUnavailable)?;
@@ -400,16 +452,17 @@ impl Engine {
         {
             keys = fresh;
         }
-        parsed.verify(&issuer.config, &keys, server, unix_now())
+        parsed.verify(&issuer.config, &keys, server, now)
     }
 
     fn allow(
         &self,
         server: &ProtectedServer,
-        identity: Identity,
+        token: Arc<Verified>,
         policies: Vec<String>,
         request_headers: &HashMap<String, String>,
     ) -> Allow {
+        let identity = &token.identity;
         let names = &self.header_names;
         let mut set_headers = Vec::with_capacity(5);
         let mut remove_headers = vec!["authorization".to_owned()];
@@ -444,7 +497,7 @@ impl Engine {
         Allow {
             decision_id: String::new(),
             server_id: server.id.clone(),
-            identity,
+            token,
             policies,
             set_headers,
             remove_headers,
@@ -463,12 +516,6 @@ fn same_modulo_underscore(name: &str, ours: &str) -> bool {
             .bytes()
             .zip(ours.bytes())
             .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn metadata(server: &ProtectedServer, method: &str) -> Decision {

@@ -107,7 +107,7 @@ fn allowed(allow: Allow) -> CheckResponse {
         .into_iter()
         .map(|(key, value)| header(key, value, HeaderAppendAction::OverwriteIfExistsOrAdd))
         .collect();
-    let id = &allow.identity;
+    let id = &allow.token.identity;
     let mut fields = HashMap::new();
     let mut put = |k: &str, v: Option<&str>| {
         if let Some(v) = v {

@@ -27,6 +27,10 @@ pub struct VerifyKey {
     /// (a JWK `alg`, an EC curve), so an RSA key is never used as an HMAC secret and a P-256
     /// key never verifies ES384 (RFC 8725 s3.1). JWKS keys get exactly one algorithm.
     pub algorithms: Vec<Algorithm>,
+    /// SHA-256 over the key material and its algorithms: what a cached verification remembers,
+    /// so the cache can tell whether the key that signed a token is still published (a key
+    /// replaced under the same `kid` has another fingerprint).
+    pub fingerprint: [u8; 32],
 }
 
 /// An issuer's keys at one point in time. Never mutated after construction.
@@ -191,9 +195,11 @@ fn verify_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyKey> {
     }?;
     let algorithms = vec![algorithm];
     let key = DecodingKey::from_jwk(jwk).ok()?;
+    let material = serde_json::to_vec(&jwk.algorithm).ok()?;
     Some(VerifyKey {
         kid: jwk.common.key_id.clone(),
         key,
+        fingerprint: fingerprint(&material, &algorithms),
         algorithms,
     })
 }
@@ -247,6 +253,17 @@ enum Trigger {
     UnknownKid,
 }
 
+/// See [`VerifyKey::fingerprint`].
+fn fingerprint(material: &[u8], algorithms: &[Algorithm]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(material);
+    for a in algorithms {
+        h.update(format!("|{a:?}").as_bytes());
+    }
+    h.finalize().into()
+}
+
 impl IssuerKeys {
     /// Builds the key holder. An HMAC issuer is ready at once; others wait for a fetch.
     pub fn new(
@@ -261,6 +278,7 @@ impl IssuerKeys {
                 let key = VerifyKey {
                     kid: None,
                     key: DecodingKey::from_secret(&bytes),
+                    fingerprint: fingerprint(&bytes, &config.algorithms),
                     algorithms: config.algorithms.clone(),
                 };
                 (Some(Arc::new(KeySet::secret(key))), None)
@@ -277,6 +295,12 @@ impl IssuerKeys {
     /// Builds a holder around a fixed key set (tests, benchmarks).
     pub fn with_static(config: IssuerConfig, set: KeySet, metrics: Metrics) -> Arc<Self> {
         Self::build(Arc::new(config), Some(Arc::new(set)), None, metrics)
+    }
+
+    /// Replaces the key set as a fetch would (tests of rotation and of the token cache).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn replace_keys(&self, set: KeySet) {
+        self.current.store(Some(Arc::new(set)));
     }
 
     fn build(

@@ -6,9 +6,32 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
+
+/// What a verified-token cache lookup found. Fixed set: it is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheLookup {
+    /// A usable entry: no signature verification.
+    Hit,
+    /// No entry: full verification.
+    Miss,
+    /// An entry whose signing key left the key set: dropped, full verification.
+    Stale,
+}
+
+impl CacheLookup {
+    const ALL: [CacheLookup; 3] = [CacheLookup::Hit, CacheLookup::Miss, CacheLookup::Stale];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheLookup::Hit => "hit",
+            CacheLookup::Miss => "miss",
+            CacheLookup::Stale => "stale",
+        }
+    }
+}
 
 /// Why a check ended the way it did. Fixed set: it is a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +146,9 @@ struct Inner {
     mcp_requests: HashMap<String, HashMap<(&'static str, bool), IntCounter>>,
     policy_last_load: Gauge,
     policy_info: IntGaugeVec,
+    /// Indexed by `CacheLookup as usize`.
+    token_cache_lookups: Vec<IntCounter>,
+    token_cache_entries: IntGauge,
     build_info: Gauge,
 }
 
@@ -233,6 +259,21 @@ impl Metrics {
                 }
             }
         }
+        let token_cache_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_token_cache_lookups_total",
+                "Verified-token cache lookups by result: hit, miss, stale (signing key gone).",
+            ),
+            &["result"],
+        )?;
+        let token_cache_lookups = CacheLookup::ALL
+            .iter()
+            .map(|r| token_cache_vec.with_label_values(&[r.as_str()]))
+            .collect();
+        let token_cache_entries = IntGauge::with_opts(Opts::new(
+            "mcp_authz_token_cache_entries",
+            "Verified tokens held in the cache (approximate; at most cache.tokens).",
+        ))?;
         let build_info = Gauge::with_opts(
             Opts::new("mcp_authz_build_info", "Build information; always 1.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -248,6 +289,8 @@ impl Metrics {
         registry.register(Box::new(policy_errors.clone()))?;
         registry.register(Box::new(tool_calls.clone()))?;
         registry.register(Box::new(mcp_requests_vec))?;
+        registry.register(Box::new(token_cache_vec))?;
+        registry.register(Box::new(token_cache_entries.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -270,6 +313,8 @@ impl Metrics {
                 mcp_requests,
                 policy_last_load,
                 policy_info,
+                token_cache_lookups,
+                token_cache_entries,
                 build_info,
             }),
         })
@@ -287,6 +332,16 @@ impl Metrics {
     pub fn check(&self, reason: Reason, elapsed: Duration) {
         self.inner.checks[reason as usize].inc();
         self.inner.check_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn token_cache(&self, lookup: CacheLookup) {
+        self.inner.token_cache_lookups[lookup as usize].inc();
+    }
+
+    pub fn token_cache_entries(&self, n: u64) {
+        self.inner
+            .token_cache_entries
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Creates an issuer's series at zero, so alerts on them work before anything happens.

@@ -35,8 +35,12 @@ pub struct PolicyBundle {
     pub warnings: Vec<String>,
     schema: Schema,
     policies: PolicySet,
-    /// Entities from `entities.json` that stand alone (tool sets, groups...).
+    /// Entities from `entities.json` that stand alone (tool sets, groups...), conformance-checked
+    /// and with their ancestors closed transitively at load.
     static_entities: Vec<Entity>,
+    /// The schema's action entities, ancestors closed at load, by uid: a request's store gets
+    /// its own action only (see `prepare`).
+    actions: HashMap<EntityUid, Entity>,
     /// Facts from `entities.json` about tools, prompts and resources, merged into the entity
     /// built for each request (which also gets `name`, `tenant`, `server` and its server).
     overlays: HashMap<EntityUid, Overlay>,
@@ -130,7 +134,38 @@ impl PolicyBundle {
         req: &EvalRequest<'_>,
         scopes_supported: &[String],
     ) -> Result<PolicyDecision, BuildError> {
-        let prepared = self.prepare(req)?;
+        let principal = self.principal(req.identity)?;
+        self.decide_as(req, &principal, scopes_supported)
+    }
+
+    /// [`decide`](Self::decide) with the principal built beforehand (once per token, see
+    /// [`crate::token::cache`]).
+    pub fn decide_as(
+        &self,
+        req: &EvalRequest<'_>,
+        principal: &Principal,
+        scopes_supported: &[String],
+    ) -> Result<PolicyDecision, BuildError> {
+        self.decide_checked(req, principal, scopes_supported, Conformance::AtLoad)
+    }
+
+    /// Decides with every entity and the request checked against the schema, as at load time.
+    pub(crate) fn decide_strict(
+        &self,
+        req: &EvalRequest<'_>,
+    ) -> Result<PolicyDecision, BuildError> {
+        let principal = self.principal(req.identity)?;
+        self.decide_checked(req, &principal, &[], Conformance::Strict)
+    }
+
+    fn decide_checked(
+        &self,
+        req: &EvalRequest<'_>,
+        principal: &Principal,
+        scopes_supported: &[String],
+        conformance: Conformance,
+    ) -> Result<PolicyDecision, BuildError> {
+        let prepared = self.prepare(req, principal, conformance)?;
         let granted = &req.identity.scopes;
         let mut decision = prepared.evaluate(self, granted.iter())?;
         if !decision.allowed && decision.errors.is_empty() {
@@ -139,18 +174,14 @@ impl PolicyBundle {
         Ok(decision)
     }
 
-    fn prepare(&self, req: &EvalRequest<'_>) -> Result<Prepared, BuildError> {
+    /// The Cedar principal for a verified identity: a `Mcp::User` with the token's claims as
+    /// tags and its groups as parents. Depends only on the identity (the entity type names are
+    /// fixed by the vocabulary), so it is built once per token and reused across bundles.
+    pub fn principal(&self, id: &Identity) -> Result<Principal, BuildError> {
         let t = &self.types;
-        let uid = |ty: &EntityTypeName, id: &str| {
-            EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
-        };
-        let id = req.identity;
-        let principal = uid(&t.user, &id.subject);
-        let server = uid(&t.server, req.server_id);
-        let action = uid(&t.action, req.action);
-
-        let user = Entity::new_with_tags(
-            principal.clone(),
+        let uid = EntityUid::from_type_name_and_id(t.user.clone(), EntityId::new(&id.subject));
+        let entity = Entity::new_with_tags(
+            uid.clone(),
             [
                 (
                     "tenant".to_owned(),
@@ -162,10 +193,29 @@ impl PolicyBundle {
                 ),
                 ("issuer".to_owned(), string(&id.issuer)),
             ],
-            id.groups.iter().map(|g| uid(&t.group, g)),
+            id.groups
+                .iter()
+                .map(|g| EntityUid::from_type_name_and_id(t.group.clone(), EntityId::new(g))),
             tags(&id.claims),
         )
         .map_err(|e| BuildError(e.to_string()))?;
+        Ok(Principal { uid, entity })
+    }
+
+    fn prepare(
+        &self,
+        req: &EvalRequest<'_>,
+        principal: &Principal,
+        conformance: Conformance,
+    ) -> Result<Prepared<'_>, BuildError> {
+        let t = &self.types;
+        let uid = |ty: &EntityTypeName, id: &str| {
+            EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+        };
+        let id = req.identity;
+        let server = uid(&t.server, req.server_id);
+        let action = uid(&t.action, req.action);
+
         let server_entity = Entity::new(
             server.clone(),
             HashMap::from([
@@ -196,17 +246,35 @@ impl PolicyBundle {
             Target::Task { .. } => (server.clone(), None),
         };
 
-        // INVARIANT: every entity a request names is in the store, complete, and checked
-        // against the schema, so no policy can error on a missing entity or attribute and be
-        // skipped (see the Cedar reference: an erroring forbid is skipped).
-        let entities = Entities::from_entities(
-            [user, server_entity]
-                .into_iter()
-                .chain(target_entity)
-                .chain(self.static_entities.iter().cloned()),
-            Some(&self.schema),
-        )
+        // INVARIANT: every entity a request names is in the store and complete, so no policy
+        // can error on a missing entity or attribute and be skipped (see the Cedar reference:
+        // an erroring forbid is skipped). The store holds the principal, the server, the target,
+        // every static entity, and the request's action with its ancestors already closed;
+        // other actions are left out (policies name them only in `action in [...]` scopes,
+        // which test the request's action). Conformance to the schema is checked at load,
+        // where `check_vocabulary` builds every request shape strictly (with the schema's full
+        // action set): the shapes are fixed by this function (strings, a boolean, string tags,
+        // groups as parents) and the overlay values were checked when `entities.json` loaded,
+        // so a per-request check could only repeat it.
+        let entities = match conformance {
+            Conformance::Strict => Entities::from_entities(
+                [principal.entity.clone(), server_entity]
+                    .into_iter()
+                    .chain(target_entity)
+                    .chain(self.static_entities.iter().cloned()),
+                Some(&self.schema),
+            ),
+            Conformance::AtLoad => Entities::from_entities(
+                [principal.entity.clone(), server_entity]
+                    .into_iter()
+                    .chain(target_entity)
+                    .chain(self.actions.get(&action).cloned())
+                    .chain(self.static_entities.iter().cloned()),
+                None,
+            ),
+        }
         .map_err(|e| BuildError(e.to_string()))?;
+        let schema = (conformance == Conformance::Strict).then_some(&self.schema);
 
         let mut context = vec![
             (
@@ -224,8 +292,9 @@ impl PolicyBundle {
             context.push(("task_id".to_owned(), string(id)));
         }
         Ok(Prepared {
-            principal,
+            principal: principal.uid.clone(),
             action,
+            schema,
             resource,
             entities,
             context,
@@ -261,16 +330,33 @@ impl PolicyBundle {
     }
 }
 
+/// The Cedar principal of one token (see [`PolicyBundle::principal`]).
+#[derive(Clone)]
+pub struct Principal {
+    uid: EntityUid,
+    entity: Entity,
+}
+
+/// How much of a request is checked against the schema while it is built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Conformance {
+    /// Everything, every time: load-time checks of the vocabulary.
+    Strict,
+    /// The shapes were proven at load (see `prepare`); per-request work skips the re-check.
+    AtLoad,
+}
+
 /// A request with its entities built once; evaluated with different scope sets for step-up.
-struct Prepared {
+struct Prepared<'s> {
     principal: EntityUid,
+    schema: Option<&'s Schema>,
     action: EntityUid,
     resource: EntityUid,
     entities: Entities,
     context: Vec<(String, RestrictedExpression)>,
 }
 
-impl Prepared {
+impl Prepared<'_> {
     fn evaluate<'s>(
         &self,
         bundle: &PolicyBundle,
@@ -289,7 +375,7 @@ impl Prepared {
             self.action.clone(),
             self.resource.clone(),
             context,
-            Some(&bundle.schema),
+            self.schema,
         )
         .map_err(|e| BuildError(e.to_string()))?;
         let response = Authorizer::new().is_authorized(&request, &bundle.policies, &self.entities);

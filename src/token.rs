@@ -6,6 +6,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Map, Value};
 
+pub mod cache;
+
 use crate::config::{IssuerConfig, TypPolicy};
 use crate::keys::{IssuerKeys, KeySet, Lookup};
 use crate::resource::ProtectedServer;
@@ -165,7 +167,7 @@ impl<'a> Parsed<'a> {
         keys: &KeySet,
         server: &ProtectedServer,
         now: i64,
-    ) -> Result<Identity, TokenError> {
+    ) -> Result<cache::Verified, TokenError> {
         let alg = self.header.alg;
         if !config.algorithms.contains(&alg) {
             return Err(TokenError::AlgorithmNotAllowed);
@@ -185,7 +187,18 @@ impl<'a> Parsed<'a> {
         if !valid {
             return Err(TokenError::BadSignature);
         }
-        self.check_claims(config, server, now)
+        let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
+        let kid = self.header.kid.clone();
+        let fingerprint = key.fingerprint;
+        let identity = self.check_claims(config, server, now)?;
+        Ok(cache::Verified {
+            valid_until: identity.expires_at.saturating_add(leeway),
+            identity,
+            principal: None,
+            kid,
+            alg,
+            key_fingerprint: fingerprint,
+        })
     }
 
     fn check_claims(
@@ -211,15 +224,7 @@ impl<'a> Parsed<'a> {
         {
             return Err(TokenError::IssuedInFuture);
         }
-        // RFC 9068 s4: aud must contain this resource (RFC 8707 resource indicator).
-        let aud_ok = match c.get("aud") {
-            Some(Value::String(a)) => server.is_audience(a),
-            Some(Value::Array(list)) => list
-                .iter()
-                .any(|a| a.as_str().is_some_and(|a| server.is_audience(a))),
-            _ => false,
-        };
-        if !aud_ok {
+        if !audience_ok(c, server) {
             return Err(TokenError::WrongAudience);
         }
         let map = &config.claims;
@@ -257,6 +262,24 @@ impl<'a> Parsed<'a> {
             expires_at: exp,
             claims: self.claims,
         })
+    }
+}
+
+/// Seconds since the epoch (JWT NumericDate, RFC 7519 s2).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// RFC 9068 s4: `aud` must contain this resource (RFC 8707 resource indicator).
+fn audience_ok(claims: &Map<String, Value>, server: &ProtectedServer) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(a)) => server.is_audience(a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| server.is_audience(a))),
+        _ => false,
     }
 }
 

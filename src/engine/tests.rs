@@ -293,8 +293,8 @@ async fn scopes_from_scp_arrays_and_audience_case() {
         json!(["https://other", "HTTPS://MCP.EXAMPLE.COM/weather/mcp"]),
     );
     let allow = with_token(&k.ec.token(&c)).await.allow.expect("allowed");
-    assert_eq!(allow.identity.scopes, vec!["mcp:connect", "b"]);
-    assert_eq!(allow.identity.tenant.as_deref(), Some("acme"));
+    assert_eq!(allow.identity().scopes, vec!["mcp:connect", "b"]);
+    assert_eq!(allow.identity().tenant.as_deref(), Some("acme"));
 }
 
 #[tokio::test]
@@ -617,4 +617,208 @@ async fn unmatched_requests_are_denied() {
     let a = run("POST", "/elsewhere", &[("authorization", &auth)], b"").await;
     assert_eq!(a.status, 404);
     assert!(a.allow.is_none());
+}
+
+/// The verified-token cache, through whole checks on an engine of its own (its key set is
+/// replaced mid-test): hits skip verification but never the rules that can change.
+mod token_cache {
+    use super::*;
+    use crate::metrics::Metrics;
+    use prometheus::Registry;
+
+    struct Fixture {
+        engine: Engine,
+        issuer: Arc<IssuerKeys>,
+        registry: Registry,
+    }
+
+    fn jwks(keys: &[&TestKey]) -> KeySet {
+        let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
+        KeySet::from_jwks(
+            jwks.to_string().as_bytes(),
+            &[Algorithm::RS256, Algorithm::ES256],
+        )
+        .unwrap()
+        .0
+    }
+
+    fn fixture(cache_tokens: u64, keys: &[&TestKey]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let mut config = config(&secret);
+        config.cache.tokens = cache_tokens;
+        config.issuers[0].leeway = std::time::Duration::ZERO;
+        config.servers.push(
+            crate::config::Config::from_yaml(&format!(
+                r#"
+policies: {{dir: /x}}
+issuers: [{{issuer: {ISS}, jwks_uri: "https://idp.test/jwks"}}]
+servers:
+  - id: other
+    tenant: acme
+    resource: https://mcp.example.com/other/mcp
+    authorization_servers: [{ISS}]
+"#
+            ))
+            .unwrap()
+            .servers
+            .remove(0),
+        );
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry, &["demo", "other"]).unwrap();
+        let issuer =
+            IssuerKeys::with_static(config.issuers[0].clone(), jwks(keys), metrics.clone());
+        let issuers = vec![
+            issuer.clone(),
+            IssuerKeys::with_static(config.issuers[1].clone(), jwks(keys), metrics.clone()),
+            IssuerKeys::new(config.issuers[2].clone(), metrics.clone(), 1 << 20).unwrap(),
+            IssuerKeys::with_static(config.issuers[3].clone(), jwks(keys), metrics.clone()),
+        ];
+        let policies =
+            crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
+        let engine = Engine::new(&config, issuers, policies, metrics).unwrap();
+        Fixture {
+            engine,
+            issuer,
+            registry,
+        }
+    }
+
+    impl Fixture {
+        async fn check(&self, path: &str, token: &str) -> (u16, Option<String>) {
+            let headers: HashMap<String, String> = HashMap::from([
+                ("authorization".to_owned(), format!("Bearer {token}")),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ]);
+            let input = CheckInput {
+                method: "POST",
+                path,
+                host: "mcp.example.com",
+                headers: &headers,
+                body: crate::testutil::TOOLS_LIST.as_bytes(),
+            };
+            match self.engine.check(&input).await {
+                Decision::Allow(_) => (200, None),
+                Decision::Respond(r) => {
+                    let www = r
+                        .headers
+                        .iter()
+                        .find(|(k, _)| *k == "www-authenticate")
+                        .map(|(_, v)| v.clone());
+                    (r.status, www)
+                }
+            }
+        }
+
+        fn lookups(&self, result: &str) -> u64 {
+            self.registry
+                .gather()
+                .iter()
+                .find(|f| f.name() == "mcp_authz_token_cache_lookups_total")
+                .and_then(|f| {
+                    f.get_metric()
+                        .iter()
+                        .find(|m| m.get_label().iter().any(|l| l.value() == result))
+                        .map(|m| m.get_counter().value() as u64)
+                })
+                .unwrap_or(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reused_token_is_verified_once() {
+        let k = keys();
+        let f = fixture(100, &[&k.rsa, &k.ec]);
+        let token = k.rsa.token(&good());
+        for _ in 0..5 {
+            assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
+        }
+        assert_eq!((f.lookups("miss"), f.lookups("hit")), (1, 4));
+        f.engine.tokens.settle();
+        assert_eq!(f.engine.tokens.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_that_differs_in_one_character_is_not_a_hit() {
+        let k = keys();
+        let f = fixture(100, &[&k.rsa]);
+        let token = k.rsa.token(&good());
+        assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
+        // Same header and claims, one signature character changed: a different string, so a
+        // miss and a full verification, which fails.
+        let mut forged = token.clone().into_bytes();
+        let i = forged.len() - 10;
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        let (status, www) = f.check("/weather/mcp", &forged).await;
+        assert_eq!(status, 401);
+        assert!(www.unwrap().contains("invalid_token"));
+        assert_eq!((f.lookups("miss"), f.lookups("hit")), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_refused_once_its_key_leaves_the_set() {
+        let k = keys();
+        let f = fixture(100, &[&k.rsa, &k.ec]);
+        let token = k.rsa.token(&good());
+        assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
+        // Rotation: the RSA key is withdrawn.
+        f.issuer.replace_keys(jwks(&[&k.ec]));
+        let (status, www) = f.check("/weather/mcp", &token).await;
+        assert_eq!(
+            status, 401,
+            "a withdrawn key must not keep verifying from the cache"
+        );
+        assert!(www.unwrap().contains("invalid_token"));
+        assert_eq!(f.lookups("stale"), 1);
+        // A different key under the same kid (a replaced key) is not the one that verified.
+        f.issuer.replace_keys(jwks(&[&k.rsa_other, &k.ec]));
+        assert_eq!(f.check("/weather/mcp", &token).await.0, 401);
+        // The original key back: verified again from scratch, and cached again.
+        f.issuer.replace_keys(jwks(&[&k.rsa, &k.ec]));
+        assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
+        assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
+        assert_eq!(f.lookups("hit"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_checked_against_each_server_and_expiry() {
+        let k = keys();
+        let f = fixture(100, &[&k.rsa]);
+        let token = k.rsa.token(&good());
+        assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
+        // Cached for the weather server; the other server is not in its audience.
+        let (status, www) = f.check("/other/mcp", &token).await;
+        assert_eq!(status, 401);
+        assert!(www.unwrap().contains("invalid_token"));
+        // A token that expires in one second (no leeway configured) stops working from the
+        // cache as it would without it.
+        let short = k.rsa.token(&with(good(), "exp", json!(now() + 1)));
+        assert_eq!(f.check("/weather/mcp", &short).await.0, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let (status, www) = f.check("/weather/mcp", &short).await;
+        assert_eq!(status, 401);
+        assert!(www.unwrap().contains("expired"));
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_and_can_be_turned_off() {
+        let k = keys();
+        let f = fixture(50, &[&k.ec]);
+        for i in 0..400 {
+            let token = k.ec.token(&with(good(), "jti", json!(format!("t-{i}"))));
+            assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
+        }
+        f.engine.tokens.settle();
+        let held = f.engine.tokens.len();
+        assert!(held <= 50, "{held} entries held with a bound of 50");
+
+        let off = fixture(0, &[&k.ec]);
+        let token = k.ec.token(&good());
+        for _ in 0..3 {
+            assert_eq!(off.check("/weather/mcp", &token).await.0, 200);
+        }
+        assert_eq!((off.lookups("miss"), off.lookups("hit")), (3, 0));
+    }
 }

@@ -207,6 +207,19 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         Some(source) => load_entities(source, &schema, &types)?,
         None => (Vec::new(), HashMap::new()),
     };
+    // With the schema given, Cedar adds the schema's action entities (and their groups) and
+    // closes every entity's ancestors: kept in that form, requests need not redo it.
+    let closed = Entities::from_entities(static_entities, Some(&schema)).map_err(|e| {
+        file_error(
+            &files.dir,
+            format!("entities and schema actions do not combine: {e}"),
+        )
+    })?;
+    let (actions, static_entities): (Vec<Entity>, Vec<Entity>) = closed
+        .iter()
+        .cloned()
+        .partition(|e| *e.uid().type_name() == types.action);
+    let actions = actions.into_iter().map(|e| (e.uid(), e)).collect();
 
     let bundle = PolicyBundle {
         hash: files.hash,
@@ -217,6 +230,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         schema,
         policies,
         static_entities,
+        actions,
         overlays,
         types,
         tool_counters: Default::default(),
@@ -422,7 +436,7 @@ fn check_vocabulary(bundle: &PolicyBundle, schema: &Source) -> Result<(), LoadEr
             session_id: "s",
             batch: false,
         };
-        bundle.decide(&req, &[]).map_err(|e| {
+        bundle.decide_strict(&req).map_err(|e| {
             file_error(
                 &schema.path,
                 format!("the schema does not accept the mcp-authz vocabulary for `{action}`: {e}"),
