@@ -14,14 +14,17 @@ use mcp_authz::keys::{IssuerKeys, KeySet};
 use mcp_authz::mcp::{HttpParts, McpRequest, Target, parse};
 use mcp_authz::metrics::Metrics;
 use mcp_authz::policy::{EvalRequest, PolicyStore, load_dir};
+use mcp_authz::resource::Route;
 use mcp_authz::testutil::{TestKey, claims, shipped_policies};
+use mcp_authz::token::cache::{Revalidation, TokenCache};
+use mcp_authz::token::{Parsed, unix_now};
 
 const ISS: &str = "https://idp.bench";
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris","days":3}}}"#;
 
-fn engine(keys: &[&TestKey]) -> Engine {
-    let config = Config::from_yaml(&format!(
+fn engine(keys: &[&TestKey], cache_tokens: u64) -> Engine {
+    let mut config = Config::from_yaml(&format!(
         r#"
 policies: {{dir: {}}}
 issuers:
@@ -39,6 +42,7 @@ servers:
         shipped_policies().display()
     ))
     .unwrap();
+    config.cache.tokens = cache_tokens;
     let metrics = Metrics::unregistered();
     let jwks = serde_json::json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
     let set = KeySet::from_jwks(
@@ -68,7 +72,8 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let rsa = TestKey::rsa("rsa");
     let ec = TestKey::ec("ec");
-    let engine = engine(&[&rsa, &ec]);
+    let cached = engine(&[&rsa, &ec], 10_000);
+    let uncached = engine(&[&rsa, &ec], 0);
     let json_headers: HashMap<String, String> =
         HashMap::from([("content-type".into(), "application/json".into())]);
 
@@ -115,7 +120,36 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    let Route::Protected(server) = cached.servers().route("mcp.example.com", "/mcp") else {
+        panic!("the bench server routes")
+    };
+    let issuer = cached.issuers()[0].clone();
+    let cache = TokenCache::new(100);
     for (name, key) in [("rs256", &rsa), ("es256", &ec)] {
+        let token = token(key);
+        let keys = issuer.load().unwrap();
+        let verify = || {
+            Parsed::parse(black_box(&token))
+                .unwrap()
+                .verify(&issuer.config, &keys, server, unix_now())
+                .unwrap()
+        };
+        c.bench_function(&format!("token_verify_{name}_uncached"), |b| b.iter(verify));
+        cache.insert(&token, std::sync::Arc::new(verify()));
+        c.bench_function(&format!("token_verify_{name}_cached"), |b| {
+            b.iter(|| {
+                let hit = cache.get(black_box(&token)).unwrap();
+                assert_eq!(hit.revalidate(server, unix_now()), Revalidation::Valid);
+                hit
+            })
+        });
+    }
+
+    for (name, key, engine, cache) in [
+        ("rs256", &rsa, &uncached, "uncached"),
+        ("es256", &ec, &uncached, "uncached"),
+        ("rs256", &rsa, &cached, "cached"),
+    ] {
         let token = token(key);
         let auth = format!("Bearer {token}");
         let headers: HashMap<String, String> = HashMap::from([
@@ -134,7 +168,7 @@ fn benches(c: &mut Criterion) {
             rt.block_on(engine.check(&input)),
             Decision::Allow(_)
         ));
-        c.bench_function(&format!("whole_check_tools_call_{name}"), |b| {
+        c.bench_function(&format!("whole_check_tools_call_{name}_{cache}"), |b| {
             b.iter(|| {
                 let input = CheckInput {
                     method: "POST",

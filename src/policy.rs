@@ -38,6 +38,12 @@ pub struct PolicyBundle {
     /// Entities from `entities.json` that stand alone (tool sets, groups...), conformance-checked
     /// and with their ancestors closed transitively at load.
     static_entities: Vec<Entity>,
+    /// The static entities a request's store needs: those with attributes, tags or ancestors.
+    /// A bare entity (a tool set with no facts) behaves in every Cedar expression exactly like
+    /// an absent one (`in` sees no ancestors, `has` is false, attribute access is an error
+    /// either way), and the parents that name it are uids, not entities; leaving it out keeps
+    /// the per-request store, and its transitive-closure pass, small.
+    request_statics: Vec<Entity>,
     /// The schema's action entities, ancestors closed at load, by uid: a request's store gets
     /// its own action only (see `prepare`).
     actions: HashMap<EntityUid, Entity>,
@@ -269,7 +275,7 @@ impl PolicyBundle {
                     .into_iter()
                     .chain(target_entity)
                     .chain(self.actions.get(&action).cloned())
-                    .chain(self.static_entities.iter().cloned()),
+                    .chain(self.request_statics.iter().cloned()),
                 None,
             ),
         }

@@ -220,6 +220,20 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         .cloned()
         .partition(|e| *e.uid().type_name() == types.action);
     let actions = actions.into_iter().map(|e| (e.uid(), e)).collect();
+    let request_statics = static_entities
+        .iter()
+        .filter(|e| {
+            let json = e.to_json_value().unwrap_or_default();
+            let non_empty = |k: &str| {
+                json.get(k).is_some_and(|v| {
+                    v.as_object().is_none_or(|m| !m.is_empty())
+                        && v.as_array().is_none_or(|a| !a.is_empty())
+                })
+            };
+            non_empty("attrs") || non_empty("tags") || non_empty("parents")
+        })
+        .cloned()
+        .collect();
 
     let bundle = PolicyBundle {
         hash: files.hash,
@@ -230,6 +244,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         schema,
         policies,
         static_entities,
+        request_statics,
         actions,
         overlays,
         types,
