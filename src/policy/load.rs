@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Entities, Entity, EntityUid, PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode,
-    Validator,
+    ActionConstraint, Entities, Entity, EntityUid, PolicyId, PolicySet, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -220,6 +220,8 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         .cloned()
         .partition(|e| *e.uid().type_name() == types.action);
     let actions = actions.into_iter().map(|e| (e.uid(), e)).collect();
+    let by_action =
+        policies_by_action(&policies, &closed).map_err(|e| file_error(&files.dir, e))?;
     let request_statics = static_entities
         .iter()
         .filter(|e| {
@@ -246,12 +248,37 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         static_entities,
         request_statics,
         actions,
+        by_action,
         overlays,
         types,
         tool_counters: Default::default(),
     };
     check_vocabulary(&bundle, &files.schema)?;
     Ok(bundle)
+}
+
+/// For each action of the schema, the policies whose action scope can match it (see
+/// `PolicyBundle::by_action`).
+fn policies_by_action(
+    policies: &PolicySet,
+    closed: &Entities,
+) -> Result<HashMap<EntityUid, PolicySet>, String> {
+    let mut out = HashMap::new();
+    for action in closed.iter().map(Entity::uid) {
+        if action.type_name().basename() != "Action" {
+            continue;
+        }
+        let groups: HashSet<&EntityUid> = closed.ancestors(&action).into_iter().flatten().collect();
+        let matches = |uid: &EntityUid| *uid == action || groups.contains(uid);
+        let subset = policies.policies().filter(|p| match p.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(uid) => matches(&uid),
+            ActionConstraint::In(list) => list.iter().any(matches),
+        });
+        let set = PolicySet::from_policies(subset.cloned()).map_err(|e| e.to_string())?;
+        out.insert(action, set);
+    }
+    Ok(out)
 }
 
 /// `entities.json`: Cedar's JSON entity format. Entries for `Mcp::Tool`, `Mcp::Prompt` and

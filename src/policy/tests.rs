@@ -391,3 +391,40 @@ fn an_erroring_forbid_denies_instead_of_being_skipped() {
     assert!(d.errors[0].starts_with("overflow: "), "{:?}", d.errors);
     assert_eq!(d.missing_scopes, None);
 }
+
+#[test]
+fn each_action_is_evaluated_against_the_policies_its_scope_can_match() {
+    let bundle = load_dir(&shipped()).unwrap();
+    let ids = |action: &str| -> Vec<String> {
+        let uid = EntityUid::from_type_name_and_id(
+            EntityTypeName::from_str("Mcp::Action").unwrap(),
+            EntityId::new(action),
+        );
+        let mut ids: Vec<String> = bundle.by_action[&uid]
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    // `ping` is in the `session` group: the group's permit and the unscoped forbid.
+    assert_eq!(ids("ping"), ["session-baseline", "tenant-isolation"]);
+    assert_eq!(
+        ids("tools/call"),
+        [
+            "dangerous-needs-break-glass",
+            "dangerous-tools",
+            "file-path-guard",
+            "file-tools",
+            "read-only-group",
+            "tenant-isolation",
+            "weather-tools",
+        ]
+    );
+    assert_eq!(
+        ids("completion/complete"),
+        ["prompts-and-resources", "tenant-isolation"]
+    );
+    // Every schema action has its subset.
+    assert_eq!(bundle.by_action.len(), bundle.actions.len());
+}
