@@ -81,11 +81,18 @@ impl GrpcConn {
         }
         // A trailers-only response carries grpc-status in its headers.
         grpc_status(&parts.headers)?;
-        let mut data = BytesMut::new();
+        // The response is one small DATA frame, almost always: keep it without copying.
+        let mut data = Bytes::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(|e| format!("HTTP/2 body: {e}"))?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            data.extend_from_slice(&chunk);
+            data = if data.is_empty() {
+                chunk
+            } else {
+                let mut joined = BytesMut::from(&data[..]);
+                joined.extend_from_slice(&chunk);
+                joined.freeze()
+            };
         }
         let trailers = body
             .trailers()

@@ -54,7 +54,10 @@ pub enum Outcome {
 pub struct Stats {
     /// Microseconds, 1 µs to 60 s, 3 significant digits.
     pub hist: Histogram<u64>,
+    /// Allows whose latency was recorded (sent, or meant to be sent, inside the window).
     pub ok: u64,
+    /// Allows that completed inside the window: the achieved throughput.
+    pub in_window: u64,
     pub wrong: u64,
     pub errors: u64,
     pub first_problem: Option<String>,
@@ -65,15 +68,19 @@ impl Stats {
         Ok(Self {
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
             ok: 0,
+            in_window: 0,
             wrong: 0,
             errors: 0,
             first_problem: None,
         })
     }
 
-    pub fn count(&mut self, outcome: Outcome, latency: Option<Duration>) {
+    /// Counts one response; `latency` when it belongs to the measurement, `in_window` when it
+    /// completed inside the window.
+    pub fn count(&mut self, outcome: Outcome, latency: Option<Duration>, in_window: bool) {
         match outcome {
             Outcome::Allowed => {
+                self.in_window += u64::from(in_window);
                 if let Some(l) = latency {
                     self.ok += 1;
                     self.hist.saturating_record((l.as_micros() as u64).max(1));
@@ -94,6 +101,7 @@ impl Stats {
     pub fn merge(&mut self, other: Stats) {
         let _ = self.hist.add(&other.hist);
         self.ok += other.ok;
+        self.in_window += other.in_window;
         self.wrong += other.wrong;
         self.errors += other.errors;
         if self.first_problem.is_none() {
@@ -120,7 +128,7 @@ pub struct Phase {
 
 impl Phase {
     pub fn rps(&self) -> f64 {
-        self.stats.ok as f64 / self.window.as_secs_f64()
+        self.stats.in_window as f64 / self.window.as_secs_f64()
     }
 }
 
@@ -284,12 +292,14 @@ impl Worker {
             };
             let outcome = self.send(n).await;
             let done = Instant::now();
+            let in_window = done >= self.start && done < self.end;
             let counted = match self.interval {
+                // Open loop: every request scheduled inside the window, however late it got.
                 Some(_) => intended >= self.start,
-                None => done >= self.start && done < self.end,
+                None => in_window,
             };
             let failed = matches!(outcome, Outcome::Error(_));
-            stats.count(outcome, counted.then(|| done - intended));
+            stats.count(outcome, counted.then(|| done - intended), in_window);
             if failed && let (Conn::Http(_), Target::Http { addr, .. }) = (&self.conn, &self.target)
             {
                 // An HTTP/1.1 connection is unusable after a failed exchange: open another.

@@ -42,8 +42,10 @@ pub fn describe(envoy: Option<&Path>, pin: &Pinning) -> Machine {
             || "not used".into(),
             |e| {
                 let v = first_line(&e.to_string_lossy(), &["--version"]);
-                // `envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`
-                v.split('/').nth(1).map_or(v.clone(), |ver| ver.to_owned())
+                // `/path/to/envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`
+                v.split_once("version:")
+                    .and_then(|(_, build)| build.trim().split('/').nth(1))
+                    .map_or(v.clone(), str::to_owned)
             },
         ),
         date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),

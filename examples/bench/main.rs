@@ -351,11 +351,15 @@ async fn detect_cache(
         Ok(Ok(o)) if o.status.success() => (Some(n), None),
         Ok(Ok(o)) => {
             let err = String::from_utf8_lossy(&o.stderr);
-            let first = err.lines().next().unwrap_or("").trim().to_owned();
+            let why = if err.contains("unknown field `cache`") {
+                "`cache` is an unknown key to it".to_owned()
+            } else {
+                err.lines().next().unwrap_or("").trim().to_owned()
+            };
             (
                 None,
                 Some(format!(
-                    "this mcp-authz does not accept the `cache` key yet ({first}), so no \
+                    "this mcp-authz rejects the `cache: {{tokens: N}}` key ({why}), so no \
                      verified-token cache is configured"
                 )),
             )

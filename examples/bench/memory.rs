@@ -232,7 +232,7 @@ async fn worker(
             Ok(r) => load::judge(&r),
             Err(e) => Outcome::Error(e),
         };
-        stats.count(outcome, Some(sent.elapsed()));
+        stats.count(outcome, Some(sent.elapsed()), true);
         done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(stats)

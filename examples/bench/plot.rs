@@ -20,24 +20,25 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(255, 127, 14),
 ];
 
-/// x = -log10(1 - p): 0.301 is p50, 1 is p90, 2 is p99, 3 is p99.9.
+/// x = -log10(1 - p): 0 is p0 (the fastest), 1 is p90, 2 is p99, 3 is p99.9.
 fn nines(p: f64) -> f64 {
     -(1.0 - p).log10()
 }
 
 fn percentile_label(x: &f64) -> String {
     let p = (1.0 - 10f64.powf(-x)) * 100.0;
-    if p >= 99.0 {
-        format!("p{p:.1}")
+    let text = if p >= 99.0 {
+        format!("{p:.1}")
     } else {
-        format!("p{p:.0}")
-    }
+        format!("{p:.0}")
+    };
+    format!("p{}", text.trim_end_matches(".0"))
 }
 
 /// Which phase of a round a panel shows.
 type Pick = fn(&RoundResult) -> Option<&PhaseResult>;
 
-type Curve = (&'static str, RGBColor, Vec<(f64, f64)>);
+type Curve = (String, RGBColor, Vec<(f64, f64)>);
 
 fn curves(r: &RunResults, envoy: bool, pick: Pick) -> Vec<Curve> {
     Kind::ALL
@@ -46,8 +47,10 @@ fn curves(r: &RunResults, envoy: bool, pick: Pick) -> Vec<Curve> {
         .filter(|(_, k)| k.is_envoy() == envoy)
         .filter_map(|(i, k)| {
             let mut merged: Option<Histogram<u64>> = None;
+            let mut overloaded = false;
             for x in r.of(*k).values() {
                 let Some(p) = pick(x) else { continue };
+                overloaded |= p.overloaded;
                 match &mut merged {
                     Some(h) => {
                         let _ = h.add(&p.hist);
@@ -56,14 +59,19 @@ fn curves(r: &RunResults, envoy: bool, pick: Pick) -> Vec<Curve> {
                 }
             }
             let h = merged.filter(|h| !h.is_empty())?;
-            let points = (0..=135)
-                .map(|i| nines(0.5) + f64::from(i) * 0.02)
+            let points = (0..=151)
+                .map(|i| f64::from(i) * 0.02)
                 .map(|x| {
                     let q = 1.0 - 10f64.powf(-x);
                     (x, h.value_at_quantile(q).max(1) as f64 / 1000.0)
                 })
                 .collect();
-            Some((k.label(), COLORS[i % COLORS.len()], points))
+            let label = if overloaded {
+                format!("{} (overloaded: could not keep the rate)", k.label())
+            } else {
+                k.label().to_owned()
+            };
+            Some((label, COLORS[i % COLORS.len()], points))
         })
         .collect()
 }
@@ -125,13 +133,15 @@ fn panel(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(nines(0.5)..nines(0.999), (lo..hi).log_scale())
+        .build_cartesian_2d(0.0..nines(0.999) + 0.02, (lo..hi).log_scale())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (ms, log)")
-        .x_labels(8)
+        .x_labels(4)
+        .y_labels(8)
+        .light_line_style(WHITE)
         .x_label_formatter(&percentile_label)
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
@@ -147,7 +157,7 @@ fn panel(
                 color.stroke_width(2),
             ))
             .map_err(|e| e.to_string())?
-            .label(*label)
+            .label(label.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });

@@ -125,6 +125,15 @@ fn half_rate(offered: Option<f64>, achieved: Option<f64>) -> String {
     }
 }
 
+/// A ratio; infinite when the contender could not sustain the reference's half rate.
+fn times(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "∞ (overloaded)".into()
+    }
+}
+
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "–".into(), f)
 }
@@ -162,20 +171,28 @@ fn summary(out: &mut String, r: &RunResults) {
                 .unwrap_or_default()
         });
         let rss = role_medians(r, k, |x| x.peak_rss_kib.clone());
+        let overloaded = half(|p| f64::from(u8::from(p.overloaded))).is_some_and(|v| v >= 0.5);
+        let half_latency = if overloaded {
+            "*overloaded*".to_owned()
+        } else {
+            format!(
+                "{} / {} / {}",
+                opt(half(|p| p.p50_ms), ms),
+                opt(half(|p| p.p99_ms), ms),
+                opt(half(|p| p.p999_ms), ms)
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} | {valid}/{all} | {} | {} | {} / {} / {} | {} | {} / {} / {} | {} | {} | {} | {} |",
+            "| {} | {valid}/{all} | {} | {} | {} / {} / {} | {} | {half_latency} | {} | {} | {} | {} |",
             k.label(),
             opt(sat(|p| p.rps), rate),
-            ratio.map_or("(ref)".into(), |v| opt(v, |x| format!("{x:.2}"))),
+            ratio.map_or("(ref)".into(), |v| opt(v, times)),
             opt(sat(|p| p.p50_ms), ms),
             opt(sat(|p| p.p99_ms), ms),
             opt(sat(|p| p.p999_ms), ms),
             half_rate(half(|p| p.offered_rps.unwrap_or(0.0)), half(|p| p.rps)),
-            opt(half(|p| p.p50_ms), ms),
-            opt(half(|p| p.p99_ms), ms),
-            opt(half(|p| p.p999_ms), ms),
-            p99_ratio.map_or("(ref)".into(), |v| opt(v, |x| format!("{x:.2}"))),
+            p99_ratio.map_or("(ref)".into(), |v| opt(v, times)),
             roles_text(&roles, |v| format!("{v:.1}")),
             roles_text(&rss, |v| format!("{:.1}", v / 1024.0)),
             opt(sat(|p| p.generator_cpu_pct), |v| format!("{v:.0}")),
@@ -301,6 +318,14 @@ fn targets(out: &mut String, r: &RunResults) {
                 "–".into(),
                 "not measured (contender missing or invalid)".into(),
             ),
+            Some(v) if v.is_infinite() => (
+                "unbounded".into(),
+                if r.settings.smoke {
+                    "no judgement (smoke run)".into()
+                } else {
+                    "**missed**: it could not sustain the half rate at all".into()
+                },
+            ),
             Some(v) => {
                 let met = if g.at_least {
                     v >= g.threshold
@@ -352,6 +377,20 @@ fn targets(out: &mut String, r: &RunResults) {
         mem.0,
         mem.1
     );
+    for reference in [Kind::Baseline, Kind::Envoy] {
+        let generator = r.median_of(reference, |x| {
+            x.saturation.as_ref().map(|p| p.generator_cpu_pct)
+        });
+        if let Some(g) = generator.filter(|g| *g >= 85.0) {
+            let _ = writeln!(
+                out,
+                "Note: at saturation the load generator was busy {g:.0}% of the time against \
+                 `{}`: that reference may have been limited by the generator, not by itself, so \
+                 throughput ratios to it are upper bounds.\n",
+                reference.label()
+            );
+        }
+    }
 }
 
 fn memory(out: &mut String, r: &RunResults) {
@@ -404,10 +443,16 @@ fn raw(out: &mut String, r: &RunResults) {
     for x in &r.rounds {
         let sat = x.saturation.as_ref();
         let half = x.half.as_ref();
-        let three = |p: Option<&crate::results::PhaseResult>| {
-            p.map_or("–".into(), |p| {
-                format!("{} / {} / {}", ms(p.p50_ms), ms(p.p99_ms), ms(p.p999_ms))
-            })
+        let three = |p: Option<&crate::results::PhaseResult>| match p {
+            None => "–".to_owned(),
+            Some(p) if p.overloaded && p.hist.is_empty() => "*overloaded*".to_owned(),
+            Some(p) => format!(
+                "{} / {} / {}{}",
+                ms(p.p50_ms),
+                ms(p.p99_ms),
+                ms(p.p999_ms),
+                if p.overloaded { " (*overloaded*)" } else { "" }
+            ),
         };
         let cpu: Vec<(&str, f64)> = sat
             .map(|p| {

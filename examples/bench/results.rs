@@ -21,9 +21,14 @@ pub struct RoleValue {
 pub struct PhaseResult {
     /// The open-loop rate asked for; `None` for the closed-loop saturation phase.
     pub offered_rps: Option<f64>,
-    /// Allowed checks per second inside the measurement window.
+    /// Allowed checks per second completed inside the measurement window.
     pub rps: f64,
+    /// Open loop only: the contender achieved less than 90% of the offered rate, so its
+    /// latency grew for as long as the phase lasted (and its percentiles say little).
+    pub overloaded: bool,
+    /// Allows completed inside the window (what CPU per check divides by).
     pub allowed: u64,
+    /// Wrong decisions and errors over the whole phase, warm-up included.
     pub wrong: u64,
     pub errors: u64,
     pub p50_ms: f64,
@@ -47,15 +52,17 @@ impl PhaseResult {
         ticks_per_s: u64,
     ) -> Self {
         let tick_us = 1e6 / ticks_per_s as f64;
-        let allowed = p.stats.ok.max(1) as f64;
+        let allowed = p.stats.in_window.max(1) as f64;
         let percentiles_ms = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99]
             .iter()
             .map(|&q| (q, p.stats.ms(q / 100.0)))
             .collect();
+        let rps = p.rps();
         Self {
             offered_rps: offered,
-            rps: p.rps(),
-            allowed: p.stats.ok,
+            rps,
+            overloaded: offered.is_some_and(|o| rps < 0.9 * o),
+            allowed: p.stats.in_window,
             wrong: p.stats.wrong,
             errors: p.stats.errors,
             p50_ms: p.stats.ms(0.50),
@@ -176,8 +183,9 @@ pub struct RunResults {
 
 // === reductions ===
 
+/// The median; infinities (an overloaded phase's p99) count, NaN does not.
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
+    v.retain(|x| !x.is_nan());
     if v.is_empty() {
         return None;
     }
@@ -239,6 +247,13 @@ pub fn sat_rps(r: &RoundResult) -> Option<f64> {
     r.saturation.as_ref().map(|p| p.rps)
 }
 
+/// p99 at half rate; unbounded (infinite) when the contender could not keep that rate.
 pub fn half_p99(r: &RoundResult) -> Option<f64> {
-    r.half.as_ref().map(|p| p.p99_ms)
+    r.half.as_ref().map(|p| {
+        if p.overloaded {
+            f64::INFINITY
+        } else {
+            p.p99_ms
+        }
+    })
 }

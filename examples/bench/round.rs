@@ -131,12 +131,18 @@ pub fn progress(rr: &RoundResult) -> String {
         ));
     }
     if let Some(p) = &rr.half {
-        line.push_str(&format!(
-            "; at {:.0}/s p50 {:.3} ms p99 {:.3} ms",
-            p.offered_rps.unwrap_or(0.0),
-            p.p50_ms,
-            p.p99_ms
-        ));
+        let offered = p.offered_rps.unwrap_or(0.0);
+        if p.overloaded {
+            line.push_str(&format!(
+                "; at {offered:.0}/s OVERLOADED (achieved {:.0}/s)",
+                p.rps
+            ));
+        } else {
+            line.push_str(&format!(
+                "; at {offered:.0}/s p50 {:.3} ms p99 {:.3} ms",
+                p.p50_ms, p.p99_ms
+            ));
+        }
     }
     if !rr.valid {
         line.push_str(&format!(
