@@ -7,15 +7,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use envoy_types::ext_authz::v3::pb::HttpResponse;
 use hyper::header::HeaderValue;
 use mcp_authz::testutil::{config_yaml, free_port};
 
-use crate::grpc;
-use crate::load::{self, Outcome, Target};
+use crate::load::Target;
 use crate::procs::{Pinning, Proc};
 use crate::tokens::{Material, RESOURCE};
 use crate::upstream;
+
+mod verify;
+
+pub use verify::verify;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -335,73 +337,6 @@ pub async fn start_mcp_authz(
     p.wait_http_ok(&format!("http://127.0.0.1:{}/readyz", ports[1]))
         .await?;
     Ok((p, SocketAddr::from(([127, 0, 0, 1], ports[0]))))
-}
-
-// === verification ===
-
-/// Checks the contender's decisions before it is measured. An error names the wrong one.
-pub async fn verify(kind: Kind, started: &Started, env: &Env) -> Result<(), String> {
-    let m = &env.material;
-    match &started.target {
-        Target::Grpc { addr, requests, .. } => {
-            let mut samples = vec![requests[0].clone()];
-            if requests.len() > 1 {
-                samples.push(requests[requests.len() - 1].clone());
-            }
-            for body in samples {
-                if let Outcome::Wrong(why) | Outcome::Error(why) =
-                    load::judge(&grpc::check_once(*addr, body).await?)
-                {
-                    return Err(format!("a measured request was not allowed: {why}"));
-                }
-            }
-            if kind.authorizes() {
-                grpc_denied(*addr, m.no_token.clone(), 401, "no token").await?;
-                grpc_denied(*addr, m.other_tenant_check.clone(), 403, "another tenant").await?;
-            }
-        }
-        Target::Http {
-            addr,
-            authorization,
-        } => {
-            let (status, body) = load::http_once(*addr, authorization.as_ref()).await?;
-            if status != 200 || !body.contains("upstream: sunny") {
-                return Err(format!(
-                    "the measured request got HTTP {status} `{body}`, not the upstream's 200"
-                ));
-            }
-            if kind.authorizes() {
-                let (status, _) = load::http_once(*addr, None).await?;
-                if status != 401 {
-                    return Err(format!("no token: HTTP {status}, expected 401"));
-                }
-                let other = HeaderValue::from_str(&format!("Bearer {}", m.other_tenant))
-                    .map_err(|e| e.to_string())?;
-                let (status, _) = load::http_once(*addr, Some(&other)).await?;
-                if status != 403 {
-                    return Err(format!(
-                        "another tenant's token: HTTP {status}, expected 403"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn grpc_denied(addr: SocketAddr, body: Bytes, want: i32, what: &str) -> Result<(), String> {
-    let r = grpc::check_once(addr, body).await?;
-    let code = r.status.as_ref().map_or(0, |s| s.code);
-    match &r.http_response {
-        Some(HttpResponse::DeniedResponse(d))
-            if code != 0 && d.status.as_ref().map(|s| s.code) == Some(want) =>
-        {
-            Ok(())
-        }
-        other => Err(format!(
-            "{what}: expected a denial with HTTP {want}, got status code {code} and {other:?}"
-        )),
-    }
 }
 
 /// A one-line upstream sanity note for the report.

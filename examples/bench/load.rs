@@ -12,14 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::HeaderValue;
-use hyper_util::rt::TokioIo;
 
 use crate::grpc::GrpcConn;
+use crate::http;
 use crate::procs;
-use crate::tokens::{ACCEPT, CALL, HOST, PATH};
 
 /// How long in-flight requests may take to finish after a phase ends.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -215,7 +212,7 @@ fn sample(pids: &[u32]) -> Result<(u64, Vec<u64>), String> {
 /// One connection's worth of sending.
 enum Conn {
     Grpc(GrpcConn),
-    Http(SendRequest<Full<Bytes>>),
+    Http(http::Conn),
 }
 
 async fn connect(target: &Target, workers: usize) -> Result<Vec<Conn>, String> {
@@ -234,26 +231,11 @@ async fn connect(target: &Target, workers: usize) -> Result<Vec<Conn>, String> {
         }
         Target::Http { addr, .. } => {
             for _ in 0..workers {
-                conns.push(Conn::Http(http_conn(*addr).await?));
+                conns.push(Conn::Http(http::connect(*addr).await?));
             }
         }
     }
     Ok(conns)
-}
-
-async fn http_conn(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("connecting to {addr} timed out"))?
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP/1.1 handshake with {addr}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 struct Worker {
@@ -303,7 +285,7 @@ impl Worker {
             if failed && let (Conn::Http(_), Target::Http { addr, .. }) = (&self.conn, &self.target)
             {
                 // An HTTP/1.1 connection is unusable after a failed exchange: open another.
-                match http_conn(*addr).await {
+                match http::connect(*addr).await {
                     Ok(c) => self.conn = Conn::Http(c),
                     Err(_) => break,
                 }
@@ -322,7 +304,7 @@ impl Worker {
                 }
             }
             (Conn::Http(sender), Target::Http { authorization, .. }) => {
-                match http_call(sender, authorization.as_ref()).await {
+                match http::call(sender, authorization.as_ref()).await {
                     Ok((200, _)) => Outcome::Allowed,
                     Ok((s @ (401 | 403), _)) => Outcome::Wrong(format!("HTTP {s}")),
                     Ok((s, body)) => Outcome::Error(format!("HTTP {s}: {body}")),
@@ -362,46 +344,4 @@ pub fn judge(r: &CheckResponse) -> Outcome {
         )),
         _ => Outcome::Wrong(format!("status code {code} without an ok_response")),
     }
-}
-
-// === one request at a time (verification) ===
-
-async fn http_call(
-    sender: &mut SendRequest<Full<Bytes>>,
-    authorization: Option<&HeaderValue>,
-) -> Result<(u16, String), String> {
-    let mut req = hyper::Request::post(PATH)
-        .header("host", HOST)
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT);
-    if let Some(a) = authorization {
-        req = req.header("authorization", a.clone());
-    }
-    let req = req
-        .body(Full::new(Bytes::from_static(CALL.as_bytes())))
-        .map_err(|e| e.to_string())?;
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// One HTTP request on a fresh connection, bounded in time: (status, body).
-pub async fn http_once(
-    addr: SocketAddr,
-    authorization: Option<&HeaderValue>,
-) -> Result<(u16, String), String> {
-    let call = async {
-        let mut sender = http_conn(addr).await?;
-        http_call(&mut sender, authorization).await
-    };
-    tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .map_err(|_| format!("request to {addr} timed out"))?
 }

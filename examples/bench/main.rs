@@ -6,6 +6,7 @@
 
 mod contenders;
 mod grpc;
+mod http;
 mod load;
 mod machine;
 mod memory;
