@@ -31,12 +31,17 @@ pub struct GrpcConn {
 }
 
 impl GrpcConn {
+    /// Connects and completes the HTTP/2 handshake, within five seconds.
     pub async fn connect(addr: SocketAddr) -> Result<Self, String> {
-        let tcp =
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| format!("connecting to {addr} timed out"))?
-                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        tokio::time::timeout(Duration::from_secs(5), Self::open(addr))
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out"))?
+    }
+
+    async fn open(addr: SocketAddr) -> Result<Self, String> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         // Large windows, like the server's: no flow-control stalls or WINDOW_UPDATE chatter.
         let (send, connection) = h2::client::Builder::new()
