@@ -1,0 +1,348 @@
+//! The contenders: how each one's process set is started (fresh for every round), what load
+//! target it offers, and the decisions checked before it is measured: a request without a
+//! token must be denied (where there is authorization at all), another tenant's token too, and
+//! the measured requests must be allowed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use mcp_authz::testutil::{config_yaml, free_port};
+
+use crate::load::Target;
+use crate::procs::{Pinning, Proc};
+use crate::tokens::{Material, RESOURCE};
+use crate::upstream;
+
+mod verify;
+
+pub use verify::verify;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Baseline,
+    Repeated,
+    Rs256,
+    Es256,
+    Envoy,
+    EnvoyJwt,
+    EnvoyMcpAuthz,
+}
+
+impl Kind {
+    /// Run order within a round: each group's reference first, so the half-saturation rate
+    /// of the others comes from the same round.
+    pub const ALL: [Kind; 7] = [
+        Kind::Baseline,
+        Kind::Repeated,
+        Kind::Rs256,
+        Kind::Es256,
+        Kind::Envoy,
+        Kind::EnvoyJwt,
+        Kind::EnvoyMcpAuthz,
+    ];
+
+    /// The name `--only` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Baseline => "baseline",
+            Kind::Repeated => "repeated",
+            Kind::Rs256 => "rs256",
+            Kind::Es256 => "es256",
+            Kind::Envoy => "envoy",
+            Kind::EnvoyJwt => "envoy-jwt",
+            Kind::EnvoyMcpAuthz => "envoy-mcp-authz",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Baseline => "baseline (always-allow gRPC server)",
+            Kind::Repeated => "mcp-authz, repeated token",
+            Kind::Rs256 => "mcp-authz, distinct RS256",
+            Kind::Es256 => "mcp-authz, distinct ES256",
+            Kind::Envoy => "Envoy, no authorization",
+            Kind::EnvoyJwt => "Envoy + jwt_authn + rbac",
+            Kind::EnvoyMcpAuthz => "Envoy + ext_authz mcp-authz",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn is_envoy(self) -> bool {
+        matches!(self, Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcpAuthz)
+    }
+
+    /// The contender ratios are taken against: the always-allow server for direct gRPC,
+    /// Envoy without authorization for the Envoy contenders (HTTP/1.1 through a proxy
+    /// saturates far below direct gRPC, so half the gRPC baseline would overload them all).
+    pub fn reference(self) -> Kind {
+        if self.is_envoy() {
+            Kind::Envoy
+        } else {
+            Kind::Baseline
+        }
+    }
+
+    /// Whether the contender authorizes (so a missing token must be denied).
+    pub fn authorizes(self) -> bool {
+        !matches!(self, Kind::Baseline | Kind::Envoy)
+    }
+}
+
+/// What every round's contenders share.
+pub struct Env {
+    pub mcp_authz: PathBuf,
+    pub allow_server: PathBuf,
+    pub envoy: PathBuf,
+    /// This binary, started again with `--upstream` as the MCP server behind Envoy.
+    pub bench_exe: PathBuf,
+    pub pin: Pinning,
+    /// Configs and logs of this run.
+    pub dir: PathBuf,
+    pub issuer: String,
+    pub material: Material,
+    /// The `cache: {tokens: N}` key, when the mcp-authz binary knows it.
+    pub cache_tokens: Option<usize>,
+    pub grpc_connections: usize,
+}
+
+/// A started contender.
+pub struct Started {
+    pub procs: Vec<Proc>,
+    pub target: Target,
+    /// Processes reported on, by role (CPU per check, peak RSS).
+    pub watched: Vec<(&'static str, u32)>,
+    /// mcp-authz's RSS after startup and readiness, before any load.
+    pub idle_rss_kib: Vec<(&'static str, u64)>,
+}
+
+impl Started {
+    /// Fails when a process died (under load, a crash is worth more than any figure).
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        self.procs.iter_mut().try_for_each(Proc::check_alive)
+    }
+
+    pub async fn stop(self) {
+        for p in self.procs {
+            p.stop().await;
+        }
+    }
+}
+
+/// Starts `kind`'s processes; `seq` keeps file names apart.
+pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String> {
+    let mut procs = Vec::new();
+    let mut idle = Vec::new();
+    let authorization = HeaderValue::from_str(&format!("Bearer {}", env.material.token))
+        .map_err(|e| e.to_string())?;
+    let target = match kind {
+        Kind::Baseline => {
+            let mut p = Proc::spawn(
+                "allow_server",
+                &env.allow_server,
+                &["--listen", "127.0.0.1:0"],
+                &[],
+                &env.pin,
+                env.dir.join(format!("{seq}-allow_server.log")),
+            )?;
+            let addr = p.read_addr().await?;
+            procs.push(p);
+            grpc_target(env, addr, env.material.repeated.clone())
+        }
+        Kind::Repeated | Kind::Rs256 | Kind::Es256 => {
+            let (p, addr) = start_mcp_authz(env, seq, None).await?;
+            idle.push(("mcp-authz", crate::procs::vm_kib(p.pid, "VmRSS")?));
+            procs.push(p);
+            let pool = match kind {
+                Kind::Rs256 => env.material.rs256_pool.clone(),
+                Kind::Es256 => env.material.es256_pool.clone(),
+                _ => env.material.repeated.clone(),
+            };
+            grpc_target(env, addr, pool)
+        }
+        Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcpAuthz => {
+            let mut up = Proc::spawn(
+                "upstream",
+                &env.bench_exe,
+                &["--upstream", "--listen", "127.0.0.1:0"],
+                &[],
+                &env.pin,
+                env.dir.join(format!("{seq}-upstream.log")),
+            )?;
+            let upstream_port = up.read_addr().await?.port();
+            procs.push(up);
+            let listen = free_port();
+            let admin = free_port();
+            let config = match kind {
+                Kind::Envoy => fill(
+                    include_str!("envoy/noauth.yaml"),
+                    listen,
+                    upstream_port,
+                    admin,
+                ),
+                Kind::EnvoyJwt => fill(
+                    include_str!("envoy/jwt_authn.yaml"),
+                    listen,
+                    upstream_port,
+                    admin,
+                )
+                .replace("@ISSUER@", &env.issuer)
+                .replace("@AUDIENCE@", RESOURCE)
+                .replace("@JWKS@", &env.material.jwks()),
+                _ => {
+                    let (p, addr) = start_mcp_authz(env, seq, None).await?;
+                    idle.push(("mcp-authz", crate::procs::vm_kib(p.pid, "VmRSS")?));
+                    procs.push(p);
+                    shipped_envoy(listen, addr.port(), upstream_port, admin)?
+                }
+            };
+            const PLACEHOLDERS: [&str; 6] = [
+                "@LISTEN_PORT@",
+                "@UPSTREAM_PORT@",
+                "@ADMIN_PORT@",
+                "@ISSUER@",
+                "@AUDIENCE@",
+                "@JWKS@",
+            ];
+            if PLACEHOLDERS.iter().any(|p| config.contains(p)) {
+                return Err("an Envoy template placeholder was left unfilled".into());
+            }
+            let path = env.dir.join(format!("{seq}-envoy.yaml"));
+            std::fs::write(&path, config).map_err(|e| e.to_string())?;
+            let mut envoy = Proc::spawn(
+                "envoy",
+                &env.envoy,
+                &[
+                    "-c",
+                    &path.to_string_lossy(),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                ],
+                &[],
+                &env.pin,
+                env.dir.join(format!("{seq}-envoy.log")),
+            )?;
+            envoy
+                .wait_http_ok(&format!("http://127.0.0.1:{admin}/ready"))
+                .await?;
+            // Envoy first: the reports list its CPU before mcp-authz's.
+            procs.insert(0, envoy);
+            Target::Http {
+                addr: SocketAddr::from(([127, 0, 0, 1], listen)),
+                authorization: Some(authorization),
+            }
+        }
+    };
+    let watched = procs.iter().map(|p| (p.role, p.pid)).collect();
+    Ok(Started {
+        procs,
+        target,
+        watched,
+        idle_rss_kib: idle,
+    })
+}
+
+fn grpc_target(env: &Env, addr: SocketAddr, requests: std::sync::Arc<Vec<Bytes>>) -> Target {
+    Target::Grpc {
+        addr,
+        connections: env.grpc_connections,
+        requests,
+    }
+}
+
+fn fill(template: &str, listen: u16, upstream: u16, admin: u16) -> String {
+    template
+        .replace("@LISTEN_PORT@", &listen.to_string())
+        .replace("@UPSTREAM_PORT@", &upstream.to_string())
+        .replace("@ADMIN_PORT@", &admin.to_string())
+}
+
+/// The shipped deploy/envoy/envoy.yaml with its ports rewritten, as tests/envoy.rs does.
+fn shipped_envoy(listen: u16, authz: u16, upstream: u16, admin: u16) -> Result<String, String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml");
+    let shipped = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let config = shipped
+        .replace(
+            "address: 0.0.0.0, port_value: 10000",
+            &format!("address: 127.0.0.1, port_value: {listen}"),
+        )
+        .replace("port_value: 9191", &format!("port_value: {authz}"))
+        .replace("port_value: 8080", &format!("port_value: {upstream}"))
+        .replace("port_value: 9901", &format!("port_value: {admin}"));
+    if !config.contains(&format!("port_value: {listen}")) {
+        return Err("deploy/envoy/envoy.yaml: the listener address was not found".into());
+    }
+    Ok(config)
+}
+
+/// The mcp-authz configuration of the benchmark: the fake IdP, server `demo` (tenant
+/// `acme`), the shipped policies, and the verified-token cache when the binary has one.
+pub fn mcp_authz_config(issuer: &str, ports: [u16; 3], cache: Option<usize>) -> String {
+    let [grpc, admin, admin_grpc] = ports;
+    let mut yaml = config_yaml(issuer, RESOURCE, "")
+        .lines()
+        .map(|line| match line.trim() {
+            "grpc: 127.0.0.1:0" => format!("  grpc: 127.0.0.1:{grpc}\n"),
+            "admin: 127.0.0.1:0" => format!("  admin: 127.0.0.1:{admin}\n"),
+            "admin_grpc: 127.0.0.1:0" => format!("  admin_grpc: 127.0.0.1:{admin_grpc}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect::<String>();
+    if let Some(n) = cache {
+        yaml.push_str(&format!("cache: {{tokens: {n}}}\n"));
+    }
+    yaml
+}
+
+/// A configuration other than the standard one (the memory phase's HS256 issuer).
+pub struct CustomConfig<'a> {
+    /// Makes the YAML for the (grpc, admin, admin_grpc) ports chosen here.
+    pub yaml: &'a dyn Fn([u16; 3]) -> String,
+    /// Environment of the process (where the HMAC secret comes from).
+    pub envs: &'a [(&'a str, &'a str)],
+}
+
+/// Starts `mcp-authz serve` and waits for `/readyz` (keys loaded).
+pub async fn start_mcp_authz(
+    env: &Env,
+    seq: usize,
+    custom: Option<CustomConfig<'_>>,
+) -> Result<(Proc, SocketAddr), String> {
+    let ports = [free_port(), free_port(), free_port()];
+    let (yaml, envs) = match custom {
+        Some(c) => ((c.yaml)(ports), c.envs),
+        None => (
+            mcp_authz_config(&env.issuer, ports, env.cache_tokens),
+            &[][..],
+        ),
+    };
+    let path = env.dir.join(format!("{seq}-mcp-authz.yaml"));
+    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+    let mut p = Proc::spawn(
+        "mcp-authz",
+        &env.mcp_authz,
+        &["serve", "--config", &path.to_string_lossy()],
+        envs,
+        &env.pin,
+        env.dir.join(format!("{seq}-mcp-authz.log")),
+    )?;
+    p.wait_http_ok(&format!("http://127.0.0.1:{}/readyz", ports[1]))
+        .await?;
+    Ok((p, SocketAddr::from(([127, 0, 0, 1], ports[0]))))
+}
+
+/// A one-line upstream sanity note for the report.
+pub fn upstream_note() -> String {
+    format!(
+        "an upstream HTTP/1.1 server answering 200 `{}`",
+        upstream::RESULT
+    )
+}

@@ -1,0 +1,163 @@
+//! The issue's targets: each measured value against its goal, met or missed and by how much
+//! (no judgement in a smoke run).
+
+use std::fmt::Write;
+
+use super::rate;
+use crate::contenders::Kind;
+use crate::results::{RunResults, half_p99, sat_rps};
+
+/// One target: `measured` against `threshold`, higher (`at_least`) or lower is better.
+struct Goal {
+    what: &'static str,
+    measured: Option<f64>,
+    threshold: f64,
+    at_least: bool,
+    unit: &'static str,
+}
+
+/// The Targets table, then notes on references the generator may have limited.
+pub fn render(out: &mut String, r: &RunResults) {
+    let mut goals = vec![
+        Goal {
+            what: "mcp-authz, repeated token: throughput vs baseline",
+            measured: r.median_ratio(Kind::Repeated, Kind::Baseline, sat_rps),
+            threshold: 0.75,
+            at_least: true,
+            unit: "×",
+        },
+        Goal {
+            what: "mcp-authz, distinct RS256: throughput vs baseline",
+            measured: r.median_ratio(Kind::Rs256, Kind::Baseline, sat_rps),
+            threshold: 0.45,
+            at_least: true,
+            unit: "×",
+        },
+        Goal {
+            what: "at half the baseline's saturation rate: repeated-token p99 vs baseline p99",
+            measured: r.median_ratio(Kind::Repeated, Kind::Baseline, half_p99),
+            threshold: 1.25,
+            at_least: false,
+            unit: "×",
+        },
+        Goal {
+            what: "Envoy + mcp-authz: throughput vs Envoy + jwt_authn + rbac",
+            measured: r.median_ratio(Kind::EnvoyMcpAuthz, Kind::EnvoyJwt, sat_rps),
+            threshold: 0.8,
+            at_least: true,
+            unit: "×",
+        },
+        Goal {
+            what: "Envoy + mcp-authz: p99 vs Envoy + jwt_authn + rbac (half rate)",
+            measured: r.median_ratio(Kind::EnvoyMcpAuthz, Kind::EnvoyJwt, half_p99),
+            threshold: 1.5,
+            at_least: false,
+            unit: "×",
+        },
+    ];
+    let idle = r
+        .rounds
+        .iter()
+        .flat_map(|x| x.idle_rss_kib.iter())
+        .filter(|v| v.role == "mcp-authz")
+        .map(|v| v.value / 1024.0)
+        .fold(None, |acc: Option<f64>, v| {
+            Some(acc.map_or(v, |a| a.max(v)))
+        });
+    goals.push(Goal {
+        what: "mcp-authz idle RSS (largest over all starts)",
+        measured: idle,
+        threshold: 30.0,
+        at_least: false,
+        unit: " MB",
+    });
+    let _ = writeln!(
+        out,
+        "## Targets\n\n| target | goal | measured | verdict |\n|---|---|---|---|"
+    );
+    for g in goals {
+        let goal = format!(
+            "{} {}{}",
+            if g.at_least { "≥" } else { "≤" },
+            g.threshold,
+            g.unit
+        );
+        let (measured, verdict) = match g.measured {
+            None => (
+                "–".into(),
+                "not measured (contender missing or invalid)".into(),
+            ),
+            Some(v) if v.is_infinite() => (
+                "unbounded".into(),
+                if r.settings.smoke {
+                    "no judgement (smoke run)".into()
+                } else {
+                    "**missed**: it could not sustain the half rate at all".into()
+                },
+            ),
+            Some(v) => {
+                let met = if g.at_least {
+                    v >= g.threshold
+                } else {
+                    v <= g.threshold
+                };
+                let by = (v - g.threshold).abs();
+                let pct = by / g.threshold * 100.0;
+                let verdict = if r.settings.smoke {
+                    "no judgement (smoke run)".into()
+                } else if met {
+                    format!("**met**, by {by:.2}{} ({pct:.0}%)", g.unit)
+                } else {
+                    format!("**missed**, by {by:.2}{} ({pct:.0}%)", g.unit)
+                };
+                (format!("{v:.2}{}", g.unit), verdict)
+            }
+        };
+        let _ = writeln!(out, "| {} | {goal} | {measured} | {verdict} |", g.what);
+    }
+    let mem = match (&r.memory, &r.memory_problem) {
+        (Some(m), _) => {
+            let last = m.checkpoints.last().map_or(0, |c| c.rss_kib);
+            let measured = format!(
+                "{:.1} MB after {} tokens; {:+.1} MB since {} tokens",
+                last as f64 / 1024.0,
+                rate(m.tokens_checked as f64),
+                m.growth_kib as f64 / 1024.0,
+                rate(m.growth_from_tokens as f64)
+            );
+            let verdict = if r.settings.smoke {
+                "no judgement (smoke run)".into()
+            } else if !m.complete {
+                "not measured: the phase hit its time limit".into()
+            } else if m.bounded {
+                "**met**".into()
+            } else {
+                "**missed**".into()
+            };
+            (measured, verdict)
+        }
+        (None, Some(p)) => ("–".into(), format!("failed: {p}")),
+        (None, None) => ("–".into(), "not run".into()),
+    };
+    let _ = writeln!(
+        out,
+        "| mcp-authz RSS after {} distinct tokens | bounded (growth ≤ 10% + 4 MB once the cache is full) | {} | {} |\n",
+        rate(r.settings.memory_tokens as f64),
+        mem.0,
+        mem.1
+    );
+    for reference in [Kind::Baseline, Kind::Envoy] {
+        let generator = r.median_of(reference, |x| {
+            x.saturation.as_ref().map(|p| p.generator_cpu_pct)
+        });
+        if let Some(g) = generator.filter(|g| *g >= 85.0) {
+            let _ = writeln!(
+                out,
+                "Note: at saturation the load generator was busy {g:.0}% of the time against \
+                 `{}`: that reference may have been limited by the generator, not by itself, so \
+                 throughput ratios to it are upper bounds.\n",
+                reference.label()
+            );
+        }
+    }
+}

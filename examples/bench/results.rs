@@ -1,0 +1,259 @@
+//! The raw numbers of a run (what `results.json` holds) and the reductions the report makes of
+//! them: medians over rounds, and ratios always taken between contenders of the same round.
+
+use std::collections::HashMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::contenders::Kind;
+use crate::load::Phase;
+use crate::memory::MemoryResult;
+
+#[derive(Serialize, Clone)]
+pub struct RoleValue {
+    pub role: &'static str,
+    pub value: f64,
+}
+
+/// One measured phase, reduced.
+#[derive(Serialize)]
+pub struct PhaseResult {
+    /// The open-loop rate asked for; `None` for the closed-loop saturation phase.
+    pub offered_rps: Option<f64>,
+    /// Allowed checks per second completed inside the measurement window.
+    pub rps: f64,
+    /// Open loop only: the contender achieved less than 90% of the offered rate, so its
+    /// latency grew for as long as the phase lasted (and its percentiles say little).
+    pub overloaded: bool,
+    /// Allows completed inside the window (what CPU per check divides by).
+    pub allowed: u64,
+    /// Wrong decisions and errors over the whole phase, warm-up included.
+    pub wrong: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// (percentile, milliseconds) from p50 to p99.99.
+    pub percentiles_ms: Vec<(f64, f64)>,
+    /// utime+stime of each server process over the window, per allowed check.
+    pub cpu_us_per_check: Vec<RoleValue>,
+    /// The generator's CPU use over the window: near 100% means it, not the server, limited.
+    pub generator_cpu_pct: f64,
+    #[serde(skip)]
+    pub hist: Histogram<u64>,
+}
+
+impl PhaseResult {
+    pub fn from_phase(
+        p: Phase,
+        offered: Option<f64>,
+        roles: &[(&'static str, u32)],
+        ticks_per_s: u64,
+    ) -> Self {
+        let tick_us = 1e6 / ticks_per_s as f64;
+        let allowed = p.stats.in_window.max(1) as f64;
+        let percentiles_ms = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99]
+            .iter()
+            .map(|&q| (q, p.stats.ms(q / 100.0)))
+            .collect();
+        let rps = p.rps();
+        Self {
+            offered_rps: offered,
+            rps,
+            overloaded: offered.is_some_and(|o| rps < 0.9 * o),
+            allowed: p.stats.in_window,
+            wrong: p.stats.wrong,
+            errors: p.stats.errors,
+            p50_ms: p.stats.ms(0.50),
+            p99_ms: p.stats.ms(0.99),
+            p999_ms: p.stats.ms(0.999),
+            percentiles_ms,
+            cpu_us_per_check: roles
+                .iter()
+                .zip(&p.cpu_ticks)
+                .map(|((role, _), &t)| RoleValue {
+                    role,
+                    value: t as f64 * tick_us / allowed,
+                })
+                .collect(),
+            generator_cpu_pct: p.generator_ticks as f64 * tick_us / 1e6 / p.window.as_secs_f64()
+                * 100.0,
+            hist: p.stats.hist,
+        }
+    }
+}
+
+/// One contender in one round.
+#[derive(Serialize)]
+pub struct RoundResult {
+    pub round: usize,
+    pub contender: &'static str,
+    pub label: &'static str,
+    /// Every decision right, and transport errors at most 1% of requests.
+    pub valid: bool,
+    pub problem: Option<String>,
+    pub saturation: Option<PhaseResult>,
+    pub half: Option<PhaseResult>,
+    /// Where the half rate came from: the group reference of this round, or (when that did not
+    /// run) the contender's own saturation throughput.
+    pub half_rate_basis: Option<String>,
+    pub idle_rss_kib: Vec<RoleValue>,
+    pub peak_rss_kib: Vec<RoleValue>,
+    #[serde(skip)]
+    pub kind: Kind,
+}
+
+impl RoundResult {
+    pub fn new(round: usize, kind: Kind) -> Self {
+        Self {
+            round,
+            contender: kind.name(),
+            label: kind.label(),
+            valid: true,
+            problem: None,
+            saturation: None,
+            half: None,
+            half_rate_basis: None,
+            idle_rss_kib: vec![],
+            peak_rss_kib: vec![],
+            kind,
+        }
+    }
+
+    pub fn fail(&mut self, why: String) {
+        self.valid = false;
+        self.problem.get_or_insert(why);
+    }
+
+    /// Marks the round invalid on any wrong decision or on too many errors.
+    pub fn judge(&mut self) {
+        for (name, p) in [("saturation", &self.saturation), ("half rate", &self.half)] {
+            let Some(p) = p else { continue };
+            let total = p.allowed + p.wrong + p.errors;
+            if p.wrong > 0 {
+                let why = format!("{name}: {} wrong decisions", p.wrong);
+                self.valid = false;
+                self.problem.get_or_insert(why);
+            } else if p.errors * 100 > total {
+                let why = format!("{name}: {} errors in {total} requests", p.errors);
+                self.valid = false;
+                self.problem.get_or_insert(why);
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Default)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub cpus: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub rustc: String,
+    pub envoy: String,
+    pub date: String,
+    pub command: String,
+    pub pinning: String,
+}
+
+#[derive(Serialize)]
+pub struct Settings {
+    pub smoke: bool,
+    pub rounds: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub concurrency: usize,
+    pub grpc_connections: usize,
+    pub token_pool: usize,
+    pub cache_tokens: Option<usize>,
+    pub cache_note: Option<String>,
+    pub memory_tokens: u64,
+    pub contenders: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+pub struct RunResults {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub rounds: Vec<RoundResult>,
+    pub memory: Option<MemoryResult>,
+    pub memory_problem: Option<String>,
+}
+
+// === reductions ===
+
+/// The median; infinities (an overloaded phase's p99) count, NaN does not.
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+impl RunResults {
+    /// The valid results of `kind`, by round.
+    pub fn of(&self, kind: Kind) -> HashMap<usize, &RoundResult> {
+        self.rounds
+            .iter()
+            .filter(|r| r.kind == kind && r.valid)
+            .map(|r| (r.round, r))
+            .collect()
+    }
+
+    /// Median over rounds of `f` on `kind`'s valid results.
+    pub fn median_of(&self, kind: Kind, f: impl Fn(&RoundResult) -> Option<f64>) -> Option<f64> {
+        median(self.of(kind).values().filter_map(|r| f(r)).collect())
+    }
+
+    /// Median over rounds of `f(a) / f(b)`, both from the same round.
+    pub fn median_ratio(
+        &self,
+        a: Kind,
+        b: Kind,
+        f: impl Fn(&RoundResult) -> Option<f64>,
+    ) -> Option<f64> {
+        let bs = self.of(b);
+        let ratios = self
+            .of(a)
+            .iter()
+            .filter_map(|(round, ra)| {
+                let rb = bs.get(round)?;
+                Some(f(ra)? / f(rb)?)
+            })
+            .collect();
+        median(ratios)
+    }
+
+    /// Whether every contender in every round was valid, and the memory phase too.
+    pub fn all_valid(&self) -> bool {
+        self.rounds.iter().all(|r| r.valid)
+            && self.memory_problem.is_none()
+            && self
+                .memory
+                .as_ref()
+                .is_none_or(|m| m.wrong == 0 && m.errors * 100 <= m.tokens_checked.max(1))
+    }
+}
+
+pub fn sat_rps(r: &RoundResult) -> Option<f64> {
+    r.saturation.as_ref().map(|p| p.rps)
+}
+
+/// p99 at half rate; unbounded (infinite) when the contender could not keep that rate.
+pub fn half_p99(r: &RoundResult) -> Option<f64> {
+    r.half.as_ref().map(|p| {
+        if p.overloaded {
+            f64::INFINITY
+        } else {
+            p.p99_ms
+        }
+    })
+}

@@ -1,0 +1,173 @@
+//! What the load generator sends: signing keys, tokens (one repeated token and pools of distinct
+//! ones, minted before any measurement), and Envoy-shaped `CheckRequest`s encoded once, so a
+//! measured request costs the generator a copy, not a protobuf encode.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mcp_authz::cli::{CheckArgs, check_request};
+use mcp_authz::testutil::{TestKey, claims, now};
+use prost::Message;
+use serde_json::{Value, json};
+
+/// The protected MCP server, as configured for mcp-authz and Envoy's `jwt_authn`.
+pub const RESOURCE: &str = "https://mcp.example.com/mcp";
+pub const HOST: &str = "mcp.example.com";
+pub const PATH: &str = "/mcp";
+pub const SCOPE: &str = "mcp:connect mcp:tools:weather";
+pub const TENANT: &str = "acme";
+/// A `tools/call` the shipped policies allow with `mcp:tools:weather`.
+pub const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris","days":3}}}"#;
+pub const ACCEPT: &str = "application/json, text/event-stream";
+/// Issuer name of the HMAC issuer of the memory phase (signing must be cheap there).
+pub const HS_ISSUER: &str = "https://hs256.bench.invalid";
+/// Tokens outlive the longest run: a full run takes minutes, `claims()` gives five.
+const LIFETIME_SECS: i64 = 4 * 3600;
+
+/// Valid claims for `iss`, distinct per `n` (`sub` and `jti`), for `tenant`.
+pub fn bench_claims(iss: &str, n: usize, tenant: &str) -> Value {
+    let mut c = claims(iss, RESOURCE);
+    let now = now();
+    c["sub"] = json!(format!("user-{n}"));
+    c["jti"] = json!(format!("bench-{n}-{now}"));
+    c["scope"] = json!(SCOPE);
+    c["tenant"] = json!(tenant);
+    c["exp"] = json!(now + LIFETIME_SECS);
+    c
+}
+
+/// `count` distinct tokens signed by `key`, minted on every available core (RS256 takes about
+/// a millisecond each; this runs before the generator pins itself to one core).
+pub fn mint_pool(key: &TestKey, iss: &str, count: usize) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = count.div_ceil(threads).max(1);
+    let mut out = Vec::with_capacity(count);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..count)
+            .step_by(chunk)
+            .map(|start| {
+                let end = (start + chunk).min(count);
+                s.spawn(move || {
+                    (start..end)
+                        .map(|n| key.token(&bench_claims(iss, n, TENANT)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            // A minting thread cannot fail short of a panic in the signer; keep what we got.
+            if let Ok(tokens) = h.join() {
+                out.extend(tokens);
+            }
+        }
+    });
+    out
+}
+
+/// The `CheckRequest` Envoy's ext_authz filter sends for the `tools/call` POST, encoded and
+/// framed for gRPC.
+pub fn encoded_check(token: Option<&str>) -> Result<Bytes, String> {
+    let args = CheckArgs {
+        addr: String::new(),
+        method: "POST".into(),
+        path: PATH.into(),
+        host: HOST.into(),
+        token: token.map(str::to_owned),
+        headers: vec![
+            "content-type: application/json".into(),
+            format!("accept: {ACCEPT}"),
+        ],
+        rpc: None,
+        name: None,
+        arguments: None,
+        body: None,
+        body_file: None,
+    };
+    let request = check_request(&args, CALL.as_bytes().to_vec())?;
+    Ok(crate::grpc::frame(&request.encode_to_vec()))
+}
+
+/// Encodes a pool of tokens as check requests.
+pub fn encoded_pool(tokens: &[String]) -> Result<Arc<Vec<Bytes>>, String> {
+    tokens
+        .iter()
+        .map(|t| encoded_check(Some(t)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Arc::new)
+}
+
+/// Everything a run signs with and sends, made once per run.
+pub struct Material {
+    pub rsa: TestKey,
+    pub ec: TestKey,
+    /// The one token of the "repeated token" and Envoy contenders (RS256, the IdP default).
+    pub token: String,
+    /// Same claims but tenant `globex`: policies (and the RBAC filter) must say 403.
+    pub other_tenant: String,
+    pub repeated: Arc<Vec<Bytes>>,
+    pub no_token: Bytes,
+    pub other_tenant_check: Bytes,
+    pub rs256_pool: Arc<Vec<Bytes>>,
+    pub es256_pool: Arc<Vec<Bytes>>,
+    /// The secret of the memory phase's HS256 issuer.
+    pub hmac_secret: String,
+}
+
+impl Material {
+    /// Signing keys, made before the fake IdP that publishes them starts.
+    pub fn keys() -> (TestKey, TestKey) {
+        (TestKey::rsa("bench-rsa"), TestKey::ec("bench-ec"))
+    }
+
+    /// Mints everything for `iss`: `rs_pool` and `es_pool` distinct tokens (zero when the
+    /// contenders that use them are not selected).
+    pub fn mint(
+        (rsa, ec): (TestKey, TestKey),
+        iss: &str,
+        rs_pool: usize,
+        es_pool: usize,
+    ) -> Result<Self, String> {
+        let token = rsa.token(&bench_claims(iss, 0, TENANT));
+        let other_tenant = rsa.token(&bench_claims(iss, 1, "globex"));
+        let rs = mint_pool(&rsa, iss, rs_pool);
+        let es = mint_pool(&ec, iss, es_pool);
+        Ok(Self {
+            repeated: Arc::new(vec![encoded_check(Some(&token))?]),
+            no_token: encoded_check(None)?,
+            other_tenant_check: encoded_check(Some(&other_tenant))?,
+            rs256_pool: encoded_pool(&rs)?,
+            es256_pool: encoded_pool(&es)?,
+            hmac_secret: format!("bench-hmac-secret-{:032x}", rand::random::<u128>()),
+            rsa,
+            ec,
+            token,
+            other_tenant,
+        })
+    }
+
+    /// The JWKS mcp-authz fetches from the fake IdP, inline for Envoy's `jwt_authn`.
+    pub fn jwks(&self) -> String {
+        json!({"keys": [self.rsa.public_jwk(), self.ec.public_jwk()]}).to_string()
+    }
+}
+
+/// Mints HS256 tokens on demand for the memory phase: a few microseconds each.
+pub struct HmacMinter {
+    key: TestKey,
+}
+
+impl HmacMinter {
+    pub fn new(secret: &str) -> Self {
+        Self {
+            key: TestKey::hmac(
+                "bench-hs",
+                secret.as_bytes(),
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        }
+    }
+
+    pub fn check(&self, n: usize) -> Result<Bytes, String> {
+        encoded_check(Some(&self.key.token(&bench_claims(HS_ISSUER, n, TENANT))))
+    }
+}
