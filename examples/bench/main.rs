@@ -241,11 +241,8 @@ async fn run(args: Args) -> Result<bool, String> {
     eprintln!("{}", pin.describe());
 
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (cache_tokens, cache_note) =
-        detect_cache(&mcp_authz, work.path(), &idp.issuer, cache, needs_mcp_authz).await;
-    if let Some(note) = &cache_note {
-        eprintln!("note: {note}");
-    }
+    // `--cache 0` runs mcp-authz with the cache off (`cache: {tokens: 0}`).
+    let (cache_tokens, cache_note) = (Some(cache), None);
     let env = Env {
         mcp_authz,
         allow_server,
@@ -323,51 +320,6 @@ async fn run(args: Args) -> Result<bool, String> {
     write(&out, &results)?;
     eprintln!("report: {}", out.join("report.md").display());
     Ok(results.all_valid())
-}
-
-/// Whether this mcp-authz knows the `cache: {tokens: N}` key (it is being added): asks its
-/// `validate` command. Without it, the configs leave the key out and the report says so.
-async fn detect_cache(
-    mcp_authz: &Path,
-    dir: &Path,
-    issuer: &str,
-    n: usize,
-    needed: bool,
-) -> (Option<usize>, Option<String>) {
-    if !needed || !mcp_authz.is_file() {
-        return (None, None);
-    }
-    let path = dir.join("cache-probe.yaml");
-    let yaml = contenders::mcp_authz_config(issuer, [0, 0, 0], Some(n));
-    if let Err(e) = std::fs::write(&path, yaml) {
-        return (None, Some(format!("cannot write a probe config: {e}")));
-    }
-    let probe = tokio::process::Command::new(mcp_authz)
-        .arg("validate")
-        .arg("--config")
-        .arg(&path)
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(Duration::from_secs(30), probe).await {
-        Ok(Ok(o)) if o.status.success() => (Some(n), None),
-        Ok(Ok(o)) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let why = if err.contains("unknown field `cache`") {
-                "`cache` is an unknown key to it".to_owned()
-            } else {
-                err.lines().next().unwrap_or("").trim().to_owned()
-            };
-            (
-                None,
-                Some(format!(
-                    "this mcp-authz rejects the `cache: {{tokens: N}}` key ({why}), so no \
-                     verified-token cache is configured"
-                )),
-            )
-        }
-        Ok(Err(e)) => (None, Some(format!("cannot run `mcp-authz validate`: {e}"))),
-        Err(_) => (None, Some("`mcp-authz validate` timed out".into())),
-    }
 }
 
 fn write(out: &Path, results: &RunResults) -> Result<(), String> {
