@@ -442,3 +442,28 @@ servers:
         policies = policies.display()
     )
 }
+
+/// The shipped `deploy/envoy/envoy.yaml` with its listener, ext_authz, upstream and admin ports
+/// rewritten to the given loopback ports (the end-to-end tests and the load benchmark).
+pub fn shipped_envoy_config(
+    listen: u16,
+    authz: u16,
+    upstream: u16,
+    admin: u16,
+) -> Result<String, String> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml");
+    let shipped = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let config = shipped
+        .replace(
+            "address: 0.0.0.0, port_value: 10000",
+            &format!("address: 127.0.0.1, port_value: {listen}"),
+        )
+        .replace("port_value: 9191", &format!("port_value: {authz}"))
+        .replace("port_value: 8080", &format!("port_value: {upstream}"))
+        .replace("port_value: 9901", &format!("port_value: {admin}"));
+    if !config.contains(&format!("port_value: {listen}")) {
+        return Err("deploy/envoy/envoy.yaml: the listener address was not found".into());
+    }
+    Ok(config)
+}

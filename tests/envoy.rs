@@ -64,24 +64,10 @@ struct Envoy {
 
 impl Envoy {
     async fn start(bin: &PathBuf, authz: u16, upstream: u16) -> Self {
-        let shipped = std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml"),
-        )
-        .unwrap();
         let listener = free_port();
         let admin = free_port();
-        let config = shipped
-            .replace(
-                "address: 0.0.0.0, port_value: 10000",
-                &format!("address: 127.0.0.1, port_value: {listener}"),
-            )
-            .replace("port_value: 9191", &format!("port_value: {authz}"))
-            .replace("port_value: 8080", &format!("port_value: {upstream}"))
-            .replace("port_value: 9901", &format!("port_value: {admin}"));
-        assert!(
-            config.contains(&format!("port_value: {listener}")),
-            "listener not rewritten"
-        );
+        let config =
+            mcp_authz::testutil::shipped_envoy_config(listener, authz, upstream, admin).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).unwrap();

@@ -264,23 +264,9 @@ fn fill(template: &str, listen: u16, upstream: u16, admin: u16) -> String {
         .replace("@ADMIN_PORT@", &admin.to_string())
 }
 
-/// The shipped deploy/envoy/envoy.yaml with its ports rewritten, as tests/envoy.rs does.
+/// The shipped deploy/envoy/envoy.yaml with its ports rewritten (shared with tests/envoy.rs).
 fn shipped_envoy(listen: u16, authz: u16, upstream: u16, admin: u16) -> Result<String, String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml");
-    let shipped = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let config = shipped
-        .replace(
-            "address: 0.0.0.0, port_value: 10000",
-            &format!("address: 127.0.0.1, port_value: {listen}"),
-        )
-        .replace("port_value: 9191", &format!("port_value: {authz}"))
-        .replace("port_value: 8080", &format!("port_value: {upstream}"))
-        .replace("port_value: 9901", &format!("port_value: {admin}"));
-    if !config.contains(&format!("port_value: {listen}")) {
-        return Err("deploy/envoy/envoy.yaml: the listener address was not found".into());
-    }
-    Ok(config)
+    mcp_authz::testutil::shipped_envoy_config(listen, authz, upstream, admin)
 }
 
 /// The mcp-authz configuration of the benchmark: the fake IdP, server `demo` (tenant
