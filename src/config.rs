@@ -29,7 +29,7 @@ pub struct Config {
     pub cache: CacheConfig,
 }
 
-/// The verified-token cache (see `token::cache`).
+/// The verified-caller cache (see `engine::caller`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {

@@ -107,7 +107,7 @@ fn allowed(allow: Allow) -> CheckResponse {
         .into_iter()
         .map(|(key, value)| header(key, value, HeaderAppendAction::OverwriteIfExistsOrAdd))
         .collect();
-    let id = &allow.token.identity;
+    let id = allow.caller.identity();
     let mut fields = HashMap::new();
     let mut put = |k: &str, v: Option<&str>| {
         if let Some(v) = v {
@@ -144,7 +144,7 @@ fn denied(respond: Respond) -> CheckResponse {
     let headers = respond
         .headers
         .into_iter()
-        .map(|(k, v)| header(k.to_owned(), v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .map(|(k, v)| header(k.into_owned(), v, HeaderAppendAction::OverwriteIfExistsOrAdd))
         .collect();
     CheckResponse {
         status: Some(rpc::Status {

@@ -19,6 +19,16 @@ use crate::config::IssuerConfig;
 use crate::metrics::Metrics;
 pub use fetch::{FetchError, Fetcher};
 
+/// Why an issuer's key holder could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySetupError {
+    /// The HMAC secret could not be read (the message names the variable or file).
+    #[error("{0}")]
+    Secret(String),
+    #[error("cannot build HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
 /// One verification key and the algorithms it may be used with.
 pub struct VerifyKey {
     pub kid: Option<String>,
@@ -270,11 +280,11 @@ impl IssuerKeys {
         config: IssuerConfig,
         metrics: Metrics,
         max_bytes: usize,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, KeySetupError> {
         let config = Arc::new(config);
         let (current, fetcher) = match &config.hmac_secret {
             Some(secret) => {
-                let bytes = secret.read()?;
+                let bytes = secret.read().map_err(KeySetupError::Secret)?;
                 let key = VerifyKey {
                     kid: None,
                     key: DecodingKey::from_secret(&bytes),

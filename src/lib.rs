@@ -13,6 +13,7 @@ pub mod config;
 pub mod dev;
 pub mod engine;
 pub mod grpc;
+pub mod identity;
 pub mod keys;
 pub mod mcp;
 pub mod metrics;

@@ -33,75 +33,6 @@ impl CacheLookup {
     }
 }
 
-/// Why a check ended the way it did. Fixed set: it is a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Allowed,
-    Metadata,
-    NoToken,
-    InvalidRequest,
-    InvalidToken,
-    NoMatchingServer,
-    Unavailable,
-    /// The MCP body is not an acceptable JSON-RPC message (400, 405).
-    BadMcpRequest,
-    /// Envoy truncated the body (413).
-    PayloadTooLarge,
-    /// Compressed body or wrong content type (415).
-    UnsupportedMediaType,
-    /// Policies deny and more scopes would allow (403 insufficient_scope).
-    InsufficientScope,
-    /// Policies deny, and no scope would change that (403).
-    PolicyDeny,
-    /// A policy failed to evaluate or the request could not be built: denied (403).
-    PolicyError,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 13] = [
-        Reason::Allowed,
-        Reason::Metadata,
-        Reason::NoToken,
-        Reason::InvalidRequest,
-        Reason::InvalidToken,
-        Reason::NoMatchingServer,
-        Reason::Unavailable,
-        Reason::BadMcpRequest,
-        Reason::PayloadTooLarge,
-        Reason::UnsupportedMediaType,
-        Reason::InsufficientScope,
-        Reason::PolicyDeny,
-        Reason::PolicyError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Allowed => "allowed",
-            Reason::Metadata => "metadata",
-            Reason::NoToken => "no_token",
-            Reason::InvalidRequest => "invalid_request",
-            Reason::InvalidToken => "invalid_token",
-            Reason::NoMatchingServer => "no_matching_server",
-            Reason::Unavailable => "unavailable",
-            Reason::BadMcpRequest => "bad_mcp_request",
-            Reason::PayloadTooLarge => "payload_too_large",
-            Reason::UnsupportedMediaType => "unsupported_media_type",
-            Reason::InsufficientScope => "insufficient_scope",
-            Reason::PolicyDeny => "policy_deny",
-            Reason::PolicyError => "policy_error",
-        }
-    }
-
-    fn decision(self) -> &'static str {
-        match self {
-            Reason::Allowed => "allow",
-            Reason::Metadata => "metadata",
-            Reason::Unavailable => "error",
-            _ => "deny",
-        }
-    }
-}
-
 /// `mcp_authz_tool_calls_total` counters: server id -> tool name -> [allow, deny]. Built when a
 /// policy set loads, from the tools its `entities.json` declares, so an attacker calling random
 /// tool names cannot create series (they count as `other`).
@@ -129,9 +60,12 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+/// Server id -> (method, allowed) -> counter.
+type McpRequestCounters = HashMap<String, HashMap<(&'static str, bool), IntCounter>>;
+
 struct Inner {
-    /// Indexed by `Reason as usize`.
-    checks: Vec<IntCounter>,
+    /// `mcp_authz_checks_total`; the engine resolves its children once (see [`Metrics::check_counter`]).
+    checks: IntCounterVec,
     check_duration: Histogram,
     key_refreshes: IntCounterVec,
     keys: IntGaugeVec,
@@ -142,8 +76,7 @@ struct Inner {
     tool_calls: IntCounterVec,
     servers: Vec<String>,
     /// `mcp_authz_mcp_requests_total`, resolved per (server, method, decision) at startup.
-    #[allow(clippy::type_complexity)]
-    mcp_requests: HashMap<String, HashMap<(&'static str, bool), IntCounter>>,
+    mcp_requests: McpRequestCounters,
     policy_last_load: Gauge,
     policy_info: IntGaugeVec,
     /// Indexed by `CacheLookup as usize`.
@@ -155,17 +88,13 @@ struct Inner {
 impl Metrics {
     /// `servers` are the configured server ids: the only values of the `server` label.
     pub fn new(registry: &Registry, servers: &[&str]) -> Result<Self, prometheus::Error> {
-        let checks_vec = IntCounterVec::new(
+        let checks = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_checks_total",
                 "Authorization checks by decision and reason.",
             ),
             &["decision", "reason"],
         )?;
-        let checks = Reason::ALL
-            .iter()
-            .map(|r| checks_vec.with_label_values(&[r.decision(), r.as_str()]))
-            .collect();
         // 10 us .. ~1.3 s: resolves cached-token checks and slow key fetches alike.
         let check_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -241,8 +170,7 @@ impl Metrics {
             ),
             &["server", "method", "decision"],
         )?;
-        let mut mcp_requests: HashMap<String, HashMap<(&'static str, bool), IntCounter>> =
-            HashMap::new();
+        let mut mcp_requests = McpRequestCounters::new();
         for server in servers {
             let per_server = mcp_requests.entry(server.to_string()).or_default();
             for method in crate::mcp::KNOWN_METHODS
@@ -279,7 +207,7 @@ impl Metrics {
                 .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
         build_info.set(1.0);
-        registry.register(Box::new(checks_vec))?;
+        registry.register(Box::new(checks.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(key_refreshes.clone()))?;
         registry.register(Box::new(keys.clone()))?;
@@ -329,13 +257,22 @@ impl Metrics {
         }
     }
 
-    pub fn check(&self, reason: Reason, elapsed: Duration) {
-        self.inner.checks[reason as usize].inc();
+    /// The `mcp_authz_checks_total` child for one (decision, reason) pair. Resolved once at
+    /// startup by the engine, which owns the set of reasons, so a check touches only an atomic.
+    pub fn check_counter(&self, decision: &str, reason: &str) -> IntCounter {
+        self.inner.checks.with_label_values(&[decision, reason])
+    }
+
+    /// The time one check took.
+    pub fn check_duration(&self, elapsed: Duration) {
         self.inner.check_duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn token_cache(&self, lookup: CacheLookup) {
-        self.inner.token_cache_lookups[lookup as usize].inc();
+        // INVARIANT: `token_cache_lookups` is built from `CacheLookup::ALL`, in declaration order.
+        if let Some(c) = self.inner.token_cache_lookups.get(lookup as usize) {
+            c.inc();
+        }
     }
 
     pub fn token_cache_entries(&self, n: u64) {
@@ -470,8 +407,10 @@ mod tests {
         m.mcp_request("demo", Some("tools/call"), true);
         m.mcp_request("demo", None, false);
         m.mcp_request("not-configured", Some("ping"), true);
-        m.check(Reason::InvalidToken, Duration::from_micros(50));
-        m.check(Reason::Allowed, Duration::from_micros(20));
+        m.check_counter("deny", "invalid_token").inc();
+        m.check_duration(Duration::from_micros(50));
+        m.check_counter("allow", "allowed").inc();
+        m.check_duration(Duration::from_micros(20));
         m.key_refresh("https://idp", "failure");
         let mut out = Vec::new();
         prometheus::TextEncoder::new()

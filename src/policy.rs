@@ -19,7 +19,7 @@ use cedar_policy::{
 use serde_json::{Map, Value};
 
 use crate::mcp::Target;
-use crate::token::Identity;
+use crate::identity::Identity;
 pub use load::{LoadError, load_dir};
 pub use watch::PolicyStore;
 
@@ -151,7 +151,7 @@ impl PolicyBundle {
     }
 
     /// [`decide`](Self::decide) with the principal built beforehand (once per token, see
-    /// [`crate::token::cache`]).
+    /// [`crate::engine::Caller`]).
     pub fn decide_as(
         &self,
         req: &EvalRequest<'_>,

@@ -29,8 +29,10 @@ pub enum ServeError {
         what: &'static str,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Setup(String),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("policies: {0}")]
     Policy(#[from] crate::policy::LoadError),
     #[error("gRPC server failed: {0}")]
@@ -80,12 +82,10 @@ pub fn grpc_server_builder() -> tonic::transport::Server {
 pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Running, ServeError> {
     let registry = Registry::new();
     let server_ids: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
-    let metrics =
-        Metrics::new(&registry, &server_ids).map_err(|e| ServeError::Setup(e.to_string()))?;
-    let issuers = Engine::issuers_from_config(config, &metrics).map_err(ServeError::Setup)?;
+    let metrics = Metrics::new(&registry, &server_ids)?;
+    let issuers = Engine::issuers_from_config(config, &metrics)?;
     let policies = PolicyStore::open(&config.policies.dir, metrics.clone())?;
-    let engine =
-        Arc::new(Engine::new(config, issuers, policies, metrics).map_err(ServeError::Setup)?);
+    let engine = Arc::new(Engine::new(config, issuers, policies, metrics)?);
 
     let grpc_listener = bind(config.listen.grpc, "gRPC").await?;
     let admin_listener = bind(config.listen.admin, "admin").await?;

@@ -137,8 +137,8 @@ pub fn copy_shipped_policies(to: &std::path::Path) {
 }
 
 /// A verified identity for policy evaluation, with no extra claims.
-pub fn identity(subject: &str, tenant: &str, scopes: &[&str]) -> crate::token::Identity {
-    crate::token::Identity {
+pub fn identity(subject: &str, tenant: &str, scopes: &[&str]) -> crate::identity::Identity {
+    crate::identity::Identity {
         issuer: "https://issuer.test".into(),
         subject: subject.into(),
         tenant: Some(tenant.into()),

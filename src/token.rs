@@ -6,25 +6,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Map, Value};
 
-pub mod cache;
+mod verified;
 
+use crate::identity::Identity;
 use crate::config::{IssuerConfig, TypPolicy};
 use crate::keys::{IssuerKeys, KeySet, Lookup};
 use crate::resource::ProtectedServer;
-
-/// Who the token speaks for, with the claims mapped per the issuer's configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    pub issuer: String,
-    pub subject: String,
-    pub tenant: Option<String>,
-    pub client_id: Option<String>,
-    pub scopes: Vec<String>,
-    pub groups: Vec<String>,
-    pub expires_at: i64,
-    /// Every claim, for policies in later stages. Never logged or forwarded as a whole.
-    pub claims: Map<String, Value>,
-}
+pub use verified::{KeyBinding, Revalidation, Verified};
 
 /// Why a token was refused. Every variant but `KeysUnavailable` is a 401 `invalid_token`;
 /// descriptions are fixed strings so nothing from the token is ever echoed.
@@ -167,7 +155,7 @@ impl<'a> Parsed<'a> {
         keys: &KeySet,
         server: &ProtectedServer,
         now: i64,
-    ) -> Result<cache::Verified, TokenError> {
+    ) -> Result<Verified, TokenError> {
         let alg = self.header.alg;
         if !config.algorithms.contains(&alg) {
             return Err(TokenError::AlgorithmNotAllowed);
@@ -191,13 +179,14 @@ impl<'a> Parsed<'a> {
         let kid = self.header.kid.clone();
         let fingerprint = key.fingerprint;
         let identity = self.check_claims(config, server, now)?;
-        Ok(cache::Verified {
+        Ok(Verified {
             valid_until: identity.expires_at.saturating_add(leeway),
             identity,
-            principal: None,
-            kid,
-            alg,
-            key_fingerprint: fingerprint,
+            binding: KeyBinding {
+                kid,
+                alg,
+                fingerprint,
+            },
         })
     }
 

@@ -735,8 +735,8 @@ servers:
             assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
         }
         assert_eq!((f.lookups("miss"), f.lookups("hit")), (1, 4));
-        f.engine.tokens.settle();
-        assert_eq!(f.engine.tokens.len(), 1);
+        f.engine.callers.settle();
+        assert_eq!(f.engine.callers.len(), 1);
     }
 
     #[tokio::test]
@@ -810,8 +810,8 @@ servers:
             let token = k.ec.token(&with(good(), "jti", json!(format!("t-{i}"))));
             assert_eq!(f.check("/weather/mcp", &token).await.0, 200);
         }
-        f.engine.tokens.settle();
-        let held = f.engine.tokens.len();
+        f.engine.callers.settle();
+        let held = f.engine.callers.len();
         assert!(held <= 50, "{held} entries held with a bound of 50");
 
         let off = fixture(0, &[&k.ec]);

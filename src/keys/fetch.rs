@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 use reqwest::header::{CACHE_CONTROL, HeaderMap};
 use url::Url;
 
+use super::KeySetupError;
 use crate::config::IssuerConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(config: Arc<IssuerConfig>, max_bytes: usize) -> Result<Self, String> {
+    pub fn new(config: Arc<IssuerConfig>, max_bytes: usize) -> Result<Self, KeySetupError> {
         let client = reqwest::Client::builder()
             .timeout(config.key_refresh.fetch_timeout)
             .connect_timeout(config.key_refresh.fetch_timeout)
@@ -65,7 +66,7 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mcp-authz/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .map_err(KeySetupError::HttpClient)?;
         Ok(Self {
             config,
             client,
@@ -100,9 +101,9 @@ impl Fetcher {
     /// Discovery s4 appends it. Either document must name this exact issuer (RFC 8414 s3.3).
     async fn discover(&self) -> Result<Url, FetchError> {
         let issuer = &self.config.issuer;
-        let candidates = discovery_urls(issuer).map_err(|message| FetchError::Metadata {
+        let candidates = discovery_urls(issuer).map_err(|e| FetchError::Metadata {
             url: issuer.clone(),
-            message,
+            message: format!("issuer is not a URL: {e}"),
         })?;
         let mut tried = Vec::new();
         for url in candidates {
@@ -189,8 +190,8 @@ impl Fetcher {
     }
 }
 
-pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, String> {
-    let base = Url::parse(issuer).map_err(|e| format!("issuer is not a URL: {e}"))?;
+pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, url::ParseError> {
+    let base = Url::parse(issuer)?;
     let path = base.path().trim_end_matches('/');
     let mut rfc8414 = base.clone();
     rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));

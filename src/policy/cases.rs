@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{EvalRequest, PolicyBundle, PolicyDecision, challenge_scopes};
 use crate::mcp::Target;
-use crate::token::Identity;
+use crate::identity::Identity;
 
 /// The file kept beside the policies.
 pub const CASES_FILE: &str = "tests.yaml";

@@ -429,7 +429,7 @@ fn plain(v: &Value) -> Option<RestrictedExpression> {
 /// building one for each action and target kind.
 fn check_vocabulary(bundle: &PolicyBundle, schema: &Source) -> Result<(), LoadError> {
     use crate::mcp::Target;
-    let identity = crate::token::Identity {
+    let identity = crate::identity::Identity {
         issuer: "https://issuer.invalid".into(),
         subject: "probe".into(),
         tenant: Some("t".into()),

@@ -1,0 +1,220 @@
+//! Who is calling: the bearer credential of a request resolved to a [`Caller`], through a cache
+//! of callers already established. A client reuses its access token for many requests; the
+//! first one pays for the signature, the claim checks and the Cedar principal, the others for a
+//! hash lookup and the checks that can change between requests.
+//!
+//! Cache rules (RFC 8725 s3 applies to the cached path as much as to the full one):
+//! - The key is the whole token string and lookups compare it whole, so two tokens never share
+//!   an entry (no truncated or non-cryptographic digest that could collide).
+//! - An entry never outlives its credential (a JWT's `exp` plus the issuer's leeway): the cache
+//!   expires it then, and every hit checks the time again anyway.
+//! - Every hit makes the credential's per-request checks ([`Caller::revalidate`]): for a JWT,
+//!   the key that verified it must still be published (by `kid`, algorithm and fingerprint; a
+//!   key that left the set makes the entry stale, it is dropped and the token verified again
+//!   from scratch), and the server must trust the issuer and be in the token's audience.
+//! - Only tokens that passed every check are cached; failures are not, so a bad token costs a
+//!   full verification every time and cannot evict good entries faster than distinct good
+//!   tokens could.
+//!
+//! Memory: at most `cache.tokens` entries (TinyLFU admission, LRU eviction, moka); each entry
+//! holds the token, its claims and the Cedar principal built from them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::identity::Identity;
+use crate::keys::Lookup;
+use crate::metrics::{CacheLookup, Metrics};
+use crate::policy::{PolicyStore, Principal};
+use crate::resource::ProtectedServer;
+use crate::token::{Parsed, Revalidation, TokenError, Verified, unix_now};
+
+/// An established caller: the credential it presented, verified, and what the policy layer
+/// built from it once.
+pub struct Caller {
+    credential: Credential,
+    /// The Cedar principal for the identity; `None` when it cannot be built (a check then fails
+    /// closed in the policy layer, as it would have without the cache).
+    pub principal: Option<Principal>,
+}
+
+/// How the caller proved who it is. Each kind says how long it stays valid and what must be
+/// checked again on every request that presents it.
+#[derive(Debug)]
+pub enum Credential {
+    /// A JWT access token verified locally against the issuer's published keys (RFC 9068).
+    Jwt(Verified),
+}
+
+// === impl Caller ===
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("credential", &self.credential)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    pub fn identity(&self) -> &Identity {
+        match &self.credential {
+            Credential::Jwt(v) => &v.identity,
+        }
+    }
+
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// Seconds since the epoch after which the credential is no longer accepted.
+    fn valid_until(&self) -> i64 {
+        match &self.credential {
+            Credential::Jwt(v) => v.valid_until,
+        }
+    }
+
+    /// The checks that every request presenting this credential makes, cached or not. A
+    /// sender-constrained credential (a `cnf` key for DPoP, RFC 9449, or a certificate
+    /// thumbprint, RFC 8705) belongs here too: its proof differs on every request, so it can
+    /// never be answered from the cache.
+    pub fn revalidate(&self, server: &ProtectedServer, now: i64) -> Revalidation {
+        match &self.credential {
+            Credential::Jwt(v) => v.revalidate(server, now),
+        }
+    }
+}
+
+/// Resolves bearer tokens to callers; lookups take no lock (moka's concurrent hash table).
+pub struct Callers {
+    /// `None` when turned off (`cache.tokens: 0`).
+    cache: Option<moka::sync::Cache<Arc<str>, Arc<Caller>>>,
+    /// Where principals are built (the active policy set's vocabulary).
+    policies: Arc<PolicyStore>,
+    metrics: Metrics,
+}
+
+// === impl Callers ===
+
+impl Callers {
+    pub fn new(max_entries: u64, policies: Arc<PolicyStore>, metrics: Metrics) -> Self {
+        let cache = (max_entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(UntilExpiry)
+                .build()
+        });
+        Self {
+            cache,
+            policies,
+            metrics,
+        }
+    }
+
+    /// The caller behind `token` for a request to `server`. A token seen before is checked
+    /// against the cache's rules (see the module docs); any other is verified in full and, once
+    /// it passes, cached.
+    pub async fn resolve(
+        &self,
+        token: &str,
+        server: &ProtectedServer,
+    ) -> Result<Arc<Caller>, TokenError> {
+        let now = unix_now();
+        let lookup = match self.get(token) {
+            Some(hit) => match hit.revalidate(server, now) {
+                Revalidation::Valid => {
+                    self.metrics.token_cache(CacheLookup::Hit);
+                    return Ok(hit);
+                }
+                Revalidation::Refused(e) => {
+                    if e == TokenError::Expired {
+                        self.invalidate(token);
+                    }
+                    self.metrics.token_cache(CacheLookup::Hit);
+                    return Err(e);
+                }
+                Revalidation::Stale => {
+                    self.invalidate(token);
+                    CacheLookup::Stale
+                }
+            },
+            None => CacheLookup::Miss,
+        };
+        self.metrics.token_cache(lookup);
+        let verified = verify_jwt(token, server, now).await?;
+        // Built once per token; a failure leaves `None` and the policy layer fails closed.
+        let principal = self.policies.load().principal(&verified.identity).ok();
+        let caller = Arc::new(Caller {
+            credential: Credential::Jwt(verified),
+            principal,
+        });
+        if let Some(cache) = &self.cache {
+            cache.insert(Arc::from(token), caller.clone());
+            self.metrics.token_cache_entries(cache.entry_count());
+        }
+        Ok(caller)
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Caller>> {
+        self.cache.as_ref()?.get(token)
+    }
+
+    fn invalidate(&self, token: &str) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(token);
+        }
+    }
+
+    /// Cached callers; approximate, moka applies inserts and evictions in batches.
+    pub fn len(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.entry_count())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies pending evictions now, so [`len`](Self::len) is exact (tests, reports).
+    pub fn settle(&self) {
+        if let Some(c) = &self.cache {
+            c.run_pending_tasks();
+        }
+    }
+}
+
+/// Full verification of a JWT access token for `server` at `now`.
+pub async fn verify_jwt(
+    token: &str,
+    server: &ProtectedServer,
+    now: i64,
+) -> Result<Verified, TokenError> {
+    let parsed = Parsed::parse(token)?;
+    let issuer = parsed.trusted_issuer(server)?;
+    let mut keys = issuer.load().ok_or(TokenError::KeysUnavailable)?;
+    // A `kid` we have not seen may be a rotation the IdP published after our last fetch.
+    // Refetch (single flight, rate-limited) only for a token that could otherwise pass the
+    // cheap header checks, so garbage cannot make us call the IdP.
+    if let Some(kid) = parsed.kid()
+        && parsed.refetch_worthwhile(&issuer.config)
+        && matches!(keys.find(Some(kid), parsed.alg()), Lookup::UnknownKid)
+        && let Some(fresh) = issuer.refetch_for_unknown_kid().await
+    {
+        keys = fresh;
+    }
+    parsed.verify(&issuer.config, &keys, server, now)
+}
+
+/// Each entry lives until its credential expires, never longer.
+struct UntilExpiry;
+
+impl moka::Expiry<Arc<str>, Arc<Caller>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _token: &Arc<str>,
+        caller: &Arc<Caller>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let left = caller.valid_until().saturating_sub(unix_now());
+        Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+    }
+}

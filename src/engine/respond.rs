@@ -1,0 +1,203 @@
+//! The one place that turns how a check ended into what the client is told: statuses,
+//! RFC 6750 / RFC 9728 `WWW-Authenticate` challenges, and small JSON bodies. Descriptions are
+//! fixed strings; nothing from the token or the request is echoed.
+
+use std::borrow::Cow;
+
+use serde_json::json;
+
+use super::{Decision, Reason, Respond};
+use crate::bearer::BearerError;
+use crate::challenge::{self, Challenge, ErrorCode};
+use crate::mcp::McpError;
+use crate::resource::ProtectedServer;
+use crate::token::TokenError;
+
+pub(super) fn metadata(server: &ProtectedServer, method: &str) -> Decision {
+    if !matches!(method, "GET" | "HEAD") {
+        return Decision::Respond(Respond {
+            decision_id: String::new(),
+            status: 405,
+            headers: vec![(Cow::Borrowed("allow"), "GET, HEAD".into())],
+            body: String::new(),
+            reason: Reason::Metadata,
+            policies: vec![],
+        });
+    }
+    Decision::Respond(Respond {
+        decision_id: String::new(),
+        status: 200,
+        headers: vec![
+            (Cow::Borrowed("content-type"), "application/json".into()),
+            (Cow::Borrowed("cache-control"), "max-age=300".into()),
+            // Public metadata: browser-based MCP clients fetch it cross-origin.
+            (Cow::Borrowed("access-control-allow-origin"), "*".into()),
+        ],
+        body: server.prm_json.to_string(),
+        reason: Reason::Metadata,
+        policies: vec![],
+    })
+}
+
+pub(super) fn bearer_denial(server: &ProtectedServer, e: BearerError) -> Decision {
+    match e {
+        // RFC 6750 s3.1: with no credentials, the challenge carries no error code.
+        BearerError::Missing | BearerError::OtherScheme => {
+            challenge(server, None, e.description(), Reason::NoToken)
+        }
+        BearerError::Duplicate | BearerError::NotInHeader | BearerError::Malformed => challenge(
+            server,
+            Some(ErrorCode::InvalidRequest),
+            e.description(),
+            Reason::InvalidRequest,
+        ),
+        BearerError::TooLarge => challenge(
+            server,
+            Some(ErrorCode::InvalidToken),
+            e.description(),
+            Reason::InvalidToken,
+        ),
+    }
+}
+
+/// The one place that tells a denial from "cannot decide". A bad token is the caller's
+/// problem: 401 `invalid_token` with a challenge, so MCP clients re-authenticate. Missing
+/// keys are ours: the service cannot tell good tokens from bad, so it fails closed with 503
+/// (distinct from any policy answer, and retryable) rather than blaming the caller.
+pub(super) fn token_denial(server: &ProtectedServer, e: TokenError) -> Decision {
+    match e {
+        TokenError::KeysUnavailable => {
+            let mut r = respond_raw(
+                503,
+                Reason::Unavailable,
+                json!({"error": "temporarily_unavailable", "error_description": e.description()}),
+            );
+            r.headers.push((Cow::Borrowed("retry-after"), "5".into()));
+            Decision::Respond(r)
+        }
+        _ => challenge(
+            server,
+            Some(ErrorCode::InvalidToken),
+            e.description(),
+            Reason::InvalidToken,
+        ),
+    }
+}
+
+fn challenge(
+    server: &ProtectedServer,
+    error: Option<ErrorCode>,
+    description: &str,
+    reason: Reason,
+) -> Decision {
+    // MCP 2025-11-25: a 401 SHOULD name the scopes needed to start (`scope`).
+    let status = error.map_or(401, ErrorCode::status);
+    let scopes: &[String] = if status == 401 {
+        &server.challenge_scopes
+    } else {
+        &[]
+    };
+    let header = Challenge {
+        resource_metadata: Some(&server.prm_url),
+        scopes,
+        error,
+        error_description: error.map(|_| description),
+    }
+    .render();
+    let body = match error {
+        Some(code) => json!({"error": code.as_str(), "error_description": description}),
+        None => json!({"error": "unauthorized", "error_description": description}),
+    };
+    respond(status, reason, Some(header), body)
+}
+
+/// 404: the request is for no server this service protects.
+pub(super) fn no_matching_server() -> Decision {
+    respond(
+        404,
+        Reason::NoMatchingServer,
+        None,
+        json!({"error": "not_found", "error_description": "no protected MCP server matches this request"}),
+    )
+}
+
+fn respond(
+    status: u16,
+    reason: Reason,
+    www_authenticate: Option<String>,
+    body: serde_json::Value,
+) -> Decision {
+    let mut r = respond_raw(status, reason, body);
+    if let Some(h) = www_authenticate {
+        r.headers.push((Cow::Borrowed("www-authenticate"), h));
+    }
+    Decision::Respond(r)
+}
+
+fn respond_raw(status: u16, reason: Reason, body: serde_json::Value) -> Respond {
+    Respond {
+        decision_id: String::new(),
+        status,
+        headers: vec![
+            (Cow::Borrowed("content-type"), "application/json".into()),
+            (Cow::Borrowed("cache-control"), "no-store".into()),
+            // Browser-based MCP clients need to read the challenge across origins.
+            (Cow::Borrowed("access-control-expose-headers"), "WWW-Authenticate".into()),
+        ],
+        body: body.to_string(),
+        reason,
+        policies: vec![],
+    }
+}
+
+/// 403 with `insufficient_scope`: clients request a token with `scope` and retry once.
+pub(super) fn step_up(server: &ProtectedServer, scopes: &[String]) -> Respond {
+    let description = challenge::INSUFFICIENT_SCOPE_DESCRIPTION;
+    let header = challenge::insufficient_scope(&server.prm_url, scopes);
+    let mut r = respond_raw(
+        403,
+        Reason::InsufficientScope,
+        json!({"error": "insufficient_scope", "error_description": description, "scope": scopes.join(" ")}),
+    );
+    r.headers.push((Cow::Borrowed("www-authenticate"), header));
+    r
+}
+
+/// A plain 403: no challenge, so MCP clients treat it as final (no scope would help).
+pub(super) fn forbidden(reason: Reason, description: &str, policies: Vec<String>) -> Respond {
+    let mut r = respond_raw(
+        403,
+        reason,
+        json!({"error": "forbidden", "error_description": description}),
+    );
+    r.policies = policies;
+    r
+}
+
+/// A body that is not an acceptable MCP message. 400s carry a JSON-RPC error object, which is
+/// what MCP clients parse; -32600 is "Invalid Request" (JSON-RPC 2.0 s5.1).
+pub(super) fn mcp_denial(e: McpError) -> Decision {
+    let reason = match e.status {
+        413 => Reason::PayloadTooLarge,
+        415 => Reason::UnsupportedMediaType,
+        _ => Reason::BadMcpRequest,
+    };
+    let body = if e.status == 400 {
+        // MCP 2026-07-28: a routing header that disagrees with the body is -32020.
+        let code = if e.message == crate::mcp::HEADER_MISMATCH {
+            -32020
+        } else {
+            -32600
+        };
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": e.message}})
+    } else {
+        let error = match e.status {
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            405 => "method_not_allowed",
+            _ => "invalid_request",
+        };
+        json!({"error": error, "error_description": e.message})
+    };
+    Decision::Respond(respond_raw(e.status, reason, body))
+}
