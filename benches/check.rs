@@ -134,7 +134,8 @@ fn benches(c: &mut Criterion) {
         };
         c.bench_function(&format!("token_verify_{name}_uncached"), |b| b.iter(verify));
         // The cached path as a check takes it: lookup plus the per-request revalidation.
-        rt.block_on(cached.callers().resolve(&token, server)).unwrap();
+        rt.block_on(cached.callers().resolve(&token, server))
+            .unwrap();
         c.bench_function(&format!("token_verify_{name}_cached"), |b| {
             b.iter(|| {
                 rt.block_on(cached.callers().resolve(black_box(&token), server))

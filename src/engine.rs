@@ -319,7 +319,11 @@ impl Engine {
             let Some(action) = action else {
                 self.metrics.mcp_request(&server.id, None, false);
                 tracing::info!(server = %server.id, subject = %identity.subject, "denied: unknown MCP method");
-                return Err(respond::forbidden(Reason::PolicyDeny, "unknown MCP method", vec![]));
+                return Err(respond::forbidden(
+                    Reason::PolicyDeny,
+                    "unknown MCP method",
+                    vec![],
+                ));
             };
             let req = EvalRequest {
                 identity,

@@ -144,7 +144,13 @@ fn denied(respond: Respond) -> CheckResponse {
     let headers = respond
         .headers
         .into_iter()
-        .map(|(k, v)| header(k.into_owned(), v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .map(|(k, v)| {
+            header(
+                k.into_owned(),
+                v,
+                HeaderAppendAction::OverwriteIfExistsOrAdd,
+            )
+        })
         .collect();
     CheckResponse {
         status: Some(rpc::Status {

@@ -18,8 +18,8 @@ use cedar_policy::{
 };
 use serde_json::{Map, Value};
 
-use crate::mcp::Target;
 use crate::identity::Identity;
+use crate::mcp::Target;
 pub use load::{LoadError, load_dir};
 pub use watch::PolicyStore;
 
@@ -151,7 +151,7 @@ impl PolicyBundle {
     }
 
     /// [`decide`](Self::decide) with the principal built beforehand (once per token, see
-    /// [`crate::engine::Caller`]).
+    /// `engine::caller`).
     pub fn decide_as(
         &self,
         req: &EvalRequest<'_>,

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 mod verified;
 
-use crate::identity::Identity;
 use crate::config::{IssuerConfig, TypPolicy};
+use crate::identity::Identity;
 use crate::keys::{IssuerKeys, KeySet, Lookup};
 use crate::resource::ProtectedServer;
 pub use verified::{KeyBinding, Revalidation, Verified};

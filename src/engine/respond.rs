@@ -142,7 +142,10 @@ fn respond_raw(status: u16, reason: Reason, body: serde_json::Value) -> Respond 
             (Cow::Borrowed("content-type"), "application/json".into()),
             (Cow::Borrowed("cache-control"), "no-store".into()),
             // Browser-based MCP clients need to read the challenge across origins.
-            (Cow::Borrowed("access-control-expose-headers"), "WWW-Authenticate".into()),
+            (
+                Cow::Borrowed("access-control-expose-headers"),
+                "WWW-Authenticate".into(),
+            ),
         ],
         body: body.to_string(),
         reason,

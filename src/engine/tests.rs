@@ -822,3 +822,70 @@ servers:
         assert_eq!((off.lookups("miss"), off.lookups("hit")), (3, 0));
     }
 }
+
+#[tokio::test]
+async fn the_decision_id_header_is_the_configured_one_on_allows_and_denials() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let mut config = config(&secret);
+    config.identity_headers.decision_id = "x-trace-decision".into();
+    let metrics = crate::metrics::Metrics::unregistered();
+    let jwks = json!({"keys": [keys().rsa.public_jwk()]}).to_string();
+    let issuers = config
+        .issuers
+        .iter()
+        .map(|i| {
+            let set = KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::RS256]).unwrap();
+            IssuerKeys::with_static(i.clone(), set.0, metrics.clone())
+        })
+        .collect();
+    let policies = crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
+    let engine = Engine::new(&config, issuers, policies, metrics).unwrap();
+    let check = |auth: Option<String>| {
+        let mut headers =
+            HashMap::from([("content-type".to_owned(), "application/json".to_owned())]);
+        if let Some(auth) = auth {
+            headers.insert("authorization".to_owned(), auth);
+        }
+        headers
+    };
+
+    let denied = check(None);
+    let input = CheckInput {
+        method: "POST",
+        path: "/weather/mcp",
+        host: "mcp.example.com",
+        headers: &denied,
+        body: crate::testutil::TOOLS_LIST.as_bytes(),
+    };
+    let Decision::Respond(r) = engine.check(&input).await else {
+        panic!("no token must be denied")
+    };
+    assert_eq!(r.status, 401);
+    let named: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.contains("decision"))
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].0, "x-trace-decision");
+    assert_eq!(named[0].1, r.decision_id);
+
+    let allowed = check(Some(format!("Bearer {}", keys().rsa.token(&good()))));
+    let input = CheckInput {
+        headers: &allowed,
+        ..input
+    };
+    let Decision::Allow(a) = engine.check(&input).await else {
+        panic!("a good token must be allowed")
+    };
+    let named: Vec<_> = a
+        .set_headers
+        .iter()
+        .filter(|(k, _)| k.contains("decision"))
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].0, "x-trace-decision");
+    assert_eq!(named[0].1, a.decision_id);
+}

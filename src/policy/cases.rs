@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{EvalRequest, PolicyBundle, PolicyDecision, challenge_scopes};
-use crate::mcp::Target;
 use crate::identity::Identity;
+use crate::mcp::Target;
 
 /// The file kept beside the policies.
 pub const CASES_FILE: &str = "tests.yaml";
