@@ -1,5 +1,10 @@
 //! The thin gRPC adapter: Envoy's `CheckRequest` in, engine [`Decision`] out as a
-//! `CheckResponse`. All protobuf conversions live here.
+//! `CheckResponse`. All protobuf conversions live here, and in `request` the client side:
+//! building the `CheckRequest` Envoy would send.
+
+mod request;
+
+pub use request::{ClientRequest, RequestError, check_request, json_rpc_body};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -351,20 +351,15 @@ pub async fn grpc_check_body(
 ) -> CheckAnswer {
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-    let args = crate::cli::CheckArgs {
-        addr: addr.to_string(),
+    let request = crate::grpc::check_request(crate::grpc::ClientRequest {
         method: method.into(),
         path: path.into(),
         host: host.into(),
-        token: token.map(str::to_owned),
+        bearer: token.map(str::to_owned),
         headers: headers.iter().map(|h| h.to_string()).collect(),
-        rpc: None,
-        name: None,
-        arguments: None,
-        body: None,
-        body_file: None,
-    };
-    let request = crate::cli::check_request(&args, body.as_bytes().to_vec()).unwrap();
+        body: body.as_bytes().to_vec(),
+    })
+    .unwrap();
     let mut client = AuthorizationClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mcp_authz::cli::{CheckArgs, check_request};
+use mcp_authz::grpc::{ClientRequest, check_request};
 use mcp_authz::testutil::{TestKey, claims, now};
 use prost::Message;
 use serde_json::{Value, json};
@@ -67,23 +67,18 @@ pub fn mint_pool(key: &TestKey, iss: &str, count: usize) -> Vec<String> {
 /// The `CheckRequest` Envoy's ext_authz filter sends for the `tools/call` POST, encoded and
 /// framed for gRPC.
 pub fn encoded_check(token: Option<&str>) -> Result<Bytes, String> {
-    let args = CheckArgs {
-        addr: String::new(),
+    let request = check_request(ClientRequest {
         method: "POST".into(),
         path: PATH.into(),
         host: HOST.into(),
-        token: token.map(str::to_owned),
+        bearer: token.map(str::to_owned),
         headers: vec![
             "content-type: application/json".into(),
             format!("accept: {ACCEPT}"),
         ],
-        rpc: None,
-        name: None,
-        arguments: None,
-        body: None,
-        body_file: None,
-    };
-    let request = check_request(&args, CALL.as_bytes().to_vec())?;
+        body: CALL.as_bytes().to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
     Ok(crate::grpc::frame(&request.encode_to_vec()))
 }
 

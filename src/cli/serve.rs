@@ -1,0 +1,90 @@
+//! `mcp-authz serve` and `mcp-authz validate`: load a configuration, then run the service
+//! until a shutdown signal, or build everything it would run and stop there.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{EXIT_CONFIG, load};
+use crate::config::Config;
+use crate::dev::DevIssuer;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::policy::PolicyStore;
+use crate::server;
+
+/// How long in-flight checks get to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub(super) async fn serve(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    run_service(&config, None).await
+}
+
+pub(super) fn validate(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // Everything `serve` builds before listening, minus the network.
+    let metrics = Metrics::unregistered();
+    let policies = match PolicyStore::open(&config.policies.dir, metrics.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: policies: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let hash = policies.load().hash.clone();
+    let built = Engine::issuers_from_config(&config, &metrics)
+        .and_then(|issuers| Engine::new(&config, issuers, policies, metrics));
+    if let Err(e) = built {
+        eprintln!("error: `{}`: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "`{}` is valid: {} issuer(s), {} server(s), policy set {hash} from `{}`",
+        path.display(),
+        config.issuers.len(),
+        config.servers.len(),
+        config.policies.dir.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Starts every listener and serves until SIGTERM/SIGINT. `dev` is the embedded development
+/// issuer whose discovery and JWKS the admin port then serves.
+pub(super) async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) -> ExitCode {
+    let running = match server::start(config, dev).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(
+        grpc = %running.grpc_addr,
+        admin = %running.admin_addr,
+        admin_grpc = %running.admin_grpc_addr,
+        policy_hash = %running.engine.policies().load().hash,
+        issuers = config.issuers.len(),
+        servers = config.servers.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "mcp-authz started"
+    );
+    let engine = running.engine.clone();
+    match running.run_until(server::shutdown_signal(), DRAIN).await {
+        Ok(()) => {
+            tracing::info!(policy_hash = %engine.policies().load().hash, "mcp-authz stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "mcp-authz failed");
+            ExitCode::FAILURE
+        }
+    }
+}
