@@ -108,7 +108,8 @@ impl Engine {
             .servers
             .iter()
             .map(|s| ProtectedServer::new(s, find))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             servers: Servers::new(servers),
             issuers,
