@@ -25,7 +25,7 @@ use crate::keys::{IssuerKeys, KeySetupError};
 use crate::mcp::{self, HttpParts, McpRequest, Target};
 use crate::metrics::Metrics;
 use crate::policy::{self, EvalRequest, PolicyStore};
-use crate::resource::{ProtectedServer, Route, Servers};
+use crate::resource::{ProtectedServer, Route, ServerSetupError, Servers};
 pub use caller::{Caller, Callers, Credential, verify_jwt};
 use log::Facts;
 pub use reason::Reason;
@@ -82,8 +82,8 @@ pub struct Respond {
 /// Why the engine could not be built from a configuration that passed validation.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{0}")]
-    Server(String),
+    #[error(transparent)]
+    Server(#[from] ServerSetupError),
     #[error(transparent)]
     Keys(#[from] KeySetupError),
 }
@@ -126,8 +126,7 @@ impl Engine {
             .servers
             .iter()
             .map(|s| ProtectedServer::new(s, find))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(EngineError::Server)?;
+            .collect::<Result<Vec<_>, _>>()?;
         let check_counters = Reason::ALL
             .iter()
             .map(|r| metrics.check_counter(r.decision(), r.as_str()))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use url::Url;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TenantFrom};
 use crate::keys::IssuerKeys;
 
 /// RFC 9728 s3: the well-known prefix; the resource's path is appended (s3.1).
@@ -31,15 +31,28 @@ pub struct ProtectedServer {
     pub challenge_scopes: Vec<String>,
     /// Candidates for step-up: a 403 names those among them that would allow the request.
     pub scopes_supported: Vec<String>,
-    tenant: TenantFrom,
+    /// The configured `tenant` (empty when none); used when `tenant_from` is `None`.
+    tenant: String,
+    /// Takes the tenant from the request instead; wins over `tenant` (validation refuses both).
+    tenant_from: Option<TenantFrom>,
 }
 
-/// Where the server's tenant comes from.
-enum TenantFrom {
-    Static(String),
-    Header(String),
-    /// 0-based index among non-empty path segments.
-    PathSegment(usize),
+/// Why a configured server cannot be set up. Configuration validation rules all of these out,
+/// so they mean a configuration that skipped it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerSetupError {
+    /// `resource` does not parse as a URL.
+    #[error("{0}")]
+    ResourceNotUrl(url::ParseError),
+    /// `resource` parses, but not as an absolute `http(s)` URI audiences can be compared with.
+    #[error("resource is not an absolute URI")]
+    ResourceNotAbsolute,
+    /// The PRM document could not be serialized.
+    #[error("{0}")]
+    Metadata(serde_json::Error),
+    /// An `authorization_servers` entry names no configured issuer.
+    #[error("unknown authorization server `{0}`")]
+    UnknownAuthorizationServer(String),
 }
 
 struct HostPattern {
@@ -74,8 +87,8 @@ impl ProtectedServer {
     pub fn new(
         config: &ServerConfig,
         issuers: impl Fn(&str) -> Option<Arc<IssuerKeys>>,
-    ) -> Result<Self, String> {
-        let url = Url::parse(&config.resource).map_err(|e| e.to_string())?;
+    ) -> Result<Self, ServerSetupError> {
+        let url = Url::parse(&config.resource).map_err(ServerSetupError::ResourceNotUrl)?;
         let resource_path = url.path().trim_end_matches('/');
         let prm_path = format!("{PRM_PREFIX}{resource_path}");
         let prm_url = format!("{}{prm_path}", url.origin().ascii_serialization());
@@ -85,7 +98,7 @@ impl ProtectedServer {
             scopes_supported: &config.scopes_supported,
             bearer_methods_supported: ["header"],
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(ServerSetupError::Metadata)?;
         let hosts = match &config.matching.hosts {
             Some(list) if list.iter().any(|h| h == "*") => None,
             Some(list) => Some(list.iter().map(|h| HostPattern::parse(h)).collect()),
@@ -101,12 +114,15 @@ impl ProtectedServer {
         let issuers = config
             .authorization_servers
             .iter()
-            .map(|a| issuers(a).ok_or_else(|| format!("unknown authorization server `{a}`")))
+            .map(|a| {
+                issuers(a).ok_or_else(|| ServerSetupError::UnknownAuthorizationServer(a.clone()))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             id: config.id.clone(),
             resource: config.resource.clone(),
-            audience: Audience::parse(&config.resource).ok_or("resource is not an absolute URI")?,
+            audience: Audience::parse(&config.resource)
+                .ok_or(ServerSetupError::ResourceNotAbsolute)?,
             prm_path,
             prm_url,
             prm_json: prm_json.into(),
@@ -115,22 +131,16 @@ impl ProtectedServer {
             issuers,
             challenge_scopes: config.challenge_scopes.clone(),
             scopes_supported: config.scopes_supported.clone(),
-            tenant: match (&config.tenant, &config.tenant_from) {
-                (_, Some(crate::config::TenantFrom::Header(h))) => TenantFrom::Header(h.clone()),
-                (_, Some(crate::config::TenantFrom::PathSegment(n))) => {
-                    TenantFrom::PathSegment(n.saturating_sub(1))
-                }
-                (Some(t), None) => TenantFrom::Static(t.clone()),
-                (None, None) => TenantFrom::Static(String::new()),
-            },
+            tenant: config.tenant.clone().unwrap_or_default(),
+            tenant_from: config.tenant_from.clone(),
         })
     }
 
     /// The configured tenant, when it does not come from the request.
     pub fn static_tenant(&self) -> Option<&str> {
-        match &self.tenant {
-            TenantFrom::Static(t) => Some(t),
-            _ => None,
+        match &self.tenant_from {
+            None => Some(&self.tenant),
+            Some(_) => None,
         }
     }
 
@@ -141,20 +151,21 @@ impl ProtectedServer {
         path: &'a str,
         headers: &'a std::collections::HashMap<String, String>,
     ) -> Option<&'a str> {
-        match &self.tenant {
-            TenantFrom::Static(t) => Some(t),
-            TenantFrom::Header(h) => headers
+        match &self.tenant_from {
+            None => Some(&self.tenant),
+            Some(TenantFrom::Header(h)) => headers
                 .get(h)
                 .map(String::as_str)
                 .filter(|v| !v.is_empty() && !v.contains(',')),
             // Dot segments and percent-escapes would let the raw path name one tenant while
             // the router (after normalization) serves another: refused, not interpreted.
-            TenantFrom::PathSegment(i) => path
+            // 1-based; 0 (refused by validation) reads the first segment too.
+            Some(TenantFrom::PathSegment(n)) => path
                 .split_once('?')
                 .map_or(path, |(p, _)| p)
                 .split('/')
                 .filter(|s| !s.is_empty())
-                .nth(*i)
+                .nth(n.saturating_sub(1))
                 .filter(|s| *s != "." && *s != ".." && !s.contains('%')),
         }
     }
@@ -213,10 +224,10 @@ impl Audience {
         } else {
             return None;
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
+        let (authority, path) = rest
+            .find('/')
+            .and_then(|i| rest.split_at_checked(i))
+            .unwrap_or((rest, ""));
         if authority.is_empty() || authority.contains('@') {
             return None;
         }
@@ -252,9 +263,12 @@ impl HostPattern {
 
 /// Splits `host[:port]`, keeping IPv6 brackets.
 fn split_host(host: &str) -> (&str, Option<&str>) {
-    if let Some(end) = host.rfind(']') {
-        return match host[end + 1..].strip_prefix(':') {
-            Some(port) => (&host[..=end], Some(port)),
+    if let Some((name, after)) = host
+        .rfind(']')
+        .and_then(|end| host.split_at_checked(end + 1))
+    {
+        return match after.strip_prefix(':') {
+            Some(port) => (name, Some(port)),
             None => (host, None),
         };
     }
@@ -318,7 +332,9 @@ impl Servers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MatchConfig, ServerConfig};
+    use std::collections::HashMap;
+
+    use crate::config::{MatchConfig, ServerConfig, TenantFrom};
 
     fn server(id: &str, resource: &str, matching: MatchConfig) -> ProtectedServer {
         let cfg = ServerConfig {
@@ -330,6 +346,20 @@ mod tests {
             matching,
             tenant: None,
             tenant_from: None,
+        };
+        ProtectedServer::new(&cfg, |_| None).unwrap()
+    }
+
+    fn tenant_server(tenant: Option<&str>, tenant_from: Option<TenantFrom>) -> ProtectedServer {
+        let cfg = ServerConfig {
+            id: "t".into(),
+            resource: "https://mcp.example.com/mcp".into(),
+            authorization_servers: vec![],
+            scopes_supported: vec![],
+            challenge_scopes: vec![],
+            matching: MatchConfig::default(),
+            tenant: tenant.map(str::to_owned),
+            tenant_from,
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }
@@ -452,6 +482,89 @@ mod tests {
                 "/.well-known/oauth-protected-resource"
             ),
             "prm:c"
+        );
+    }
+
+    #[test]
+    fn tenant_is_fixed_or_taken_from_a_header_or_a_path_segment() {
+        let none = HashMap::new();
+        let fixed = tenant_server(Some("acme"), None);
+        assert_eq!(fixed.static_tenant(), Some("acme"));
+        assert_eq!(fixed.tenant_for("/mcp", &none), Some("acme"));
+        let unset = tenant_server(None, None);
+        assert_eq!(unset.static_tenant(), Some(""));
+        assert_eq!(unset.tenant_for("/mcp", &none), Some(""));
+
+        let header = tenant_server(None, Some(TenantFrom::Header("x-tenant".into())));
+        let with = |v: &str| HashMap::from([("x-tenant".to_owned(), v.to_owned())]);
+        assert_eq!(header.static_tenant(), None);
+        assert_eq!(header.tenant_for("/mcp", &with("acme")), Some("acme"));
+        assert_eq!(header.tenant_for("/mcp", &none), None);
+        assert_eq!(header.tenant_for("/mcp", &with("")), None);
+        assert_eq!(header.tenant_for("/mcp", &with("acme,evil")), None);
+
+        let path = tenant_server(None, Some(TenantFrom::PathSegment(2)));
+        assert_eq!(path.static_tenant(), None);
+        assert_eq!(path.tenant_for("/t/acme/mcp", &none), Some("acme"));
+        assert_eq!(path.tenant_for("//t//acme?x=/a/b", &none), Some("acme"));
+        assert_eq!(path.tenant_for("/t?/acme", &none), None);
+        assert_eq!(path.tenant_for("/t", &none), None);
+        for sneaky in ["/t/../mcp", "/t/./mcp", "/t/ac%6De/mcp"] {
+            assert_eq!(path.tenant_for(sneaky, &none), None, "{sneaky}");
+        }
+
+        // Refused by validation, but defined: the request wins over `tenant`, and segment 0
+        // reads the first segment.
+        let both = tenant_server(Some("fixed"), Some(TenantFrom::PathSegment(1)));
+        assert_eq!(both.static_tenant(), None);
+        assert_eq!(both.tenant_for("/acme/mcp", &none), Some("acme"));
+        let zero = tenant_server(None, Some(TenantFrom::PathSegment(0)));
+        assert_eq!(zero.tenant_for("/acme/mcp", &none), Some("acme"));
+    }
+
+    #[test]
+    fn host_splitting_keeps_ipv6_brackets() {
+        assert_eq!(split_host("example.com"), ("example.com", None));
+        assert_eq!(
+            split_host("example.com:8443"),
+            ("example.com", Some("8443"))
+        );
+        assert_eq!(split_host("[::1]"), ("[::1]", None));
+        assert_eq!(split_host("[::1]:8443"), ("[::1]", Some("8443")));
+        assert_eq!(split_host("[::1]x"), ("[::1]x", None));
+        assert_eq!(split_host(""), ("", None));
+    }
+
+    #[test]
+    fn setup_errors_keep_their_messages() {
+        let cfg = |resource: &str, authorization_servers: Vec<String>| ServerConfig {
+            id: "e".into(),
+            resource: resource.into(),
+            authorization_servers,
+            scopes_supported: vec![],
+            challenge_scopes: vec![],
+            matching: MatchConfig::default(),
+            tenant: None,
+            tenant_from: None,
+        };
+        let err = |c: ServerConfig| match ProtectedServer::new(&c, |_| None) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            err(cfg("/weather/mcp", vec![])),
+            "relative URL without a base"
+        );
+        assert_eq!(
+            err(cfg(
+                "https://mcp.example.com/mcp",
+                vec!["https://idp".into()]
+            )),
+            "unknown authorization server `https://idp`"
+        );
+        assert_eq!(
+            err(cfg("https://mcp.example.com/a b", vec![])),
+            "resource is not an absolute URI"
         );
     }
 }

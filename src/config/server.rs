@@ -1,0 +1,153 @@
+//! One protected MCP server (`servers[]`): its resource URI, authorization servers, scopes,
+//! request matching and tenant, and the checks on them.
+
+use serde::Deserialize;
+use url::Url;
+
+use super::error::{Invalid, invalid};
+
+/// A protected MCP server (an OAuth protected resource, RFC 9728).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub id: String,
+    /// Canonical URI: the audience tokens must carry and PRM `resource`, served byte for byte
+    /// as written (clients compare it exactly).
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// Scopes advertised in the `scope` attribute of a 401 challenge (MCP 2025-11-25).
+    #[serde(default)]
+    pub challenge_scopes: Vec<String>,
+    #[serde(default, rename = "match")]
+    pub matching: MatchConfig,
+    /// The server's tenant, for tenant isolation in policies. Exclusive with `tenant_from`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Takes the tenant from the request instead.
+    #[serde(default)]
+    pub tenant_from: Option<TenantFrom>,
+}
+
+/// Where a request carries the server's tenant.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TenantFrom {
+    /// A request header (lowercase name), e.g. set by an upstream gateway.
+    Header(String),
+    /// The N-th path segment, 1-based: `/t/acme/mcp` with `2` gives `acme`.
+    PathSegment(usize),
+}
+
+/// How a request is matched to a server. Defaults come from `resource`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host names (with or without port) this server answers on; `*` matches any host.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// Path prefix, matched on segment boundaries.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+// === impl ServerConfig ===
+
+impl ServerConfig {
+    pub(super) fn validate(&self, key: &str) -> Result<(), Invalid> {
+        let id_ok = !self.id.is_empty()
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !id_ok {
+            return Err(invalid(
+                format!("{key}.id"),
+                format!("`{}` must be non-empty [A-Za-z0-9._-]", self.id),
+            ));
+        }
+        let r = Url::parse(&self.resource).map_err(|e| {
+            invalid(
+                format!("{key}.resource"),
+                format!("`{}` is not a URL: {e}", self.resource),
+            )
+        })?;
+        if !matches!(r.scheme(), "https" | "http") || r.host().is_none() {
+            return Err(invalid(
+                format!("{key}.resource"),
+                format!("`{r}` must be an absolute http(s) URL"),
+            ));
+        }
+        // RFC 8707 s2: the resource indicator must not include a fragment.
+        if r.fragment().is_some() || r.query().is_some() || self.resource.contains('#') {
+            return Err(invalid(
+                format!("{key}.resource"),
+                format!("`{r}` must have no query or fragment"),
+            ));
+        }
+        if self.authorization_servers.is_empty() {
+            return Err(invalid(
+                format!("{key}.authorization_servers"),
+                "at least one authorization server is required (RFC 9728 / MCP)",
+            ));
+        }
+        for (field, list) in [
+            ("scopes_supported", &self.scopes_supported),
+            ("challenge_scopes", &self.challenge_scopes),
+        ] {
+            for s in list {
+                // RFC 6749 s3.3 scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+                if s.is_empty() || !s.bytes().all(crate::challenge::is_scope_char) {
+                    return Err(invalid(
+                        format!("{key}.{field}"),
+                        format!("`{s}` is not a valid scope token"),
+                    ));
+                }
+            }
+        }
+        if let Some(prefix) = &self.matching.path_prefix
+            && !prefix.starts_with('/')
+        {
+            return Err(invalid(
+                format!("{key}.match.path_prefix"),
+                format!("`{prefix}` must start with `/`"),
+            ));
+        }
+        match (&self.tenant, &self.tenant_from) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.tenant_from"),
+                    "set either `tenant` or `tenant_from`, not both",
+                ));
+            }
+            (_, Some(TenantFrom::Header(h)))
+                if h.is_empty()
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                return Err(invalid(
+                    format!("{key}.tenant_from.header"),
+                    format!("`{h}` is not a lowercase header name"),
+                ));
+            }
+            (_, Some(TenantFrom::PathSegment(0))) => {
+                return Err(invalid(
+                    format!("{key}.tenant_from.path_segment"),
+                    "segments are counted from 1",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(hosts) = &self.matching.hosts
+            && hosts.is_empty()
+        {
+            return Err(invalid(
+                format!("{key}.match.hosts"),
+                "must not be empty; omit it to use the host of `resource`",
+            ));
+        }
+        Ok(())
+    }
+}

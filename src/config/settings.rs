@@ -1,0 +1,263 @@
+//! The smaller top-level sections of the configuration file: listeners, policies, identity
+//! headers, limits, the decision log and the token cache, each with its defaults and checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::error::{Invalid, invalid};
+
+/// The verified-caller cache (see `engine::caller`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most verified tokens kept; 0 turns the cache off (every check verifies a signature).
+    /// Each entry costs about 8.5 KiB (measured with ~400-byte tokens; see docs/benchmarks).
+    #[serde(default = "CacheConfig::default_tokens")]
+    pub tokens: u64,
+}
+
+impl CacheConfig {
+    fn default_tokens() -> u64 {
+        4096
+    }
+
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if self.tokens > 10_000_000 {
+            return Err(invalid(
+                "cache.tokens",
+                "must be at most 10000000 (0 turns the cache off)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Self::default_tokens(),
+        }
+    }
+}
+
+/// One JSON log line per decision (tracing target `mcp_authz::decision`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLog {
+    /// Log every denial (401, 403, 400, 413, 415, 404, 503).
+    #[serde(default = "DecisionLog::default_denies")]
+    pub denies: bool,
+    /// Fraction of allows to log, 0.0 to 1.0.
+    #[serde(default)]
+    pub allow_sample_rate: f64,
+    /// Add the token's full claims to each line. Off by default: claims may be personal data.
+    #[serde(default)]
+    pub include_claims: bool,
+}
+
+impl DecisionLog {
+    fn default_denies() -> bool {
+        true
+    }
+
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if !(0.0..=1.0).contains(&self.allow_sample_rate) {
+            return Err(invalid(
+                "decision_log.allow_sample_rate",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for DecisionLog {
+    fn default() -> Self {
+        Self {
+            denies: true,
+            allow_sample_rate: 0.0,
+            include_claims: false,
+        }
+    }
+}
+
+/// Where mcp-authz listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// `envoy.service.auth.v3.Authorization` (gRPC, HTTP/2 cleartext).
+    #[serde(default = "Listen::default_grpc")]
+    pub grpc: SocketAddr,
+    /// Plain HTTP: `/healthz`, `/readyz`, `/metrics`, PRM documents.
+    #[serde(default = "Listen::default_admin")]
+    pub admin: SocketAddr,
+    /// The admin gRPC API (`mcp_authz.admin.v1.Admin`: Status, Explain). Unauthenticated, so
+    /// loopback by default; expose it only on a trusted network.
+    #[serde(default = "Listen::default_admin_grpc")]
+    pub admin_grpc: SocketAddr,
+}
+
+impl Listen {
+    fn default_grpc() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9191))
+    }
+    fn default_admin() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9090))
+    }
+    fn default_admin_grpc() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9192))
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            grpc: Self::default_grpc(),
+            admin: Self::default_admin(),
+            admin_grpc: Self::default_admin_grpc(),
+        }
+    }
+}
+
+/// Where the Cedar policies live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// `schema.cedarschema`, `*.cedar`, optional `entities.json`. A relative path is taken
+    /// from the configuration file's directory.
+    pub dir: PathBuf,
+}
+
+/// Names of the headers set for the upstream on allow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeaders {
+    #[serde(default = "IdentityHeaders::default_subject")]
+    pub subject: String,
+    #[serde(default = "IdentityHeaders::default_tenant")]
+    pub tenant: String,
+    #[serde(default = "IdentityHeaders::default_client_id")]
+    pub client_id: String,
+    #[serde(default = "IdentityHeaders::default_scopes")]
+    pub scopes: String,
+    #[serde(default = "IdentityHeaders::default_issuer")]
+    pub issuer: String,
+    /// Carries the decision id: to the upstream on allow, to the client on denial.
+    #[serde(default = "IdentityHeaders::default_decision_id")]
+    pub decision_id: String,
+}
+
+impl IdentityHeaders {
+    fn default_subject() -> String {
+        "x-mcp-authz-subject".into()
+    }
+    fn default_tenant() -> String {
+        "x-mcp-authz-tenant".into()
+    }
+    fn default_client_id() -> String {
+        "x-mcp-authz-client-id".into()
+    }
+    fn default_scopes() -> String {
+        "x-mcp-authz-scopes".into()
+    }
+    fn default_issuer() -> String {
+        "x-mcp-authz-issuer".into()
+    }
+    fn default_decision_id() -> String {
+        "x-mcp-authz-decision-id".into()
+    }
+
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.subject,
+            &self.tenant,
+            &self.client_id,
+            &self.scopes,
+            &self.issuer,
+            &self.decision_id,
+        ]
+    }
+
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        for name in self.all() {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err(invalid(
+                    "identity_headers",
+                    format!("`{name}` is not a lowercase header name"),
+                ));
+            }
+            if name == "authorization" || name == "host" || name.starts_with(':') {
+                return Err(invalid(
+                    "identity_headers",
+                    format!("`{name}` cannot be used"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            subject: Self::default_subject(),
+            tenant: Self::default_tenant(),
+            client_id: Self::default_client_id(),
+            scopes: Self::default_scopes(),
+            issuer: Self::default_issuer(),
+            decision_id: Self::default_decision_id(),
+        }
+    }
+}
+
+/// Size bounds on untrusted input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest `Authorization` header accepted; longer ones are rejected before any parsing.
+    #[serde(default = "Limits::default_max_token")]
+    pub max_token_bytes: usize,
+    /// Largest JWKS or discovery document read from an issuer.
+    #[serde(default = "Limits::default_max_jwks")]
+    pub max_jwks_bytes: usize,
+}
+
+impl Limits {
+    fn default_max_token() -> usize {
+        8 * 1024
+    }
+    fn default_max_jwks() -> usize {
+        512 * 1024
+    }
+
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if !(256..=65_536).contains(&self.max_token_bytes) {
+            return Err(invalid(
+                "limits.max_token_bytes",
+                "must be between 256 and 65536",
+            ));
+        }
+        if !(1024..=16 << 20).contains(&self.max_jwks_bytes) {
+            return Err(invalid(
+                "limits.max_jwks_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: Self::default_max_token(),
+            max_jwks_bytes: Self::default_max_jwks(),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Parsing and validation of whole configuration files: defaults, unknown keys, and the
+//! messages that name the key.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+policies: {dir: ./policies}
+issuers:
+  - issuer: https://idp.example.com
+servers:
+  - id: weather
+    resource: https://mcp.example.com/weather/mcp
+    authorization_servers: [https://idp.example.com]
+"#;
+
+fn err(yaml: &str) -> String {
+    match Config::from_yaml(yaml) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = Config::from_yaml(MINIMAL).unwrap();
+    assert_eq!(c.listen.grpc.port(), 9191);
+    assert_eq!(c.issuers[0].algorithms, vec![Algorithm::RS256]);
+    assert_eq!(c.issuers[0].typ, TypPolicy::Strict);
+    assert_eq!(c.identity_headers.subject, "x-mcp-authz-subject");
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let e = err(&format!("{MINIMAL}\nbogus: 1\n"));
+    assert!(e.contains("bogus"), "{e}");
+    let e = err(&MINIMAL.replace("issuer: https", "isuer: https"));
+    assert!(e.contains("isuer"), "{e}");
+}
+
+#[test]
+fn authorization_server_must_be_configured() {
+    let e = err(&MINIMAL.replace("[https://idp.example.com]", "[https://other]"));
+    assert!(e.contains("servers[0].authorization_servers[0]"), "{e}");
+}
+
+#[test]
+fn hmac_needs_a_secret_and_secret_needs_hmac() {
+    let e = err(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    algorithms: [HS256]\n",
+    ));
+    assert!(e.contains("hmac_secret"), "{e}");
+    let e = err(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    algorithms: [HS256]\n    hmac_secret: {env: MCP_AUTHZ_TEST_UNSET_VAR}\n",
+    ));
+    assert!(e.contains("MCP_AUTHZ_TEST_UNSET_VAR"), "{e}");
+}
+
+#[test]
+fn alg_none_is_not_an_algorithm() {
+    let e = err(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    algorithms: [none]\n",
+    ));
+    assert!(e.contains("none"), "{e}");
+}
+
+#[test]
+fn plain_http_only_on_loopback() {
+    let e = err(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    jwks_uri: http://idp.example.com/jwks\n",
+    ));
+    assert!(
+        e.contains("jwks_uri") && e.contains("allow_insecure_http"),
+        "{e}"
+    );
+    Config::from_yaml(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    jwks_uri: http://127.0.0.1:1/jwks\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn resource_with_fragment_is_rejected() {
+    let e = err(&MINIMAL.replace("weather/mcp", "weather/mcp#x"));
+    assert!(e.contains("servers[0].resource"), "{e}");
+}
+
+#[test]
+fn refresh_bounds_are_checked() {
+    let e = err(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    key_refresh: {unknown_kid_interval: 0s}\n",
+    ));
+    assert!(
+        e.contains("issuers[0].key_refresh.unknown_kid_interval"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    key_refresh: {fetch_timeout: 100years}\n",
+    ));
+    assert!(e.contains("fetch_timeout"), "{e}");
+}
+
+#[test]
+fn hmac_secret_length_follows_the_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    std::fs::write(&path, [b'x'; 40]).unwrap();
+    let yaml = |alg: &str| {
+        MINIMAL.replace(
+            "issuer: https://idp.example.com\n",
+            &format!(
+                "issuer: https://idp.example.com\n    algorithms: [{alg}]\n    hmac_secret: {{file: {}}}\n",
+                path.display()
+            ),
+        )
+    };
+    Config::from_yaml(&yaml("HS256")).unwrap();
+    let e = err(&yaml("HS384"));
+    assert!(e.contains("48 bytes"), "{e}");
+}
+
+#[test]
+fn durations_are_humane() {
+    let c = Config::from_yaml(&MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    leeway: 10s\n    key_refresh: {min_interval: 2m}\n",
+    ))
+    .unwrap();
+    assert_eq!(c.issuers[0].leeway, Duration::from_secs(10));
+    assert_eq!(
+        c.issuers[0].key_refresh.min_interval,
+        Duration::from_secs(120)
+    );
+}
+
+#[test]
+fn errors_name_the_file_then_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let load = |text: Option<&str>| {
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        match Config::load(&path) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    };
+    let file = path.display().to_string();
+
+    let e = load(None);
+    assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("cannot read `{file}`: ")),
+        "{e}"
+    );
+
+    let bad = format!("{MINIMAL}bogus: 1\n");
+    let e = load(Some(&bad));
+    assert!(
+        matches!(&e, ConfigError::Parse { file: Some(f), .. } if *f == path),
+        "{e:?}"
+    );
+    let parse = err(&bad);
+    assert!(parse.starts_with("unknown field `bogus`"), "{parse}");
+    assert!(parse.ends_with("at line 9 column 1"), "{parse}");
+    assert_eq!(e.to_string(), format!("`{file}`: {parse}"));
+
+    let bad = MINIMAL.replace(
+        "issuer: https://idp.example.com\n",
+        "issuer: https://idp.example.com\n    leeway: 10m\n",
+    );
+    let e = load(Some(&bad));
+    assert!(
+        matches!(&e, ConfigError::Invalid { file: Some(f), invalid } if *f == path && invalid.key == "issuers[0].leeway"),
+        "{e:?}"
+    );
+    assert_eq!(err(&bad), "key `issuers[0].leeway`: must be at most 5m");
+    assert_eq!(
+        e.to_string(),
+        format!("`{file}`: key `issuers[0].leeway`: must be at most 5m")
+    );
+}
