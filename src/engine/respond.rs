@@ -180,27 +180,19 @@ pub(super) fn forbidden(reason: Reason, description: &str, policies: Vec<String>
 /// A body that is not an acceptable MCP message. 400s carry a JSON-RPC error object, which is
 /// what MCP clients parse; -32600 is "Invalid Request" (JSON-RPC 2.0 s5.1).
 pub(super) fn mcp_denial(e: McpError) -> Decision {
-    let reason = match e.status {
+    let status = e.status();
+    let reason = match status {
         413 => Reason::PayloadTooLarge,
         415 => Reason::UnsupportedMediaType,
         _ => Reason::BadMcpRequest,
     };
-    let body = if e.status == 400 {
-        // MCP 2026-07-28: a routing header that disagrees with the body is -32020.
-        let code = if e.message == crate::mcp::HEADER_MISMATCH {
-            -32020
-        } else {
-            -32600
-        };
-        json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": e.message}})
-    } else {
-        let error = match e.status {
-            413 => "payload_too_large",
-            415 => "unsupported_media_type",
-            405 => "method_not_allowed",
-            _ => "invalid_request",
-        };
-        json!({"error": error, "error_description": e.message})
+    let message = e.to_string();
+    // A code for every 400 (-32020 for a routing header that disagrees with the body).
+    let body = match e.jsonrpc_code() {
+        Some(code) => {
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
+        }
+        None => json!({"error": e.error_name(), "error_description": message}),
     };
-    Decision::Respond(respond_raw(e.status, reason, body))
+    Decision::Respond(respond_raw(status, reason, body))
 }
