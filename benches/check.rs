@@ -1,7 +1,12 @@
 //! Criterion micro-benchmarks of the parts of a check: MCP body parsing, token verification,
 //! Cedar evaluation, and a whole check in process (the engine, no gRPC). Run with
 //! `cargo bench --bench check`. Numbers go in docs/benchmarks/, never into test assertions.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed assumption should stop the test"
+)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

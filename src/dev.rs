@@ -141,11 +141,13 @@ impl DevIssuer {
             "exp": now + m.lifetime.as_secs(),
             "jti": URL_SAFE_NO_PAD.encode(jti),
         });
-        if let Some(t) = &m.tenant {
-            claims["tenant"] = json!(t);
-        }
-        if !m.groups.is_empty() {
-            claims["groups"] = json!(m.groups);
+        if let Some(obj) = claims.as_object_mut() {
+            if let Some(t) = &m.tenant {
+                obj.insert("tenant".into(), json!(t));
+            }
+            if !m.groups.is_empty() {
+                obj.insert("groups".into(), json!(m.groups));
+            }
         }
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("at+jwt".into());

@@ -47,8 +47,8 @@ impl ToolCounters {
         let Some(tools) = self.by_server.get(server) else {
             return;
         };
-        if let Some(c) = tools.get(tool).or_else(|| tools.get(OTHER_TOOL)) {
-            c[usize::from(!allowed)].inc();
+        if let Some([allow, deny]) = tools.get(tool).or_else(|| tools.get(OTHER_TOOL)) {
+            if allowed { allow.inc() } else { deny.inc() }
         }
     }
 }

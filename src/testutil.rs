@@ -1,7 +1,11 @@
 //! Test helpers shared by unit, integration and end-to-end tests: signing keys of every
 //! supported type, token minting, and a real in-process HTTP server that plays an identity
 //! provider (discovery + JWKS) with knobs for rotation, outages and counting requests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed assumption should stop the test"
+)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

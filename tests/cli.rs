@@ -1,7 +1,10 @@
 //! The `mcp-authz` binary as a user runs it: `validate` on good and broken files, `serve`
 //! refusing a bad config before listening, and the README's first-run flow: `dev`, `token`,
 //! `check`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a failed assumption should stop the test"
+)]
 
 use std::io::{BufRead, BufReader};
 

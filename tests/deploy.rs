@@ -2,7 +2,11 @@
 //! against the API schemas (`kubernetes-validate --strict`, offline), the ConfigMaps against
 //! the service itself, the Grafana dashboard against the real `/metrics` output, and the Istio
 //! files for consistency. (The Envoy file is run for real in tests/envoy.rs.)
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed assumption should stop the test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -5,7 +5,12 @@
 //!
 //! Envoy is found via `ENVOY_BIN`, else `.venv/bin/envoy` (what `scripts/test` installs). A
 //! missing Envoy fails the test; set `MCP_AUTHZ_SKIP_ENVOY=1` to skip deliberately outside CI.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption should stop the test"
+)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -4,7 +4,11 @@
 //!
 //! A missing `promtool`/`prometheus` fails the test; set `MCP_AUTHZ_SKIP_PROMETHEUS=1` to skip
 //! deliberately outside CI.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed assumption should stop the test"
+)]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,6 +1,10 @@
 //! The real server on 127.0.0.1:0, over real gRPC and HTTP, against a real in-process identity
 //! provider serving discovery and JWKS: discovery, rotation, outage, `kid` floods, readiness.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed assumption should stop the test"
+)]
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! Engine tests against in-memory key sets: every token and credential rule, and the table of
 //! bad inputs, each asserting the HTTP status and the RFC 6750 error code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

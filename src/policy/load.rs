@@ -97,7 +97,7 @@ pub fn read_files(dir: &Path) -> Result<Files, LoadError> {
     let digest = hasher.finalize();
     Ok(Files {
         dir: dir.to_owned(),
-        hash: hex::encode(&digest[..8]),
+        hash: hex::encode(digest.iter().take(8).copied().collect::<Vec<u8>>()),
         schema,
         policies,
         entities,
@@ -167,7 +167,11 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
                     &source.path,
                     format!(
                         "@id(\"{id}\") is used twice (also in `{}`)",
-                        files.policies[first].path.display()
+                        files
+                            .policies
+                            .get(first)
+                            .map(|p| p.path.display().to_string())
+                            .unwrap_or_default()
                     ),
                 ));
             }
@@ -180,27 +184,24 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
 
     // Strict validation against the schema, at every load.
     let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+    // The file a policy came from; every policy here was read from one, the first file is only
+    // a fallback that keeps this code free of indexing.
+    let source_of = |id: &PolicyId| {
+        origin
+            .get(AsRef::<str>::as_ref(id))
+            .and_then(|&i| files.policies.get(i))
+            .or(files.policies.first())
+    };
     if let Some(e) = result.validation_errors().next() {
-        let source = &files.policies[origin
-            .get(AsRef::<str>::as_ref(e.policy_id()))
-            .copied()
-            .unwrap_or(0)];
-        return Err(located(
-            source,
-            e,
-            format!("policy `{}`: {e}", e.policy_id()),
-        ));
+        let message = format!("policy `{}`: {e}", e.policy_id());
+        return Err(match source_of(e.policy_id()) {
+            Some(source) => located(source, e, message),
+            None => file_error(&files.dir, message),
+        });
     }
     for w in result.validation_warnings() {
-        let source = &files.policies[origin
-            .get(AsRef::<str>::as_ref(w.policy_id()))
-            .copied()
-            .unwrap_or(0)];
-        warnings.push(format!(
-            "{}: policy `{}`: {w}",
-            source.path.display(),
-            w.policy_id()
-        ));
+        let path = source_of(w.policy_id()).map_or(files.dir.display(), |s| s.path.display());
+        warnings.push(format!("{path}: policy `{}`: {w}", w.policy_id()));
     }
 
     let (static_entities, overlays) = match &files.entities {

@@ -1,7 +1,6 @@
 //! Policy layer tests: the shipped policies against their own case table, load errors with
 //! positions, the vocabulary check, and hot reload (good edit, broken edit, half-written file,
 //! Kubernetes-style symlink swap).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
