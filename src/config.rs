@@ -18,7 +18,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Invalid};
-pub use issuer::{ClaimMapping, IssuerConfig, KeyRefresh, SecretSource, TypPolicy, is_loopback};
+pub use issuer::{
+    ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
+};
 pub use server::{MatchConfig, ServerConfig, TenantFrom};
 pub use settings::{CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig};
 

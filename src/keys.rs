@@ -22,9 +22,8 @@ pub use fetch::{FetchError, Fetcher};
 /// Why an issuer's key holder could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum KeySetupError {
-    /// The HMAC secret could not be read (the message names the variable or file).
-    #[error("{0}")]
-    Secret(String),
+    #[error(transparent)]
+    Secret(#[from] crate::config::SecretError),
     #[error("cannot build HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -284,7 +283,7 @@ impl IssuerKeys {
         let config = Arc::new(config);
         let (current, fetcher) = match &config.hmac_secret {
             Some(secret) => {
-                let bytes = secret.read().map_err(KeySetupError::Secret)?;
+                let bytes = secret.read()?;
                 let key = VerifyKey {
                     kid: None,
                     key: DecodingKey::from_secret(&bytes),

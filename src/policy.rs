@@ -79,8 +79,8 @@ struct Types {
 }
 
 impl Types {
-    fn new() -> Result<Self, String> {
-        let t = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
+    fn new() -> Result<Self, cedar_policy::ParseErrors> {
+        let t = EntityTypeName::from_str;
         Ok(Self {
             user: t("Mcp::User")?,
             group: t("Mcp::Group")?,

@@ -231,7 +231,7 @@ impl IssuerConfig {
             (Some(secret), _) => {
                 let bytes = secret
                     .read()
-                    .map_err(|m| invalid(format!("{key}.hmac_secret"), m))?;
+                    .map_err(|e| invalid(format!("{key}.hmac_secret"), e.to_string()))?;
                 // RFC 7518 s3.2: the key must be at least as long as the hash output.
                 let needed = self
                     .algorithms
@@ -357,22 +357,38 @@ pub fn is_loopback(url: &Url) -> bool {
 
 // === impl SecretSource ===
 
+/// Why an HMAC secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable `{0}` is not set")]
+    EnvNotSet(String),
+    #[error("cannot read `{}`: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("set exactly one of `env` and `file`")]
+    NotOneSource,
+}
+
 impl SecretSource {
     /// Reads the secret. Trailing newlines of a file are dropped (editors add them).
-    pub fn read(&self) -> Result<Vec<u8>, String> {
+    pub fn read(&self) -> Result<Vec<u8>, SecretError> {
         match (&self.env, &self.file) {
             (Some(var), None) => std::env::var(var)
                 .map(String::into_bytes)
-                .map_err(|_| format!("environment variable `{var}` is not set")),
+                .map_err(|_| SecretError::EnvNotSet(var.clone())),
             (None, Some(path)) => {
-                let mut bytes = std::fs::read(path)
-                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                let mut bytes = std::fs::read(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
                 while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     bytes.pop();
                 }
                 Ok(bytes)
             }
-            _ => Err("set exactly one of `env` and `file`".into()),
+            _ => Err(SecretError::NotOneSource),
         }
     }
 }

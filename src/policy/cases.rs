@@ -210,7 +210,7 @@ pub fn evaluate(
         expires_at: 0,
         claims,
     };
-    let target = target(case).map_err(err)?;
+    let target = target(case).map_err(|e| err(e.to_string()))?;
     let req = EvalRequest {
         identity: &identity,
         server_id: &server_id,
@@ -247,10 +247,23 @@ fn merge_principal(base: &PrincipalSpec, over: &PrincipalSpec) -> PrincipalSpec 
 }
 
 /// The target a method acts on, from the case's `tool`/`prompt`/`resource`/`task`.
-fn target(case: &Case) -> Result<Target, String> {
-    let need = |v: &Option<String>, what: &str| {
-        v.clone()
-            .ok_or_else(|| format!("method `{}` needs `{what}`", case.method))
+/// Why a case's method and target do not make a request.
+#[derive(Debug, thiserror::Error)]
+enum TargetError {
+    #[error("method `{method}` needs `{field}`")]
+    Missing { method: String, field: &'static str },
+    #[error("completion/complete needs exactly one of `prompt`, `resource`")]
+    CompletionRef,
+    #[error("`{0}` is not a method mcp-authz authorizes")]
+    UnknownMethod(String),
+}
+
+fn target(case: &Case) -> Result<Target, TargetError> {
+    let need = |v: &Option<String>, field: &'static str| {
+        v.clone().ok_or_else(|| TargetError::Missing {
+            method: case.method.clone(),
+            field,
+        })
     };
     Ok(match case.method.as_str() {
         "tools/call" => Target::Tool {
@@ -267,7 +280,7 @@ fn target(case: &Case) -> Result<Target, String> {
             (Some(name), None) => Target::Prompt { name: name.clone() },
             (None, Some(uri)) => Target::Resource { uri: uri.clone() },
             _ => {
-                return Err("completion/complete needs exactly one of `prompt`, `resource`".into());
+                return Err(TargetError::CompletionRef);
             }
         },
         "tasks/get" | "tasks/result" | "tasks/cancel" => Target::Task {
@@ -278,6 +291,6 @@ fn target(case: &Case) -> Result<Target, String> {
         {
             Target::Server
         }
-        m => return Err(format!("`{m}` is not a method mcp-authz authorizes")),
+        m => return Err(TargetError::UnknownMethod(m.to_owned())),
     })
 }

@@ -111,7 +111,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyBundle, LoadError> {
 
 /// Parses and validates everything; nothing is returned unless all of it is good.
 pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
-    let types = Types::new().map_err(|m| file_error(&files.dir, m))?;
+    let types = Types::new().map_err(|e| file_error(&files.dir, e.to_string()))?;
     let (schema, schema_warnings) = Schema::from_cedarschema_str(&files.schema.text)
         .map_err(|e| located(&files.schema, &e, e.to_string()))?;
     let mut warnings: Vec<String> = schema_warnings
@@ -221,8 +221,8 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         .cloned()
         .partition(|e| *e.uid().type_name() == types.action);
     let actions = actions.into_iter().map(|e| (e.uid(), e)).collect();
-    let by_action =
-        policies_by_action(&policies, &closed).map_err(|e| file_error(&files.dir, e))?;
+    let by_action = policies_by_action(&policies, &closed)
+        .map_err(|e| file_error(&files.dir, e.to_string()))?;
     let request_statics = static_entities
         .iter()
         .filter(|e| {
@@ -263,7 +263,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
 fn policies_by_action(
     policies: &PolicySet,
     closed: &Entities,
-) -> Result<HashMap<EntityUid, PolicySet>, String> {
+) -> Result<HashMap<EntityUid, PolicySet>, cedar_policy::PolicySetError> {
     let mut out = HashMap::new();
     for action in closed.iter().map(Entity::uid) {
         if action.type_name().basename() != "Action" {
@@ -276,7 +276,7 @@ fn policies_by_action(
             ActionConstraint::Eq(uid) => matches(&uid),
             ActionConstraint::In(list) => list.iter().any(matches),
         });
-        let set = PolicySet::from_policies(subset.cloned()).map_err(|e| e.to_string())?;
+        let set = PolicySet::from_policies(subset.cloned())?;
         out.insert(action, set);
     }
     Ok(out)
@@ -380,32 +380,44 @@ fn load_entities(
 }
 
 /// Overlay attributes are plain values: strings, booleans, integers and sets of those.
-fn overlay(item: &Value) -> Result<Overlay, String> {
+/// Why an `entities.json` entry about a tool, prompt or resource is refused.
+#[derive(Debug, thiserror::Error)]
+enum OverlayError {
+    #[error("`tags` cannot be set here (tool tags are the call arguments); use `attrs`")]
+    Tags,
+    #[error("`{0}` is set by mcp-authz and cannot be given here")]
+    Reserved(String),
+    #[error("attribute `{0}`: only strings, booleans, integers and arrays of those are supported")]
+    UnsupportedValue(String),
+    #[error(transparent)]
+    Parent(#[from] cedar_policy::entities_json_errors::JsonDeserializationError),
+}
+
+fn overlay(item: &Value) -> Result<Overlay, OverlayError> {
     // A tool's tags are its call arguments, which the caller controls: a fact stored as a tag
     // would be silently replaced by whatever the client sends.
     if item
         .get("tags")
         .is_some_and(|t| t.as_object().is_none_or(|m| !m.is_empty()))
     {
-        return Err(
-            "`tags` cannot be set here (tool tags are the call arguments); use `attrs`".into(),
-        );
+        return Err(OverlayError::Tags);
     }
     let mut attrs = Vec::new();
     if let Some(map) = item.get("attrs").and_then(Value::as_object) {
         for (k, v) in map {
             if matches!(k.as_str(), "name" | "uri" | "tenant" | "server") {
-                return Err(format!(
-                    "`{k}` is set by mcp-authz and cannot be given here"
-                ));
+                return Err(OverlayError::Reserved(k.clone()));
             }
-            attrs.push((k.clone(), plain(v).ok_or_else(|| format!("attribute `{k}`: only strings, booleans, integers and arrays of those are supported"))?));
+            attrs.push((
+                k.clone(),
+                plain(v).ok_or_else(|| OverlayError::UnsupportedValue(k.clone()))?,
+            ));
         }
     }
     let mut parents = Vec::new();
     if let Some(list) = item.get("parents").and_then(Value::as_array) {
         for p in list {
-            let uid = EntityUid::from_json(p.clone()).map_err(|e| e.to_string())?;
+            let uid = EntityUid::from_json(p.clone())?;
             parents.push(uid);
         }
     }
