@@ -5,7 +5,6 @@
 //! (`CheckResponse`), with `challenge` rendering RFC 6750 / RFC 9728 answers.
 
 pub mod admin;
-pub mod admin_api;
 pub mod bearer;
 pub mod challenge;
 pub mod cli;

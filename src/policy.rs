@@ -79,8 +79,8 @@ struct Types {
 }
 
 impl Types {
-    fn new() -> Result<Self, cedar_policy::ParseErrors> {
-        let t = EntityTypeName::from_str;
+    fn new() -> Result<Self, Box<cedar_policy::ParseErrors>> {
+        let t = |s: &str| EntityTypeName::from_str(s).map_err(Box::new);
         Ok(Self {
             user: t("Mcp::User")?,
             group: t("Mcp::Group")?,

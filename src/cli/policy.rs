@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::explain::{Explanation, Source};
 use super::status::admin_client;
 use super::{EXIT_ERROR, ExplainArgs, PolicyCommand, parse_claims, split_words};
-use crate::admin_api::pb;
+use crate::admin::grpc::pb;
 use crate::challenge::{Challenge, ErrorCode};
 use crate::policy::cases::{self, Case, Defaults, Expect, PrincipalSpec, ServerSpec};
 use crate::policy::load_dir;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use tonic::transport::Channel;
 
 use super::{EXIT_DENIED, EXIT_ERROR, endpoint};
-use crate::admin_api::pb::{self, admin_client::AdminClient};
+use crate::admin::grpc::pb::{self, admin_client::AdminClient};
 
 /// Connects to the admin gRPC API (`listen.admin_grpc`) at `addr`.
 pub(super) async fn admin_client(addr: &str) -> Result<AdminClient<Channel>, String> {

@@ -263,7 +263,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
 fn policies_by_action(
     policies: &PolicySet,
     closed: &Entities,
-) -> Result<HashMap<EntityUid, PolicySet>, cedar_policy::PolicySetError> {
+) -> Result<HashMap<EntityUid, PolicySet>, Box<cedar_policy::PolicySetError>> {
     let mut out = HashMap::new();
     for action in closed.iter().map(Entity::uid) {
         if action.type_name().basename() != "Action" {
@@ -276,7 +276,7 @@ fn policies_by_action(
             ActionConstraint::Eq(uid) => matches(&uid),
             ActionConstraint::In(list) => list.iter().any(matches),
         });
-        let set = PolicySet::from_policies(subset.cloned())?;
+        let set = PolicySet::from_policies(subset.cloned()).map_err(Box::new)?;
         out.insert(action, set);
     }
     Ok(out)
@@ -390,7 +390,7 @@ enum OverlayError {
     #[error("attribute `{0}`: only strings, booleans, integers and arrays of those are supported")]
     UnsupportedValue(String),
     #[error(transparent)]
-    Parent(#[from] cedar_policy::entities_json_errors::JsonDeserializationError),
+    Parent(Box<cedar_policy::entities_json_errors::JsonDeserializationError>),
 }
 
 fn overlay(item: &Value) -> Result<Overlay, OverlayError> {
@@ -417,7 +417,8 @@ fn overlay(item: &Value) -> Result<Overlay, OverlayError> {
     let mut parents = Vec::new();
     if let Some(list) = item.get("parents").and_then(Value::as_array) {
         for p in list {
-            let uid = EntityUid::from_json(p.clone())?;
+            let uid =
+                EntityUid::from_json(p.clone()).map_err(|e| OverlayError::Parent(Box::new(e)))?;
             parents.push(uid);
         }
     }

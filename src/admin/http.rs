@@ -1,0 +1,115 @@
+//! The admin HTTP server: liveness, readiness, Prometheus metrics, PRM documents, and in dev
+//! mode the embedded issuer's discovery document and JWKS.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+
+use crate::dev::DevIssuer;
+use crate::engine::Engine;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub engine: Arc<Engine>,
+    pub registry: Registry,
+    pub dev: Option<Arc<DevIssuer>>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/.well-known/oauth-protected-resource", get(prm))
+        .route("/.well-known/oauth-protected-resource/{*rest}", get(prm));
+    if state.dev.is_some() {
+        router = router
+            .route("/.well-known/oauth-authorization-server", get(dev_metadata))
+            .route("/.well-known/openid-configuration", get(dev_metadata))
+            .route("/jwks.json", get(dev_jwks));
+    }
+    router.with_state(state)
+}
+
+/// 200 when every issuer has keys, else 503; the body names each issuer's state, so a
+/// failing IdP is visible without reading logs.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let issuers: Vec<_> = state.engine.issuers().iter().map(|i| i.status()).collect();
+    let ready = issuers.iter().all(|i| i.ready);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let policies = state.engine.policies().load();
+    let loaded = policies
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = json!({
+        "ready": ready,
+        "issuers": issuers,
+        "policies": {
+            "hash": policies.hash,
+            "dir": policies.dir.display().to_string(),
+            "policies": policies.policy_ids.len(),
+            "loaded_at": loaded,
+        },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let encoder = TextEncoder::new();
+    let mut out = Vec::new();
+    match encoder.encode(&state.registry.gather(), &mut out) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn prm(State(state): State<AdminState>, uri: Uri) -> Response {
+    match state.engine.servers().metadata_for_path(uri.path()) {
+        Some(server) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "max-age=300"),
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            ],
+            server.prm_json.to_string(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no protected resource at this path\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn dev_metadata(State(state): State<AdminState>) -> Response {
+    match &state.dev {
+        Some(dev) => axum::Json(dev.metadata()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn dev_jwks(State(state): State<AdminState>) -> Response {
+    match state.dev.as_ref().map(|d| d.jwks()) {
+        Some(Ok(jwks)) => {
+            ([(header::CACHE_CONTROL, "max-age=300")], axum::Json(jwks)).into_response()
+        }
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
