@@ -25,8 +25,9 @@ pub struct ServerConfig {
     /// The server's tenant, for tenant isolation in policies. Exclusive with `tenant_from`.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// Takes the tenant from the request instead.
-    #[serde(default)]
+    /// Takes the tenant from the request instead. Written as a one-key map, as documented:
+    /// `{header: x-tenant-id}` or `{path_segment: 2}`.
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
     pub tenant_from: Option<TenantFrom>,
 }
 

@@ -192,3 +192,25 @@ fn errors_name_the_file_then_the_key() {
         format!("`{file}`: key `issuers[0].leeway`: must be at most 5m")
     );
 }
+
+/// The forms docs/configuration.md and the README show.
+#[test]
+fn tenant_from_is_written_as_a_one_key_map() {
+    let with = |line: &str| format!("{MINIMAL}    {line}\n");
+    let header = Config::from_yaml(&with("tenant_from: {header: x-tenant-id}")).unwrap();
+    assert_eq!(
+        header.servers[0].tenant_from,
+        Some(TenantFrom::Header("x-tenant-id".into()))
+    );
+    let block = Config::from_yaml(&with("tenant_from:\n      path_segment: 2")).unwrap();
+    assert_eq!(
+        block.servers[0].tenant_from,
+        Some(TenantFrom::PathSegment(2))
+    );
+    assert_eq!(
+        Config::from_yaml(MINIMAL).unwrap().servers[0].tenant_from,
+        None
+    );
+    let unknown = err(&with("tenant_from: {cookie: t}"));
+    assert!(unknown.contains("tenant_from"), "{unknown}");
+}
