@@ -340,6 +340,12 @@ impl Engine {
             };
             let decision = match decided {
                 Ok(d) => d,
+                // The caller's arguments do not fit the tool's declared types: a bad request,
+                // not a policy failure.
+                Err(policy::BuildError::Arguments(e)) => {
+                    self.metrics.mcp_request(&server.id, Some(action), false);
+                    return Err(respond::invalid_params(&e));
+                }
                 Err(e) => {
                     tracing::error!(server = %server.id, action, error = %e, policy_hash = %bundle.hash, "cannot evaluate policies; denied");
                     return Err(respond::forbidden(

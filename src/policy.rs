@@ -3,6 +3,7 @@
 //! themselves. Loading lives in `policy/load.rs`, hot reload in `policy/watch.rs`, and the
 //! table-driven policy tests in `policy/cases.rs`.
 
+pub mod arguments;
 pub mod cases;
 mod load;
 mod watch;
@@ -57,6 +58,10 @@ pub struct PolicyBundle {
     /// built for each request (which also gets `name`, `tenant`, `server` and its server).
     overlays: HashMap<EntityUid, Overlay>,
     types: Types,
+    /// Tools declared as actions of their own (`tools/call/<server>/<tool>`), by
+    /// `<server>/<tool>`: their calls are evaluated with that action and typed
+    /// `context.arguments` (see `policy/arguments.rs`).
+    tools: HashMap<String, arguments::DeclaredTool>,
     /// `tools/call` counters for the tools `entities.json` declares, by server then tool; the
     /// only tool names that become metric labels (see [`crate::metrics::ToolCounters`]).
     pub tool_counters: crate::metrics::ToolCounters,
@@ -119,11 +124,17 @@ pub struct PolicyDecision {
     pub missing_scopes: Option<Vec<String>>,
 }
 
-/// The request could not be expressed in the schema (for instance a claim shape the schema
-/// does not accept): the service cannot decide, and the caller denies.
+/// Why a message could not be put to the policies.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the policy request: {0}")]
-pub struct BuildError(String);
+pub enum BuildError {
+    /// The request could not be expressed in the schema (for instance a claim shape the schema
+    /// does not accept): the service cannot decide, and the caller denies.
+    #[error("cannot build the policy request: {0}")]
+    Request(String),
+    /// A declared tool's arguments do not fit its declaration: the caller's error (400).
+    #[error(transparent)]
+    Arguments(#[from] arguments::ArgumentError),
+}
 
 impl PolicyBundle {
     /// The tools `entities.json` declares, as (server id, tool name).
@@ -210,7 +221,7 @@ impl PolicyBundle {
                 .map(|g| EntityUid::from_type_name_and_id(t.group.clone(), EntityId::new(g))),
             tags(&id.claims),
         )
-        .map_err(|e| BuildError(e.to_string()))?;
+        .map_err(|e| BuildError::Request(e.to_string()))?;
         Ok(Principal { uid, entity })
     }
 
@@ -226,7 +237,9 @@ impl PolicyBundle {
         };
         let id = req.identity;
         let server = uid(&t.server, req.server_id);
-        let action = uid(&t.action, req.action);
+        let mut action = uid(&t.action, req.action);
+        // A call to a declared tool is its own action, with typed arguments in the context.
+        let mut typed_arguments = None;
 
         let server_entity = Entity::new(
             server.clone(),
@@ -236,12 +249,19 @@ impl PolicyBundle {
             ]),
             HashSet::new(),
         )
-        .map_err(|e| BuildError(e.to_string()))?;
+        .map_err(|e| BuildError::Request(e.to_string()))?;
 
         let (resource, target_entity) = match req.target {
             Target::Server => (server.clone(), None),
             Target::Tool { name, arguments } => {
-                let r = uid(&t.tool, &format!("{}/{name}", req.server_id));
+                let id = format!("{}/{name}", req.server_id);
+                if req.action == "tools/call"
+                    && let Some(declared) = self.tools.get(&id)
+                {
+                    action = declared.action.clone();
+                    typed_arguments = Some(arguments::convert(arguments, &declared.arguments)?);
+                }
+                let r = uid(&t.tool, &id);
                 let e = self.target_entity(&r, req, ("name", name), &server, tags(arguments))?;
                 (r, Some(e))
             }
@@ -285,7 +305,7 @@ impl PolicyBundle {
                 None,
             ),
         }
-        .map_err(|e| BuildError(e.to_string()))?;
+        .map_err(|e| BuildError::Request(e.to_string()))?;
         let schema = (conformance == Conformance::Strict).then_some(&self.schema);
 
         let mut context = vec![
@@ -302,6 +322,9 @@ impl PolicyBundle {
         ];
         if let Target::Task { id } = req.target {
             context.push(("task_id".to_owned(), string(id)));
+        }
+        if let Some(arguments) = typed_arguments {
+            context.push(("arguments".to_owned(), arguments));
         }
         Ok(Prepared {
             principal: principal.uid.clone(),
@@ -338,7 +361,7 @@ impl PolicyBundle {
             overlay.parents.into_iter().chain([server.clone()]),
             tags,
         )
-        .map_err(|e| BuildError(e.to_string()))
+        .map_err(|e| BuildError::Request(e.to_string()))
     }
 }
 
@@ -381,7 +404,7 @@ impl Prepared<'_> {
                 .cloned()
                 .chain([("scopes".to_owned(), scopes)]),
         )
-        .map_err(|e| BuildError(e.to_string()))?;
+        .map_err(|e| BuildError::Request(e.to_string()))?;
         let request = Request::new(
             self.principal.clone(),
             self.action.clone(),
@@ -389,7 +412,7 @@ impl Prepared<'_> {
             context,
             self.schema,
         )
-        .map_err(|e| BuildError(e.to_string()))?;
+        .map_err(|e| BuildError::Request(e.to_string()))?;
         let policies = bundle
             .by_action
             .get(&self.action)

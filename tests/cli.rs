@@ -106,6 +106,8 @@ fn policy_tools_work_on_the_shipped_policies() {
         "tools/call",
         "--tool",
         "get_forecast",
+        "--arguments",
+        r#"{"city":"Paris"}"#,
         "--tenant",
         "acme",
         "--server-tenant",
@@ -130,6 +132,8 @@ fn policy_tools_work_on_the_shipped_policies() {
         "tools/call",
         "--tool",
         "get_forecast",
+        "--arguments",
+        r#"{"city":"Paris"}"#,
         "--tenant",
         "globex",
         "--server-tenant",
@@ -382,6 +386,8 @@ fn dev_token_and_check_work_together() {
         "tools/call",
         "--name",
         "get_forecast",
+        "--arguments",
+        r#"{"city":"Paris"}"#,
     ]);
     let (_, step_up_out, _) = run(&[
         "check",

@@ -451,7 +451,7 @@ async fn policy_edits_reload_while_serving_and_broken_ones_do_not() {
     }
     let (_, body) = get(&format!("http://{}/readyz", running.admin_addr)).await;
     let readyz: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(readyz["policies"]["policies"], 10, "{body}"); // 9 shipped + no-ping
+    assert_eq!(readyz["policies"]["policies"], 11, "{body}"); // 10 shipped + no-ping
     running.stop().await;
 }
 
@@ -494,7 +494,7 @@ async fn bad_mcp_bodies_get_precise_statuses() {
         ),
         (
             &[json],
-            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file"}}]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/shared/a"}}}]"#,
             403,
         ),
     ];

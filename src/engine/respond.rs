@@ -10,6 +10,7 @@ use super::{Decision, Reason, Respond};
 use crate::bearer::BearerError;
 use crate::challenge::{self, Challenge, ErrorCode};
 use crate::mcp::McpError;
+use crate::policy::arguments::ArgumentError;
 use crate::resource::ProtectedServer;
 use crate::token::TokenError;
 
@@ -179,6 +180,14 @@ pub(super) fn forbidden(reason: Reason, description: &str, policies: Vec<String>
 
 /// A body that is not an acceptable MCP message. 400s carry a JSON-RPC error object, which is
 /// what MCP clients parse; -32600 is "Invalid Request" (JSON-RPC 2.0 s5.1).
+/// A call whose arguments do not fit the tool's declared types: 400 with JSON-RPC -32602
+/// "Invalid params" (JSON-RPC 2.0 s5.1). The message names declared fields only.
+pub(super) fn invalid_params(e: &ArgumentError) -> Respond {
+    let body =
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32602, "message": e.to_string()}});
+    respond_raw(400, Reason::BadMcpRequest, body)
+}
+
 pub(super) fn mcp_denial(e: McpError) -> Decision {
     let status = e.status();
     let reason = match status {

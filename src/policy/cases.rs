@@ -82,6 +82,9 @@ pub struct Case {
 pub enum Expect {
     Allow,
     Deny,
+    /// The call is refused before any policy runs: its arguments do not fit the tool's declared
+    /// types (a 400 with a JSON-RPC invalid-params error in a real check).
+    Invalid,
 }
 
 /// The evaluation of one case.
@@ -101,6 +104,12 @@ pub enum CaseError {
     },
     #[error("case `{case}`: {message}")]
     Case { case: String, message: String },
+    /// The case's arguments do not fit the tool's declaration (what `expect: invalid` asserts).
+    #[error("case `{case}`: {error}")]
+    InvalidArguments {
+        case: String,
+        error: crate::policy::arguments::ArgumentError,
+    },
 }
 
 /// Results of a case file.
@@ -124,8 +133,13 @@ pub fn read_cases(path: &Path) -> Result<CaseFile, CaseError> {
 pub fn run(bundle: &PolicyBundle, file: &CaseFile) -> Result<Report, CaseError> {
     let mut report = Report::default();
     for case in &file.cases {
-        let outcome = evaluate(bundle, &file.defaults, case)?;
-        match mismatch(case, &outcome) {
+        let verdict = match evaluate(bundle, &file.defaults, case) {
+            Ok(outcome) => mismatch(case, &outcome),
+            Err(CaseError::InvalidArguments { error, .. }) => (case.expect != Expect::Invalid)
+                .then(|| format!("expected {:?}, got Invalid ({error})", case.expect)),
+            Err(e) => return Err(e),
+        };
+        match verdict {
             None => report.passed += 1,
             Some(why) => report.failed.push((case.name.clone(), why)),
         }
@@ -221,9 +235,13 @@ pub fn evaluate(
         session_id: "",
         batch: false,
     };
-    let decision = bundle
-        .decide(&req, &supported)
-        .map_err(|e| err(e.to_string()))?;
+    let decision = bundle.decide(&req, &supported).map_err(|e| match e {
+        super::BuildError::Arguments(error) => CaseError::InvalidArguments {
+            case: case.name.clone(),
+            error,
+        },
+        other => err(other.to_string()),
+    })?;
     let challenge_scope = decision
         .missing_scopes
         .as_ref()

@@ -199,6 +199,21 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
             None => file_error(&files.dir, message),
         });
     }
+    // `action == tools/call` does not match a tool declared as an action of its own (its action
+    // is `tools/call/<server>/<tool>`, a member of `tools/call`): `in` matches both.
+    let tools_call = EntityUid::from_type_name_and_id(
+        types.action.clone(),
+        cedar_policy::EntityId::new("tools/call"),
+    );
+    for p in policies.policies() {
+        if p.action_constraint() == ActionConstraint::Eq(tools_call.clone()) {
+            let path = source_of(p.id()).map_or(files.dir.display(), |s| s.path.display());
+            warnings.push(format!(
+                "{path}: policy `{}`: `action == Mcp::Action::\"tools/call\"` does not match tools declared as actions of their own; write `action in Mcp::Action::\"tools/call\"`",
+                p.id()
+            ));
+        }
+    }
     for w in result.validation_warnings() {
         let path = source_of(w.policy_id()).map_or(files.dir.display(), |s| s.path.display());
         warnings.push(format!("{path}: policy `{}`: {w}", w.policy_id()));
@@ -238,6 +253,8 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         .cloned()
         .collect();
 
+    let tools = super::arguments::declared_tools(&files.schema.text, &types.action)
+        .map_err(|e| file_error(&files.schema.path, e.to_string()))?;
     let bundle = PolicyBundle {
         hash: files.hash,
         loaded_at: SystemTime::now(),
@@ -252,6 +269,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         by_action,
         overlays,
         types,
+        tools,
         tool_counters: Default::default(),
     };
     check_vocabulary(&bundle, &files.schema)?;
@@ -496,6 +514,41 @@ fn check_vocabulary(bundle: &PolicyBundle, schema: &Source) -> Result<(), LoadEr
             file_error(
                 &schema.path,
                 format!("the schema does not accept the mcp-authz vocabulary for `{action}`: {e}"),
+            )
+        })?;
+    }
+    // Every declared tool, with arguments of its declared shape: the schema must accept the
+    // context mcp-authz builds for it (the base fields plus `arguments`).
+    let declared: Vec<(String, Target)> = bundle
+        .tools
+        .iter()
+        .filter_map(|(id, tool)| {
+            let (server, name) = id.split_once('/')?;
+            Some((
+                server.to_owned(),
+                Target::Tool {
+                    name: name.to_owned(),
+                    arguments: super::arguments::sample(&tool.arguments),
+                },
+            ))
+        })
+        .collect();
+    for (server, target) in &declared {
+        let req = super::EvalRequest {
+            identity: &identity,
+            server_id: server,
+            server_tenant: "t",
+            action: "tools/call",
+            target,
+            protocol_version: "2025-11-25",
+            session_id: "s",
+            batch: false,
+        };
+        bundle.decide_strict(&req).map_err(|e| {
+            let name = target.name().unwrap_or_default();
+            file_error(
+                &schema.path,
+                format!("the schema's declaration of tool `{server}/{name}` does not fit the request mcp-authz builds for it: {e}"),
             )
         })?;
     }

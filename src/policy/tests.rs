@@ -46,8 +46,8 @@ fn a_wrong_expectation_is_reported_not_passed() {
 defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:tools:weather]},
            principal: {tenant: acme, scopes: [mcp:connect]}}
 cases:
-  - {name: wrong, method: tools/call, tool: get_forecast, expect: allow}
-  - {name: wrong scope, method: tools/call, tool: get_forecast, expect: deny, challenge_scope: mcp:connect}
+  - {name: wrong, method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: allow}
+  - {name: wrong scope, method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: deny, challenge_scope: mcp:connect}
 "#,
     )
     .unwrap();
@@ -181,7 +181,7 @@ fn step_up_tries_single_scopes_when_another_scope_would_forbid() {
     let dir = copy_shipped();
     std::fs::write(
         dir.path().join("readonly-scope.cedar"),
-        "@id(\"readonly-scope\")\nforbid (principal, action == Mcp::Action::\"tools/call\", resource)\nwhen { context.scopes.contains(\"mcp:readonly\") };\n",
+        "@id(\"readonly-scope\")\nforbid (principal, action in Mcp::Action::\"tools/call\", resource)\nwhen { context.scopes.contains(\"mcp:readonly\") };\n",
     )
     .unwrap();
     let bundle = load_dir(dir.path()).unwrap();
@@ -190,7 +190,7 @@ fn step_up_tries_single_scopes_when_another_scope_would_forbid() {
 defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:readonly, mcp:tools:weather]},
            principal: {tenant: acme, scopes: [mcp:connect]}}
 cases:
-  - {name: single scope found, method: tools/call, tool: get_forecast, expect: deny, challenge_scope: mcp:connect mcp:tools:weather}
+  - {name: single scope found, method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: deny, challenge_scope: mcp:connect mcp:tools:weather}
 "#,
     )
     .unwrap();
