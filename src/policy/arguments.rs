@@ -382,8 +382,7 @@ fn long(v: &Value, path: &str) -> Result<i64, ArgumentError> {
         // 2^63 as f64 is exactly representable; anything at or beyond it does not fit.
         Some(f)
             if f.fract() == 0.0
-                && f >= -9.223_372_036_854_776e18
-                && f < 9.223_372_036_854_776e18 =>
+                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) =>
         {
             Ok(f as i64)
         }
