@@ -895,3 +895,76 @@ fn decision_header<'a>(names: &[&'a str]) -> Option<&'a str> {
     );
     first
 }
+
+/// Typed arguments through a whole check: a traversal form or a value of the wrong type is a
+/// 400 with JSON-RPC -32602 (no challenge: no scope would help), a good call is allowed.
+#[tokio::test]
+async fn arguments_that_do_not_fit_the_declared_tool_are_invalid_params() {
+    let token = keys().rsa.token(&with(
+        good(),
+        "scope",
+        json!("mcp:connect mcp:tools:files mcp:tools:weather"),
+    ));
+    let auth = format!("Bearer {token}");
+    let call = |name: &str, arguments: Value| {
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+               "params": {"name": name, "arguments": arguments}})
+        .to_string()
+    };
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    for (body, status, code) in [
+        (
+            call("read_file", json!({"path": "/srv/shared/a.txt"})),
+            200,
+            None,
+        ),
+        (
+            call(
+                "read_file",
+                json!({"path": "/srv/shared/%2e%2e/%2e%2e/etc/passwd"}),
+            ),
+            400,
+            Some(-32602),
+        ),
+        (
+            call(
+                "read_file",
+                json!({"path": "/srv/shared/a", "opts": {"path": "/etc/passwd"}}),
+            ),
+            400,
+            Some(-32602),
+        ),
+        (
+            call("get_forecast", json!({"city": "Paris", "days": 9})),
+            200,
+            None,
+        ),
+        (
+            call("get_forecast", json!({"city": "Paris", "days": "9"})),
+            400,
+            Some(-32602),
+        ),
+        (
+            call("get_forecast", json!({"city": "Paris", "days": 100})),
+            403,
+            None,
+        ),
+    ] {
+        let a = run("POST", "/weather/mcp", &headers, body.as_bytes()).await;
+        assert_eq!(a.status, status, "{body}: {a:?}");
+        assert!(a.www_authenticate.is_none(), "{body}: {a:?}");
+        if let Some(code) = code {
+            let v: Value = serde_json::from_str(&a.body).unwrap();
+            assert_eq!(v["error"]["code"], code, "{}", a.body);
+            assert_eq!(v["jsonrpc"], "2.0");
+            assert!(
+                !a.body.contains("etc/passwd"),
+                "the value is echoed: {}",
+                a.body
+            );
+        }
+    }
+}
