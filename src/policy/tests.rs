@@ -427,3 +427,48 @@ fn each_action_is_evaluated_against_the_policies_its_scope_can_match() {
     // Every schema action has its subset.
     assert_eq!(bundle.by_action.len(), bundle.actions.len());
 }
+
+#[test]
+fn action_equal_to_tools_call_is_a_warning_because_it_misses_declared_tools() {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("old.cedar"),
+        "@id(\"old-style\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource);\n",
+    )
+    .unwrap();
+    let bundle = load_dir(dir.path()).unwrap();
+    let warning = bundle
+        .warnings
+        .iter()
+        .find(|w| w.contains("old-style"))
+        .unwrap_or_else(|| panic!("no warning: {:?}", bundle.warnings));
+    assert!(warning.contains("old.cedar"), "{warning}");
+    assert!(
+        warning.contains("action in Mcp::Action::\"tools/call\""),
+        "{warning}"
+    );
+    // And it is right: the old-style permit allows an undeclared tool, not a declared one.
+    let identity = crate::testutil::identity("alice", "acme", &[]);
+    let decide = |name: &str, arguments: serde_json::Value| {
+        let target = crate::mcp::Target::Tool {
+            name: name.into(),
+            arguments: arguments.as_object().unwrap().clone(),
+        };
+        let req = EvalRequest {
+            identity: &identity,
+            server_id: "demo",
+            server_tenant: "acme",
+            action: "tools/call",
+            target: &target,
+            protocol_version: "",
+            session_id: "",
+            batch: false,
+        };
+        bundle.decide(&req, &[]).unwrap()
+    };
+    let undeclared = decide("get_alerts", serde_json::json!({}));
+    assert!(undeclared.allowed, "{undeclared:?}");
+    assert_eq!(undeclared.determining, vec!["old-style".to_owned()]);
+    let declared = decide("get_forecast", serde_json::json!({"city": "Paris"}));
+    assert!(!declared.allowed, "{declared:?}");
+}
