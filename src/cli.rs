@@ -5,6 +5,7 @@ mod check;
 mod dev;
 mod explain;
 mod policy;
+mod scaffold;
 mod serve;
 mod status;
 
@@ -62,7 +63,7 @@ pub enum Command {
     /// Send one Envoy-shaped CheckRequest to a running server and print the decision.
     /// Exit 0 on allow, 1 on deny, 2 on error.
     Check(CheckArgs),
-    /// Tools for policy authors: validate, test, explain.
+    /// Tools for policy authors: validate, test, explain, scaffold.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Ask a running server (admin gRPC API) for readiness, the policy set and key sets.
@@ -97,6 +98,19 @@ pub enum PolicyCommand {
     },
     /// Evaluate one hypothetical request offline: decision, determining policies, challenge.
     Explain(Box<ExplainArgs>),
+    /// Print Cedar schema declarations for a server's tools, one typed action per tool, from a
+    /// saved `tools/list` result. Exit 64 when the file or the server id is refused.
+    Scaffold {
+        /// A saved `tools/list` result: the JSON-RPC response, its `result`, or the tools array.
+        #[arg(long, value_name = "FILE")]
+        from_tools: PathBuf,
+        /// The server id (`servers[].id`) the tools belong to.
+        #[arg(long, value_name = "ID")]
+        server: String,
+        /// Write the declarations to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

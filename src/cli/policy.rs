@@ -67,6 +67,11 @@ pub(super) fn policy_command(command: PolicyCommand) -> ExitCode {
             }
         }
         PolicyCommand::Explain(a) => explain(*a),
+        PolicyCommand::Scaffold {
+            from_tools,
+            server,
+            out,
+        } => super::scaffold::scaffold(&from_tools, &server, out.as_deref()),
     }
 }
 
