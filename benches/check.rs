@@ -18,7 +18,7 @@ use mcp_authz::engine::{CheckInput, Decision, Engine};
 use mcp_authz::keys::{IssuerKeys, KeySet};
 use mcp_authz::mcp::{HttpParts, McpRequest, Target, parse};
 use mcp_authz::metrics::Metrics;
-use mcp_authz::policy::{EvalRequest, PolicyStore, load_dir};
+use mcp_authz::policy::{EvalRequest, PolicyStore, StepUpScope, load_dir};
 use mcp_authz::resource::Route;
 use mcp_authz::testutil::{TestKey, claims, shipped_policies};
 use mcp_authz::token::{Parsed, unix_now};
@@ -119,6 +119,7 @@ fn benches(c: &mut Criterion) {
                         batch: false,
                     },
                     &[],
+                    StepUpScope::default(),
                 )
                 .unwrap()
         })

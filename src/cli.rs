@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
+use crate::config::{Config, StepUpScope};
 
 /// Exit code for configuration errors (EX_USAGE, as linkerd does).
 pub const EXIT_CONFIG: u8 = 64;
@@ -119,7 +119,8 @@ pub struct ExplainArgs {
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
     /// Evaluate against a running server's live policies and configuration instead, through
-    /// its admin gRPC API (`listen.admin_grpc`); the server's tenant and scopes_supported apply.
+    /// its admin gRPC API (`listen.admin_grpc`); the server's tenant, scopes_supported and
+    /// step_up apply.
     #[arg(long, conflicts_with = "policies")]
     pub addr: Option<String>,
     /// MCP method (`tools/call`, `initialize`, ...), or `GET`, `DELETE`, `response`.
@@ -164,6 +165,15 @@ pub struct ExplainArgs {
     /// The server's scopes_supported (repeatable or space-separated): step-up candidates.
     #[arg(long = "scope-supported")]
     pub scopes_supported: Vec<String>,
+    /// The server's `step_up.scope`: what a step-up challenge names (`operation`: what the
+    /// operation needs; `granted_and_operation`: the granted scopes too, for clients that
+    /// replace their scopes).
+    #[arg(
+        long = "step-up-scope",
+        default_value = "operation",
+        conflicts_with = "addr"
+    )]
+    pub step_up_scope: StepUpScope,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,9 @@ pub use error::{ConfigError, Invalid};
 pub use issuer::{
     ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
 };
-pub use server::{MatchConfig, ServerConfig, TenantFrom};
+pub use server::{
+    MatchConfig, ServerConfig, StepUpConfig, StepUpScope, TenantFrom, UnknownStepUpScope,
+};
 pub use settings::{CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig};
 
 use error::invalid;

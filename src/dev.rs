@@ -272,6 +272,7 @@ pub fn dev_config(
             authorization_servers: vec![issuer],
             scopes_supported: DEV_SCOPES_SUPPORTED.iter().map(|s| s.to_string()).collect(),
             challenge_scopes: vec!["mcp:connect".into()],
+            step_up: Default::default(),
             matching: crate::config::MatchConfig {
                 hosts: Some(vec!["*".into()]),
                 path_prefix: None,

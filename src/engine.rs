@@ -285,7 +285,8 @@ impl Engine {
     }
 
     /// Every message must be allowed. A deny that scopes can fix becomes a step-up 403 naming
-    /// them; any other deny is a plain 403 that clients do not retry.
+    /// them (for a batch, what its denied messages need, together); any other deny is a plain
+    /// 403 that clients do not retry.
     fn authorize(
         &self,
         server: &ProtectedServer,
@@ -314,6 +315,8 @@ impl Engine {
         let bundle = self.policies.load();
         let mut allowed_by = Vec::new();
         let mut missing: Vec<String> = Vec::new();
+        // The scopes each denied message's challenge would name (by `servers[].step_up`).
+        let mut needed: Vec<String> = Vec::new();
         for (action, target) in messages {
             let Some(action) = action else {
                 self.metrics.mcp_request(&server.id, None, false);
@@ -334,9 +337,11 @@ impl Engine {
                 session_id: header("mcp-session-id"),
                 batch,
             };
+            let supported = &server.scopes_supported;
+            let rule = server.step_up.scope;
             let decided = match &caller.principal {
-                Some(principal) => bundle.decide_as(&req, principal, &server.scopes_supported),
-                None => bundle.decide(&req, &server.scopes_supported),
+                Some(principal) => bundle.decide_as(&req, principal, supported, rule),
+                None => bundle.decide(&req, supported, rule),
             };
             let decision = match decided {
                 Ok(d) => d,
@@ -383,16 +388,21 @@ impl Engine {
                 }
                 continue;
             }
-            match decision.missing_scopes {
-                Some(scopes) => {
+            match (decision.missing_scopes, decision.challenge_scopes) {
+                (Some(scopes), Some(challenge)) => {
                     for s in scopes {
                         if !missing.contains(&s) {
                             missing.push(s);
                         }
                     }
+                    for s in challenge {
+                        if !needed.contains(&s) {
+                            needed.push(s);
+                        }
+                    }
                 }
                 // Some message no scope can fix: the whole request is a plain 403.
-                None => {
+                _ => {
                     tracing::info!(server = %server.id, action, subject = %identity.subject, policies = ?decision.determining, policy_hash = %bundle.hash, "denied by policy");
                     return Err(respond::forbidden(
                         Reason::PolicyDeny,
@@ -406,7 +416,9 @@ impl Engine {
             tracing::debug!(server = %server.id, subject = %identity.subject, policies = ?allowed_by, policy_hash = %bundle.hash, "allowed by policy");
             return Ok(allowed_by);
         }
-        let scopes = policy::challenge_scopes(&identity.scopes, &server.scopes_supported, &missing);
+        // Each message's challenge helps on its own; together they cover every denied message
+        // (adding scopes never takes a permission away, see the README's step-up section).
+        let scopes = policy::challenge_scopes(&server.scopes_supported, &needed);
         tracing::info!(server = %server.id, subject = %identity.subject, missing = ?missing, policy_hash = %bundle.hash, "denied: insufficient scope");
         Err(respond::step_up(server, &scopes))
     }

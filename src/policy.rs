@@ -19,6 +19,7 @@ use cedar_policy::{
 };
 use serde_json::{Map, Value};
 
+pub use crate::config::StepUpScope;
 use crate::identity::Identity;
 use crate::mcp::Target;
 pub use load::{LoadError, load_dir};
@@ -122,6 +123,9 @@ pub struct PolicyDecision {
     /// On a deny that more scopes would turn into an allow: the smallest set of scopes from
     /// `scopes_supported` that does (found by re-evaluating, never from a hand-kept map).
     pub missing_scopes: Option<Vec<String>>,
+    /// The `scope` of this message's step-up challenge, by the server's [`StepUpScope`], in
+    /// `scopes_supported` order; `Some` exactly when `missing_scopes` is.
+    pub challenge_scopes: Option<Vec<String>>,
 }
 
 /// Why a message could not be put to the policies.
@@ -150,15 +154,16 @@ impl PolicyBundle {
             .collect()
     }
 
-    /// Decides one message. `scopes_supported` are the candidates for step-up; only a deny pays
-    /// for trying them.
+    /// Decides one message. `scopes_supported` are the candidates for step-up, and `step_up`
+    /// says which scopes a challenge names; only a deny pays for trying them.
     pub fn decide(
         &self,
         req: &EvalRequest<'_>,
         scopes_supported: &[String],
+        step_up: StepUpScope,
     ) -> Result<PolicyDecision, BuildError> {
         let principal = self.principal(req.identity)?;
-        self.decide_as(req, &principal, scopes_supported)
+        self.decide_as(req, &principal, scopes_supported, step_up)
     }
 
     /// [`decide`](Self::decide) with the principal built beforehand (once per token, see
@@ -168,8 +173,15 @@ impl PolicyBundle {
         req: &EvalRequest<'_>,
         principal: &Principal,
         scopes_supported: &[String],
+        step_up: StepUpScope,
     ) -> Result<PolicyDecision, BuildError> {
-        self.decide_checked(req, principal, scopes_supported, Conformance::AtLoad)
+        self.decide_checked(
+            req,
+            principal,
+            scopes_supported,
+            step_up,
+            Conformance::AtLoad,
+        )
     }
 
     /// Decides with every entity and the request checked against the schema, as at load time.
@@ -178,7 +190,9 @@ impl PolicyBundle {
         req: &EvalRequest<'_>,
     ) -> Result<PolicyDecision, BuildError> {
         let principal = self.principal(req.identity)?;
-        self.decide_checked(req, &principal, &[], Conformance::Strict)
+        // No step-up candidates, so the rule is never used.
+        let rule = StepUpScope::default();
+        self.decide_checked(req, &principal, &[], rule, Conformance::Strict)
     }
 
     fn decide_checked(
@@ -186,13 +200,18 @@ impl PolicyBundle {
         req: &EvalRequest<'_>,
         principal: &Principal,
         scopes_supported: &[String],
+        step_up: StepUpScope,
         conformance: Conformance,
     ) -> Result<PolicyDecision, BuildError> {
         let prepared = self.prepare(req, principal, conformance)?;
         let granted = &req.identity.scopes;
         let mut decision = prepared.evaluate(self, granted.iter())?;
-        if !decision.allowed && decision.errors.is_empty() {
-            decision.missing_scopes = prepared.step_up(self, granted, scopes_supported)?;
+        if !decision.allowed
+            && decision.errors.is_empty()
+            && let Some(s) = prepared.step_up(self, granted, scopes_supported, step_up)?
+        {
+            decision.missing_scopes = Some(s.missing);
+            decision.challenge_scopes = Some(s.challenge);
         }
         Ok(decision)
     }
@@ -434,18 +453,21 @@ impl Prepared<'_> {
             determining: diagnostics.reason().map(|id| id.to_string()).collect(),
             errors,
             missing_scopes: None,
+            challenge_scopes: None,
         })
     }
 
     /// The smallest set of extra scopes (from `supported`) that turns this deny into an allow,
-    /// or `None` when no scope can (a forbid, another tenant, a tool nobody may call). The
-    /// challenge a client would act on is checked too, so following it always helps.
+    /// and the challenge naming them by `rule`; `None` when no scope can help (a forbid, another
+    /// tenant, a tool nobody may call) or when following the challenge would not: a client acts
+    /// on the exact challenge, so it must always work.
     fn step_up(
         &self,
         bundle: &PolicyBundle,
         granted: &[String],
         supported: &[String],
-    ) -> Result<Option<Vec<String>>, BuildError> {
+        rule: StepUpScope,
+    ) -> Result<Option<StepUp>, BuildError> {
         let candidates: Vec<&String> = supported.iter().filter(|s| !granted.contains(s)).collect();
         if candidates.is_empty() {
             return Ok(None);
@@ -484,29 +506,78 @@ impl Prepared<'_> {
             return Ok(None);
         };
         let missing: Vec<String> = missing.into_iter().cloned().collect();
-        // The client will ask for exactly the challenge's scopes; it must work.
-        let challenge = challenge_scopes(granted, supported, &missing);
-        if allows_with(&mut challenge.iter())? {
-            Ok(Some(missing))
+        let challenge = match rule {
+            StepUpScope::Operation => {
+                self.operation_scopes(bundle, granted, supported, &missing)?
+            }
+            StepUpScope::GrantedAndOperation => {
+                let named: Vec<String> = granted.iter().chain(&missing).cloned().collect();
+                challenge_scopes(supported, &named)
+            }
+        };
+        // What the client holds once it has followed the challenge must be allowed. (With
+        // `operation` that is `granted` plus `missing`, the set `missing` was found with.)
+        let holds_after: Vec<&String> = match rule {
+            // SEP-2350: it re-authorizes for what it held plus what was challenged, so the
+            // scopes a challenge leaves out (unrelated, or outside `scopes_supported`) stay.
+            StepUpScope::Operation => granted
+                .iter()
+                .chain(challenge.iter().filter(|s| !granted.contains(s)))
+                .collect(),
+            // MCP 2025-11-25 clients may replace their scopes with the challenge's.
+            StepUpScope::GrantedAndOperation => challenge.iter().collect(),
+        };
+        if allows_with(&mut holds_after.into_iter())? {
+            Ok(Some(StepUp { missing, challenge }))
         } else {
-            // Some granted scope the policies need is not in `scopes_supported`, so the
-            // challenge would drop it: a plain 403 is more honest than a dead-end step-up.
+            // A replacing client would lose a granted scope the policies need that is not in
+            // `scopes_supported`: a plain 403 is more honest than a dead-end step-up.
             Ok(None)
         }
     }
+
+    /// The scopes this operation needs (MCP 2026-07-28, SEP-2350; RFC 6750 s3.1): the missing
+    /// ones plus the granted ones the allow depends on, found by dropping granted scopes one at a
+    /// time while the request stays allowed. Granted scopes outside `supported` are never named,
+    /// but stay in every evaluated set, as they stay in the client's token.
+    fn operation_scopes(
+        &self,
+        bundle: &PolicyBundle,
+        granted: &[String],
+        supported: &[String],
+        missing: &[String],
+    ) -> Result<Vec<String>, BuildError> {
+        let unnamed: Vec<&String> = granted.iter().filter(|s| !supported.contains(s)).collect();
+        let mut named: Vec<&String> = supported
+            .iter()
+            .filter(|s| granted.contains(s) || missing.contains(s))
+            .collect();
+        for scope in supported.iter().filter(|s| granted.contains(s)) {
+            let without: Vec<&String> = named.iter().copied().filter(|s| *s != scope).collect();
+            let scopes = unnamed.iter().chain(&without).copied();
+            if self.evaluate(bundle, scopes)?.allowed {
+                named = without;
+            }
+        }
+        Ok(named.into_iter().cloned().collect())
+    }
 }
 
-/// The `scope` of a step-up challenge, by one rule every time (MCP 2025-11-25, "recommended
-/// approach"): the granted scopes this resource knows, so the new token keeps them, plus the
-/// missing ones; in `scopes_supported` order.
-pub fn challenge_scopes(
-    granted: &[String],
-    supported: &[String],
-    missing: &[String],
-) -> Vec<String> {
+/// What a step-up challenge asks for (see [`Prepared::step_up`]).
+struct StepUp {
+    /// The scopes the token lacks: [`PolicyDecision::missing_scopes`], for logs and explain.
+    missing: Vec<String>,
+    /// The challenge's `scope` by the server's rule: what the client is told to ask for.
+    challenge: Vec<String>,
+}
+
+/// The scopes of `supported` that `named` lists, in `scopes_supported` order whatever the order
+/// of `named`: the `scope` of a step-up challenge, for one message or for a batch (the union of
+/// its messages', gathered message by message).
+pub fn challenge_scopes(supported: &[String], named: &[String]) -> Vec<String> {
     supported
         .iter()
-        .filter(|s| granted.contains(s) || missing.contains(s))
+        .filter(|s| named.contains(s))
         .cloned()
         .collect()
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use url::Url;
 
-use crate::config::{ServerConfig, TenantFrom};
+use crate::config::{ServerConfig, StepUpConfig, TenantFrom};
 use crate::keys::IssuerKeys;
 
 /// RFC 9728 s3: the well-known prefix; the resource's path is appended (s3.1).
@@ -31,6 +31,8 @@ pub struct ProtectedServer {
     pub challenge_scopes: Vec<String>,
     /// Candidates for step-up: a 403 names those among them that would allow the request.
     pub scopes_supported: Vec<String>,
+    /// Which of them a step-up 403 names (`servers[].step_up`).
+    pub step_up: StepUpConfig,
     /// The configured `tenant` (empty when none); used when `tenant_from` is `None`.
     tenant: String,
     /// Takes the tenant from the request instead; wins over `tenant` (validation refuses both).
@@ -131,6 +133,7 @@ impl ProtectedServer {
             issuers,
             challenge_scopes: config.challenge_scopes.clone(),
             scopes_supported: config.scopes_supported.clone(),
+            step_up: config.step_up,
             tenant: config.tenant.clone().unwrap_or_default(),
             tenant_from: config.tenant_from.clone(),
         })
@@ -343,6 +346,7 @@ mod tests {
             authorization_servers: vec![],
             scopes_supported: vec!["mcp:connect".into()],
             challenge_scopes: vec![],
+            step_up: Default::default(),
             matching,
             tenant: None,
             tenant_from: None,
@@ -357,6 +361,7 @@ mod tests {
             authorization_servers: vec![],
             scopes_supported: vec![],
             challenge_scopes: vec![],
+            step_up: Default::default(),
             matching: MatchConfig::default(),
             tenant: tenant.map(str::to_owned),
             tenant_from,
@@ -543,6 +548,7 @@ mod tests {
             authorization_servers,
             scopes_supported: vec![],
             challenge_scopes: vec![],
+            step_up: Default::default(),
             matching: MatchConfig::default(),
             tenant: None,
             tenant_from: None,

@@ -97,31 +97,46 @@ fn policy_tools_work_on_the_shipped_policies() {
     let (code, out, err) = run(&["policy", "test", dir]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(" passed, 0 failed"), "{out}");
-    let (code, out, _) = run(&[
-        "policy",
-        "explain",
-        "--policies",
-        dir,
-        "--method",
-        "tools/call",
-        "--tool",
-        "get_forecast",
-        "--arguments",
-        r#"{"city":"Paris"}"#,
-        "--tenant",
-        "acme",
-        "--server-tenant",
-        "acme",
-        "--scope",
-        "mcp:connect",
-        "--scope-supported",
-        "mcp:connect mcp:tools:weather",
-    ]);
+    let step_up = |rule: &str| {
+        run(&[
+            "policy",
+            "explain",
+            "--policies",
+            dir,
+            "--method",
+            "tools/call",
+            "--tool",
+            "get_forecast",
+            "--arguments",
+            r#"{"city":"Paris"}"#,
+            "--tenant",
+            "acme",
+            "--server-tenant",
+            "acme",
+            "--scope",
+            "mcp:connect",
+            "--scope-supported",
+            "mcp:connect mcp:tools:weather",
+            "--step-up-scope",
+            rule,
+        ])
+    };
+    // By default the challenge names what the operation needs (MCP 2026-07-28).
+    let (code, out, _) = step_up("operation");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("decision: DENY"), "{out}");
+    assert!(out.contains("scope=\"mcp:tools:weather\""), "{out}");
+    let (code, out, _) = step_up("granted_and_operation");
+    assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("scope=\"mcp:connect mcp:tools:weather\""),
         "{out}"
+    );
+    let (code, _, err) = step_up("replace");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`replace` is not a step-up scope rule"),
+        "{err}"
     );
     let (code, out, _) = run(&[
         "policy",
@@ -492,7 +507,8 @@ fn dev_token_and_check_work_together() {
     assert_eq!(code, 1);
     assert!(out.contains("http status: 401"), "{out}");
 
-    // The dev token lacks mcp:tools:files: a step-up 403 naming it.
+    // The dev token lacks mcp:tools:files: a step-up 403 naming it (and only it: the token's
+    // other scopes are not what this operation needs).
     let (code, out, _) = run(&[
         "check",
         "--addr",
@@ -509,7 +525,7 @@ fn dev_token_and_check_work_together() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("http status: 403"), "{out}");
     assert!(
-        out.contains("error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:connect mcp:tools:weather mcp:tools:files\""),
+        out.contains("error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:tools:files\""),
         "{out}"
     );
     assert!(out.contains("www-authenticate: Bearer"), "{out}");
@@ -631,8 +647,7 @@ fn dev_token_and_check_work_together() {
     ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        out.contains("error=\"insufficient_scope\"")
-            && out.contains("scope=\"mcp:connect mcp:tools:files\""),
+        out.contains("error=\"insufficient_scope\"") && out.contains("scope=\"mcp:tools:files\""),
         "{out}"
     );
     assert!(out.contains("(live)"), "{out}");

@@ -305,7 +305,7 @@ async fn through_envoy() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(
         headers["www-authenticate"],
-        "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:connect mcp:tools:weather mcp:tools:files\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:tools:files\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
     );
 
     let other_tenant = {
@@ -462,7 +462,7 @@ async fn a_real_mcp_client_and_server_through_envoy() {
         .unwrap_or_else(|| panic!("no 403 for read_file: {report}"));
     assert_eq!(
         step_up["www_authenticate"],
-        "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:connect mcp:tools:weather mcp:tools:files\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:tools:files\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
     );
     assert!(
         report.get("denied_call").is_none(),

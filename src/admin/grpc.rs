@@ -112,6 +112,7 @@ impl Admin for AdminService {
                 id: Some(server.id.clone()),
                 tenant: Some(tenant),
                 scopes_supported: Some(server.scopes_supported.clone()),
+                step_up: Some(server.step_up),
             },
             principal: PrincipalSpec {
                 sub: non_empty(&p.sub),

@@ -9,6 +9,7 @@ use super::status::admin_client;
 use super::{EXIT_ERROR, ExplainArgs, PolicyCommand, parse_claims, split_words};
 use crate::admin::grpc::pb;
 use crate::challenge::{Challenge, ErrorCode};
+use crate::config::StepUpConfig;
 use crate::policy::cases::{self, Case, Defaults, Expect, PrincipalSpec, ServerSpec};
 use crate::policy::load_dir;
 
@@ -104,6 +105,9 @@ fn explain(a: ExplainArgs) -> ExitCode {
             id: Some(a.server_id),
             tenant: Some(a.server_tenant),
             scopes_supported: Some(split_words(&a.scopes_supported)),
+            step_up: Some(StepUpConfig {
+                scope: a.step_up_scope,
+            }),
         },
         principal: PrincipalSpec {
             sub: Some(a.sub),
@@ -158,7 +162,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
 }
 
 /// `policy explain --addr ADDR`: the server evaluates against its live policies and
-/// configuration (its tenant and scopes_supported apply), with the code a check runs.
+/// configuration (its tenant, scopes_supported and step_up apply), with the code a check runs.
 pub(super) async fn explain_remote(a: ExplainArgs) -> ExitCode {
     let addr = a.addr.clone().unwrap_or_default();
     let mut client = match admin_client(&addr).await {

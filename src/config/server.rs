@@ -1,5 +1,7 @@
 //! One protected MCP server (`servers[]`): its resource URI, authorization servers, scopes,
-//! request matching and tenant, and the checks on them.
+//! step-up challenges, request matching and tenant, and the checks on them.
+
+use std::str::FromStr;
 
 use serde::Deserialize;
 use url::Url;
@@ -20,6 +22,9 @@ pub struct ServerConfig {
     /// Scopes advertised in the `scope` attribute of a 401 challenge (MCP 2025-11-25).
     #[serde(default)]
     pub challenge_scopes: Vec<String>,
+    /// How a 403 `insufficient_scope` challenge picks its `scope`.
+    #[serde(default)]
+    pub step_up: StepUpConfig,
     #[serde(default, rename = "match")]
     pub matching: MatchConfig,
     /// The server's tenant, for tenant isolation in policies. Exclusive with `tenant_from`.
@@ -30,6 +35,37 @@ pub struct ServerConfig {
     #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
     pub tenant_from: Option<TenantFrom>,
 }
+
+/// `servers[].step_up`: what a step-up 403 asks the client for.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpConfig {
+    /// Which scopes the challenge's `scope` attribute names.
+    #[serde(default)]
+    pub scope: StepUpScope,
+}
+
+/// Which scopes a 403 `insufficient_scope` challenge names. Either way they come from
+/// `scopes_supported`, in its order, and following the challenge must allow the request (else
+/// the answer is a plain 403).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepUpScope {
+    /// The scopes this operation needs: the missing ones plus the granted ones the allow depends
+    /// on, never unrelated scopes the token also has (MCP 2026-07-28, SEP-2350, after RFC 6750
+    /// s3.1). Clients add the challenged scopes to those they hold when they re-authorize.
+    #[default]
+    Operation,
+    /// The token's scopes that the server knows plus the missing ones (MCP 2025-11-25,
+    /// "recommended approach"), for clients that replace their scopes with the challenge's
+    /// instead of adding to them (the TypeScript SDK 1.32 client does).
+    GrantedAndOperation,
+}
+
+/// A step-up rule that is not one of the two (`policy explain --step-up-scope`).
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a step-up scope rule: use `operation` or `granted_and_operation`")]
+pub struct UnknownStepUpScope(String);
 
 /// Where a request carries the server's tenant.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -51,6 +87,24 @@ pub struct MatchConfig {
     /// Path prefix, matched on segment boundaries.
     #[serde(default)]
     pub path_prefix: Option<String>,
+}
+
+/// The OIDC scope that asks the authorization server for a refresh token.
+const OFFLINE_ACCESS: &str = "offline_access";
+
+// === impl StepUpScope ===
+
+impl FromStr for StepUpScope {
+    type Err = UnknownStepUpScope;
+
+    /// The names the configuration uses.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "operation" => Ok(Self::Operation),
+            "granted_and_operation" => Ok(Self::GrantedAndOperation),
+            other => Err(UnknownStepUpScope(other.to_owned())),
+        }
+    }
 }
 
 // === impl ServerConfig ===
@@ -97,12 +151,25 @@ impl ServerConfig {
             ("scopes_supported", &self.scopes_supported),
             ("challenge_scopes", &self.challenge_scopes),
         ] {
-            for s in list {
+            for (i, s) in list.iter().enumerate() {
                 // RFC 6749 s3.3 scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
                 if s.is_empty() || !s.bytes().all(crate::challenge::is_scope_char) {
                     return Err(invalid(
                         format!("{key}.{field}"),
                         format!("`{s}` is not a valid scope token"),
+                    ));
+                }
+                // SEP-2207 (MCP 2026-07-28), "MCP Server (Resource Server) Requirements": a
+                // resource server SHOULD NOT name `offline_access` in a challenge or in PRM
+                // `scopes_supported`. Listed in `scopes_supported` it would reach PRM and step-up
+                // challenges, in `challenge_scopes` every 401.
+                if s == OFFLINE_ACCESS {
+                    return Err(invalid(
+                        format!("{key}.{field}[{i}]"),
+                        "`offline_access` is a refresh-token scope for the authorization \
+                         server, not a scope of this resource: it belongs in no challenge and no \
+                         PRM document (MCP 2026-07-28, SEP-2207); clients add it themselves when \
+                         the authorization server offers it",
                     ));
                 }
             }

@@ -214,3 +214,51 @@ fn tenant_from_is_written_as_a_one_key_map() {
     let unknown = err(&with("tenant_from: {cookie: t}"));
     assert!(unknown.contains("tenant_from"), "{unknown}");
 }
+
+/// SEP-2207: `offline_access` is for the authorization server, never in a challenge or PRM.
+#[test]
+fn offline_access_is_refused_in_scopes_supported_and_challenge_scopes() {
+    let with = |line: &str| format!("{MINIMAL}    {line}\n");
+    let e = err(&with("scopes_supported: [mcp:connect, offline_access]"));
+    assert!(
+        e.starts_with("key `servers[0].scopes_supported[1]`: `offline_access` is a refresh-token scope for the authorization server, not a scope of this resource"),
+        "{e}"
+    );
+    assert!(e.contains("SEP-2207"), "{e}");
+    let e = err(&with("challenge_scopes: [offline_access]"));
+    assert!(
+        e.starts_with("key `servers[0].challenge_scopes[0]`: `offline_access`"),
+        "{e}"
+    );
+    // Scope tokens are case-sensitive (RFC 6749 s3.3): another token, left alone.
+    Config::from_yaml(&with("scopes_supported: [Offline_Access]")).unwrap();
+}
+
+/// The forms docs/configuration.md shows.
+#[test]
+fn step_up_scope_defaults_to_operation() {
+    let with = |line: &str| format!("{MINIMAL}    {line}\n");
+    assert_eq!(
+        Config::from_yaml(MINIMAL).unwrap().servers[0].step_up.scope,
+        StepUpScope::Operation
+    );
+    let compat = Config::from_yaml(&with("step_up: {scope: granted_and_operation}")).unwrap();
+    assert_eq!(
+        compat.servers[0].step_up.scope,
+        StepUpScope::GrantedAndOperation
+    );
+    let block = Config::from_yaml(&with("step_up:\n      scope: operation")).unwrap();
+    assert_eq!(block.servers[0].step_up.scope, StepUpScope::Operation);
+    let unknown = err(&with("step_up: {scope: granted}"));
+    assert!(unknown.contains("granted_and_operation"), "{unknown}");
+    let unknown = err(&with("step_up: {scopes: operation}"));
+    assert!(unknown.contains("scopes"), "{unknown}");
+    assert_eq!(
+        "granted_and_operation".parse::<StepUpScope>().unwrap(),
+        StepUpScope::GrantedAndOperation
+    );
+    assert_eq!(
+        "replace".parse::<StepUpScope>().unwrap_err().to_string(),
+        "`replace` is not a step-up scope rule: use `operation` or `granted_and_operation`"
+    );
+}

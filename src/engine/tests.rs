@@ -968,3 +968,123 @@ async fn arguments_that_do_not_fit_the_declared_tool_are_invalid_params() {
         }
     }
 }
+
+/// Step-up challenges through whole checks, under each `servers[].step_up.scope` rule.
+mod step_up {
+    use super::*;
+    use crate::config::StepUpScope;
+
+    fn engine(rule: StepUpScope) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let mut config = config(&secret);
+        config.servers[0].step_up.scope = rule;
+        let metrics = crate::metrics::Metrics::unregistered();
+        let jwks = json!({"keys": [keys().rsa.public_jwk()]}).to_string();
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|i| {
+                let set = KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::RS256]).unwrap();
+                IssuerKeys::with_static(i.clone(), set.0, metrics.clone())
+            })
+            .collect();
+        let policies =
+            crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
+        Engine::new(&config, issuers, policies, metrics).unwrap()
+    }
+
+    /// The status and `WWW-Authenticate` of a POST of `body` with a token holding `scope`.
+    async fn check(engine: &Engine, scope: &str, body: &str) -> (u16, Option<String>) {
+        let token = keys().rsa.token(&with(good(), "scope", json!(scope)));
+        let headers = HashMap::from([
+            ("authorization".to_owned(), format!("Bearer {token}")),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ]);
+        let input = CheckInput {
+            method: "POST",
+            path: "/weather/mcp",
+            host: "mcp.example.com",
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        match engine.check(&input).await {
+            Decision::Allow(_) => (200, None),
+            Decision::Respond(r) => {
+                let www = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| *k == "www-authenticate")
+                    .map(|(_, v)| v.clone());
+                (r.status, www)
+            }
+        }
+    }
+
+    fn step_up(scope: &str) -> Option<String> {
+        Some(format!(
+            "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"{scope}\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/weather/mcp\""
+        ))
+    }
+
+    const FORECAST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris"}}}"#;
+    /// A 2025-03-26 batch: a session method the token allows and two tools it does not.
+    const BATCH: &str = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},
+        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/shared/a"}}},
+        {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris"}}}]"#;
+
+    #[tokio::test]
+    async fn operation_names_what_the_operation_needs() {
+        let e = engine(StepUpScope::Operation);
+        // mcp:tools:files is granted, supported and unrelated; `openid` is not the server's.
+        let (status, www) = check(&e, "mcp:connect mcp:tools:files openid", FORECAST).await;
+        assert_eq!(status, 403);
+        assert_eq!(www, step_up("mcp:tools:weather"));
+        // What the client holds after following it is allowed.
+        let held = "mcp:connect mcp:tools:files openid mcp:tools:weather";
+        assert_eq!(check(&e, held, FORECAST).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn granted_and_operation_keeps_the_granted_scopes_the_server_knows() {
+        let e = engine(StepUpScope::GrantedAndOperation);
+        let (status, www) = check(&e, "mcp:connect mcp:tools:files openid", FORECAST).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            www,
+            step_up("mcp:connect mcp:tools:weather mcp:tools:files")
+        );
+        // A client that replaces its scopes with the challenge's is allowed.
+        let replaced = "mcp:connect mcp:tools:weather mcp:tools:files";
+        assert_eq!(check(&e, replaced, FORECAST).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn a_batch_names_what_its_denied_messages_need_together() {
+        let e = engine(StepUpScope::Operation);
+        let (status, www) = check(&e, "mcp:connect", BATCH).await;
+        assert_eq!(status, 403);
+        assert_eq!(www, step_up("mcp:tools:weather mcp:tools:files"));
+        let held = "mcp:connect mcp:tools:weather mcp:tools:files";
+        assert_eq!(check(&e, held, BATCH).await.0, 200);
+
+        let e = engine(StepUpScope::GrantedAndOperation);
+        let (status, www) = check(&e, "mcp:connect", BATCH).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            www,
+            step_up("mcp:connect mcp:tools:weather mcp:tools:files")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_a_message_no_scope_helps_is_a_plain_403_under_either_rule() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris"}}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"unknown_tool"}}]"#;
+        for rule in [StepUpScope::Operation, StepUpScope::GrantedAndOperation] {
+            let (status, www) = check(&engine(rule), "mcp:connect", body).await;
+            assert_eq!((status, www), (403, None), "{rule:?}");
+        }
+    }
+}

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{EvalRequest, PolicyBundle, PolicyDecision, challenge_scopes};
+use super::{EvalRequest, PolicyBundle, PolicyDecision};
+use crate::config::StepUpConfig;
 use crate::identity::Identity;
 use crate::mcp::Target;
 
@@ -38,6 +39,8 @@ pub struct ServerSpec {
     pub id: Option<String>,
     pub tenant: Option<String>,
     pub scopes_supported: Option<Vec<String>>,
+    /// As `servers[].step_up` (default: challenges name what the operation needs).
+    pub step_up: Option<StepUpConfig>,
 }
 
 /// The caller, as the token's mapped claims.
@@ -208,6 +211,11 @@ pub fn evaluate(
         .clone()
         .or_else(|| defaults.server.scopes_supported.clone())
         .unwrap_or_default();
+    let step_up = case
+        .server
+        .step_up
+        .or(defaults.server.step_up)
+        .unwrap_or_default();
     let mut claims: Map<String, Value> = p.claims.clone().unwrap_or_default();
     let subject = p.sub.clone().unwrap_or_else(|| "alice".into());
     claims.insert("sub".into(), Value::from(subject.clone()));
@@ -235,17 +243,16 @@ pub fn evaluate(
         session_id: "",
         batch: false,
     };
-    let decision = bundle.decide(&req, &supported).map_err(|e| match e {
-        super::BuildError::Arguments(error) => CaseError::InvalidArguments {
-            case: case.name.clone(),
-            error,
-        },
-        other => err(other.to_string()),
-    })?;
-    let challenge_scope = decision
-        .missing_scopes
-        .as_ref()
-        .map(|missing| challenge_scopes(&identity.scopes, &supported, missing).join(" "));
+    let decision = bundle
+        .decide(&req, &supported, step_up.scope)
+        .map_err(|e| match e {
+            super::BuildError::Arguments(error) => CaseError::InvalidArguments {
+                case: case.name.clone(),
+                error,
+            },
+            other => err(other.to_string()),
+        })?;
+    let challenge_scope = decision.challenge_scopes.as_ref().map(|s| s.join(" "));
     Ok(Outcome {
         decision,
         challenge_scope,

@@ -48,14 +48,24 @@ defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:
 cases:
   - {name: wrong, method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: allow}
   - {name: wrong scope, method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: deny, challenge_scope: mcp:connect}
+  - {name: "wrong scope, granted too", server: {step_up: {scope: granted_and_operation}},
+     method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: deny, challenge_scope: mcp:connect}
 "#,
     )
     .unwrap();
     let report = cases::run(&bundle, &file).unwrap();
     assert_eq!(report.passed, 0);
-    assert_eq!(report.failed.len(), 2);
+    assert_eq!(report.failed.len(), 3);
+    // What the operation needs: the weather scope, not the unrelated mcp:connect.
     assert!(
-        report.failed[1].1.contains("mcp:connect mcp:tools:weather"),
+        report.failed[1]
+            .1
+            .contains("challenge scope `mcp:tools:weather`,"),
+        "{:?}",
+        report.failed
+    );
+    assert!(
+        report.failed[2].1.contains("mcp:connect mcp:tools:weather"),
         "{:?}",
         report.failed
     );
@@ -190,7 +200,9 @@ fn step_up_tries_single_scopes_when_another_scope_would_forbid() {
 defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:readonly, mcp:tools:weather]},
            principal: {tenant: acme, scopes: [mcp:connect]}}
 cases:
-  - {name: single scope found, method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: deny, challenge_scope: mcp:connect mcp:tools:weather}
+  - {name: single scope found, method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: deny, challenge_scope: mcp:tools:weather}
+  - {name: "single scope found, granted kept", server: {step_up: {scope: granted_and_operation}},
+     method: tools/call, tool: get_forecast, arguments: {city: Paris}, expect: deny, challenge_scope: mcp:connect mcp:tools:weather}
 "#,
     )
     .unwrap();
@@ -201,7 +213,7 @@ cases:
 #[test]
 fn a_challenge_that_would_not_help_is_not_issued() {
     let dir = copy_shipped();
-    // Needs a scope the server does not advertise: the challenge would drop it.
+    // Needs a scope the server does not advertise: no challenge names it.
     std::fs::write(
         dir.path().join("legacy.cedar"),
         "@id(\"legacy\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"demo/legacy\")\nwhen { context.scopes.contains(\"legacy:read\") && context.scopes.contains(\"mcp:tools:weather\") };\n",
@@ -213,12 +225,117 @@ fn a_challenge_that_would_not_help_is_not_issued() {
 defaults: {server: {id: demo, tenant: acme, scopes_supported: [mcp:connect, mcp:tools:weather]},
            principal: {tenant: acme, scopes: [mcp:connect, legacy:read]}}
 cases:
-  - {name: dead end avoided, method: tools/call, tool: legacy, expect: deny, challenge_scope: ""}
+  # A client that replaces its scopes with the challenge's would drop legacy:read: a dead end.
+  - {name: dead end avoided, server: {step_up: {scope: granted_and_operation}},
+     method: tools/call, tool: legacy, expect: deny, challenge_scope: ""}
+  # A client that adds the challenge's scopes to its own keeps legacy:read: the challenge helps.
+  - {name: accumulating client keeps the unadvertised scope, method: tools/call, tool: legacy,
+     expect: deny, challenge_scope: mcp:tools:weather}
 "#,
     )
     .unwrap();
     let report = cases::run(&bundle, &file).unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
+}
+
+/// A tool that needs two scopes, one of which the caller already has.
+fn two_scope_tool() -> tempfile::TempDir {
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("reports.cedar"),
+        "@id(\"reports\")\npermit (principal, action == Mcp::Action::\"tools/call\", resource == Mcp::Tool::\"demo/report\")\nwhen { context.scopes.contains(\"mcp:connect\") && context.scopes.contains(\"mcp:tools:reports\") };\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn operation_challenges_name_granted_scopes_the_allow_depends_on_and_no_others() {
+    let dir = two_scope_tool();
+    let bundle = load_dir(dir.path()).unwrap();
+    let file: cases::CaseFile = serde_yaml_ng::from_str(
+        r#"
+defaults: {server: {id: demo, tenant: acme,
+                    scopes_supported: [mcp:connect, mcp:tools:weather, mcp:tools:reports]},
+           principal: {tenant: acme, scopes: [openid, mcp:tools:weather, mcp:connect]}}
+cases:
+  # mcp:connect is granted but needed, so named (RFC 6750 s3.1); mcp:tools:weather is granted
+  # and unrelated, openid is not the server's: neither is named.
+  - {name: needed granted scope named, method: tools/call, tool: report, expect: deny,
+     challenge_scope: mcp:connect mcp:tools:reports}
+  - {name: every granted scope the server knows, server: {step_up: {scope: granted_and_operation}},
+     method: tools/call, tool: report, expect: deny,
+     challenge_scope: mcp:connect mcp:tools:weather mcp:tools:reports}
+  # Without the granted dependency, both rules name it as missing.
+  - {name: both missing, principal: {scopes: [mcp:tools:weather]}, method: tools/call,
+     tool: report, expect: deny, challenge_scope: mcp:connect mcp:tools:reports}
+  - {name: "both missing, granted too", principal: {scopes: [mcp:tools:weather]},
+     server: {step_up: {scope: granted_and_operation}}, method: tools/call, tool: report,
+     expect: deny, challenge_scope: mcp:connect mcp:tools:weather mcp:tools:reports}
+"#,
+    )
+    .unwrap();
+    let report = cases::run(&bundle, &file).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+}
+
+#[test]
+fn a_decision_carries_the_missing_scopes_and_the_challenge() {
+    let dir = two_scope_tool();
+    let bundle = load_dir(dir.path()).unwrap();
+    let identity = crate::testutil::identity("s", "acme", &["mcp:connect", "mcp:tools:weather"]);
+    let target = crate::mcp::Target::Tool {
+        name: "report".into(),
+        arguments: serde_json::Map::new(),
+    };
+    let supported: Vec<String> = ["mcp:tools:reports", "mcp:tools:weather", "mcp:connect"]
+        .map(String::from)
+        .to_vec();
+    let decide = |rule: StepUpScope| {
+        bundle
+            .decide(
+                &EvalRequest {
+                    identity: &identity,
+                    server_id: "demo",
+                    server_tenant: "acme",
+                    action: "tools/call",
+                    target: &target,
+                    protocol_version: "",
+                    session_id: "",
+                    batch: false,
+                },
+                &supported,
+                rule,
+            )
+            .unwrap()
+    };
+    let words = |s: &[&str]| Some(s.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+    let d = decide(StepUpScope::Operation);
+    assert!(!d.allowed);
+    assert_eq!(d.missing_scopes, words(&["mcp:tools:reports"]));
+    // In `scopes_supported` order, whatever the token's order.
+    assert_eq!(
+        d.challenge_scopes,
+        words(&["mcp:tools:reports", "mcp:connect"])
+    );
+    let d = decide(StepUpScope::GrantedAndOperation);
+    assert_eq!(d.missing_scopes, words(&["mcp:tools:reports"]));
+    assert_eq!(
+        d.challenge_scopes,
+        words(&["mcp:tools:reports", "mcp:tools:weather", "mcp:connect"])
+    );
+}
+
+#[test]
+fn challenge_scopes_follow_scopes_supported_order() {
+    let words = |s: &[&str]| s.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        challenge_scopes(
+            &words(&["a", "b", "c", "d"]),
+            &words(&["d", "openid", "b", "d"])
+        ),
+        words(&["b", "d"])
+    );
 }
 
 #[test]
@@ -255,6 +372,7 @@ fn tool_arguments_and_claims_are_tags() {
                     batch: false,
                 },
                 &[],
+                StepUpScope::default(),
             )
             .unwrap()
     };
@@ -383,6 +501,7 @@ fn an_erroring_forbid_denies_instead_of_being_skipped() {
                 batch: false,
             },
             &["mcp:connect".to_string()],
+            StepUpScope::default(),
         )
         .unwrap();
     // Cedar alone would allow (the erroring forbid is skipped); mcp-authz denies.
@@ -464,7 +583,7 @@ fn action_equal_to_tools_call_is_a_warning_because_it_misses_declared_tools() {
             session_id: "",
             batch: false,
         };
-        bundle.decide(&req, &[]).unwrap()
+        bundle.decide(&req, &[], StepUpScope::Operation).unwrap()
     };
     let undeclared = decide("get_alerts", serde_json::json!({}));
     assert!(undeclared.allowed, "{undeclared:?}");

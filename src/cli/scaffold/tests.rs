@@ -92,14 +92,7 @@ fn every_type() {
          \x20         yes?: Json, // Json: no schema\n\
          \x20       },"
     );
-    with_shipped(
-        &generate(
-            &json!([{ "name": "t", "inputSchema": schema }]),
-            "fs",
-            "f",
-        )
-        .unwrap(),
-    );
+    with_shipped(&generate(&json!([{ "name": "t", "inputSchema": schema }]), "fs", "f").unwrap());
 }
 
 #[test]
@@ -192,14 +185,7 @@ fn required_nesting_and_sets_of_records() {
          \x20         }>,\n\
          \x20       },"
     );
-    with_shipped(
-        &generate(
-            &json!([{ "name": "t", "inputSchema": schema }]),
-            "fs",
-            "f",
-        )
-        .unwrap(),
-    );
+    with_shipped(&generate(&json!([{ "name": "t", "inputSchema": schema }]), "fs", "f").unwrap());
 }
 
 #[test]
@@ -257,14 +243,7 @@ fn names_that_are_not_identifiers_are_quoted() {
          \x20         _ok9?: String,\n\
          \x20       },"
     );
-    with_shipped(
-        &generate(
-            &json!([{ "name": "t", "inputSchema": schema }]),
-            "fs",
-            "f",
-        )
-        .unwrap(),
-    );
+    with_shipped(&generate(&json!([{ "name": "t", "inputSchema": schema }]), "fs", "f").unwrap());
 }
 
 #[test]
@@ -280,10 +259,7 @@ fn tool_names_are_escaped_in_the_action_id() {
         ),
         "{text}"
     );
-    assert!(
-        text.contains("action \"tools/call/fs/a/b.c\" in"),
-        "{text}"
-    );
+    assert!(text.contains("action \"tools/call/fs/a/b.c\" in"), "{text}");
     assert!(
         text.contains("        arguments: {}, // no arguments: a call with any is refused\n"),
         "{text}"
