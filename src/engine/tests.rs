@@ -824,23 +824,7 @@ servers:
 
 #[tokio::test]
 async fn the_decision_id_header_is_the_configured_one_on_allows_and_denials() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let mut config = config(&secret);
-    config.identity_headers.decision_id = "x-trace-decision".into();
-    let metrics = crate::metrics::Metrics::unregistered();
-    let jwks = json!({"keys": [keys().rsa.public_jwk()]}).to_string();
-    let issuers = config
-        .issuers
-        .iter()
-        .map(|i| {
-            let set = KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::RS256]).unwrap();
-            IssuerKeys::with_static(i.clone(), set.0, metrics.clone())
-        })
-        .collect();
-    let policies = crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
-    let engine = Engine::new(&config, issuers, policies, metrics).unwrap();
+    let engine = engine_with(|c| c.identity_headers.decision_id = "x-trace-decision".into());
     let check = |auth: Option<String>| {
         let mut headers =
             HashMap::from([("content-type".to_owned(), "application/json".to_owned())]);
@@ -883,6 +867,28 @@ async fn the_decision_id_header_is_the_configured_one_on_allows_and_denials() {
         a.set_headers
             .contains(&("x-trace-decision".into(), a.decision_id.clone()))
     );
+}
+
+/// An engine of its own over the test configuration after `edit`, every issuer serving the
+/// `rsa` key (no HMAC secret needed).
+fn engine_with(edit: impl FnOnce(&mut Config)) -> Engine {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let mut config = config(&secret);
+    edit(&mut config);
+    let metrics = crate::metrics::Metrics::unregistered();
+    let jwks = json!({"keys": [keys().rsa.public_jwk()]}).to_string();
+    let issuers = config
+        .issuers
+        .iter()
+        .map(|i| {
+            let set = KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::RS256]).unwrap();
+            IssuerKeys::with_static(i.clone(), set.0, metrics.clone())
+        })
+        .collect();
+    let policies = crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
+    Engine::new(&config, issuers, policies, metrics).unwrap()
 }
 
 /// The one header whose name mentions the decision (none or several is a failure).
@@ -975,24 +981,7 @@ mod step_up {
     use crate::config::StepUpScope;
 
     fn engine(rule: StepUpScope) -> Engine {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        let mut config = config(&secret);
-        config.servers[0].step_up.scope = rule;
-        let metrics = crate::metrics::Metrics::unregistered();
-        let jwks = json!({"keys": [keys().rsa.public_jwk()]}).to_string();
-        let issuers = config
-            .issuers
-            .iter()
-            .map(|i| {
-                let set = KeySet::from_jwks(jwks.as_bytes(), &[Algorithm::RS256]).unwrap();
-                IssuerKeys::with_static(i.clone(), set.0, metrics.clone())
-            })
-            .collect();
-        let policies =
-            crate::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
-        Engine::new(&config, issuers, policies, metrics).unwrap()
+        engine_with(|c| c.servers[0].step_up.scope = rule)
     }
 
     /// The status and `WWW-Authenticate` of a POST of `body` with a token holding `scope`.
