@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod resource;
 pub mod server;
+pub mod strict_json;
 pub mod token;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -11,7 +11,6 @@
 //! headers, which need the parsed body.
 
 mod envelope;
-mod json;
 mod message;
 #[cfg(test)]
 mod tests;
@@ -21,7 +20,6 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use self::envelope::{check_content_encoding, check_content_type, check_routing_headers};
-use self::json::parse_json;
 use self::message::{read_batch, read_message};
 
 /// Every client-to-server method and notification this module understands (MCP Streamable
@@ -202,6 +200,17 @@ pub enum McpError {
 
 // === impl McpError ===
 
+impl From<crate::strict_json::StrictJsonError> for McpError {
+    fn from(e: crate::strict_json::StrictJsonError) -> Self {
+        use crate::strict_json::StrictJsonError as E;
+        match e {
+            E::Invalid => McpError::InvalidJson,
+            E::DuplicateKey => McpError::DuplicateKey,
+            E::TooDeep => McpError::TooDeep,
+        }
+    }
+}
+
 impl McpError {
     /// The HTTP status to answer with: 400, 405, 413 or 415.
     pub fn status(&self) -> u16 {
@@ -307,15 +316,16 @@ pub fn parse(req: &HttpParts<'_>) -> Result<McpRequest, McpError> {
     // and a parser that does not is one the server might be.
     let text = std::str::from_utf8(req.body).map_err(|_| McpError::InvalidUtf8)?;
 
-    let (batch, messages) = match parse_json(text)? {
-        Value::Object(message) => (false, vec![read_message(message)?]),
-        Value::Array(items) => (true, read_batch(items)?),
-        _ => {
-            return Err(McpError::NotJsonRpc(
-                "the request body must be a JSON-RPC message or a batch array",
-            ));
-        }
-    };
+    let (batch, messages) =
+        match crate::strict_json::parse(text, MAX_DEPTH).map_err(McpError::from)? {
+            Value::Object(message) => (false, vec![read_message(message)?]),
+            Value::Array(items) => (true, read_batch(items)?),
+            _ => {
+                return Err(McpError::NotJsonRpc(
+                    "the request body must be a JSON-RPC message or a batch array",
+                ));
+            }
+        };
     check_routing_headers(req.headers, batch, &messages)?;
     Ok(McpRequest::Messages { batch, messages })
 }

@@ -38,6 +38,10 @@ pub enum TokenError {
     WrongAudience,
     MissingSubject,
     BadClaim,
+    /// The header or the claims repeat a member name (see `strict_json`).
+    DuplicateMember,
+    /// The header names a key by URL or embeds one (`jku`, `x5u`, `x5c`, `jwk`).
+    KeyReference,
     /// The issuer's keys are not loaded yet: the service cannot decide (503), which is not the
     /// caller's fault.
     KeysUnavailable,
@@ -67,6 +71,8 @@ impl TokenError {
             WrongAudience => "the token audience does not include this resource",
             MissingSubject => "the token has no subject",
             BadClaim => "the token has a malformed claim",
+            DuplicateMember => "the token repeats a member in its header or claims",
+            KeyReference => "the token header references or embeds a key (jku, x5u, x5c, jwk)",
             KeysUnavailable => "the issuer signing keys are not available yet",
         }
     }
@@ -102,11 +108,23 @@ impl<'a> Parsed<'a> {
         if header.enc.is_some() || header.zip.is_some() {
             return Err(TokenError::Encrypted);
         }
+        // RFC 8725 s3.10: keys come only from the configured issuer, never from a URL or a key
+        // the token itself carries. A token that offers one is refused rather than having the
+        // offer ignored, so nobody downstream can be tempted to follow it.
+        if header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.jwk.is_some()
+        {
+            return Err(TokenError::KeyReference);
+        }
         let payload = URL_SAFE_NO_PAD
             .decode(p)
             .map_err(|_| TokenError::BadPayload)?;
-        let claims: Map<String, Value> =
-            serde_json::from_slice(&payload).map_err(|_| TokenError::BadPayload)?;
+        let claims = match strict(&payload, TokenError::BadPayload)? {
+            Value::Object(claims) => claims,
+            _ => return Err(TokenError::BadPayload),
+        };
         Ok(Self {
             header,
             claims,
@@ -167,8 +185,6 @@ impl<'a> Parsed<'a> {
             Lookup::Ambiguous => return Err(TokenError::AmbiguousKey),
             Lookup::WrongAlgorithm => return Err(TokenError::KeyAlgorithmMismatch),
         };
-        // `jku`, `x5u`, `x5c` and an embedded `jwk` are ignored: keys come only from the
-        // configured issuer (RFC 8725 s3.10: never fetch keys a token points at).
         let valid =
             jsonwebtoken::crypto::verify(self.signature, self.message.as_bytes(), &key.key, alg)
                 .map_err(|_| TokenError::BadSignature)?;
@@ -276,7 +292,7 @@ fn decode_header(h: &str) -> Result<Header, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(h)
         .map_err(|_| TokenError::BadHeader)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| TokenError::BadHeader)?;
+    let value = strict(&bytes, TokenError::BadHeader)?;
     // `alg` is checked apart from the rest of the header so that `none` and unknown
     // algorithms get their own answer (RFC 8725 s3.1).
     match value.get("alg").and_then(Value::as_str) {
@@ -285,6 +301,17 @@ fn decode_header(h: &str) -> Result<Header, TokenError> {
         None => return Err(TokenError::BadHeader),
     }
     serde_json::from_value(value).map_err(|_| TokenError::BadHeader)
+}
+
+/// A JWT header or claims set: UTF-8 JSON with no repeated member (RFC 7515 s5.2 would let the
+/// last one win; one token must not read two ways) and shallow nesting (real claims are flat).
+fn strict(bytes: &[u8], malformed: TokenError) -> Result<Value, TokenError> {
+    const MAX_DEPTH: usize = 16;
+    let text = std::str::from_utf8(bytes).map_err(|_| malformed)?;
+    crate::strict_json::parse(text, MAX_DEPTH).map_err(|e| match e {
+        crate::strict_json::StrictJsonError::DuplicateKey => TokenError::DuplicateMember,
+        _ => malformed,
+    })
 }
 
 /// RFC 9068 s2.1 / s4: `at+jwt`, with or without the `application/` prefix, case-insensitive.
@@ -398,6 +425,73 @@ mod tests {
         assert!(header_safe("ali\u{202E}ce").is_err());
         assert!(header_safe("alice@example.com").is_ok());
         assert!(header_safe("J\u{00F6}rg").is_ok());
+    }
+
+    #[test]
+    fn repeated_members_and_key_references_are_refused() {
+        let token = |header: &str, claims: &str| {
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(claims)
+            )
+        };
+        let ok = r#"{"alg":"RS256","typ":"at+jwt","kid":"k"}"#;
+        assert!(Parsed::parse(&token(ok, r#"{"sub":"alice"}"#)).is_ok());
+        for (header, claims, want) in [
+            (
+                ok,
+                r#"{"sub":"dev-user","sub":"admin"}"#,
+                TokenError::DuplicateMember,
+            ),
+            (
+                ok,
+                r#"{"sub":"alice","sub":"admin"}"#,
+                TokenError::DuplicateMember,
+            ),
+            (
+                ok,
+                r#"{"sub":"alice","x":{"a":1,"a":2}}"#,
+                TokenError::DuplicateMember,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"a","kid":"b"}"#,
+                "{}",
+                TokenError::DuplicateMember,
+            ),
+            (
+                r#"{"alg":"HS256","alg":"RS256"}"#,
+                "{}",
+                TokenError::DuplicateMember,
+            ),
+            (
+                r#"{"alg":"RS256","jku":"https://evil.example/jwks"}"#,
+                "{}",
+                TokenError::KeyReference,
+            ),
+            (
+                r#"{"alg":"RS256","x5u":"https://evil.example/cert"}"#,
+                "{}",
+                TokenError::KeyReference,
+            ),
+            (
+                r#"{"alg":"RS256","x5c":["MIIB"]}"#,
+                "{}",
+                TokenError::KeyReference,
+            ),
+            (
+                r#"{"alg":"RS256","jwk":{"kty":"oct","k":"c2VjcmV0"}}"#,
+                "{}",
+                TokenError::KeyReference,
+            ),
+            (ok, "[1]", TokenError::BadPayload),
+        ] {
+            assert_eq!(
+                Parsed::parse(&token(header, claims)).err(),
+                Some(want),
+                "{header} {claims}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,11 @@
-//! The strict JSON reader: exactly one JSON value, with no object key repeated at any depth and
-//! nesting no deeper than [`MAX_DEPTH`], built like serde_json's own `Value`.
+//! The strict JSON reader for attacker-controlled JSON (MCP bodies, JWT headers and claims):
+//! exactly one JSON value, with no object key repeated at any depth and nesting no deeper than a
+//! given bound, built like serde_json's own `Value`.
+//!
+//! RFC 8259 s4 leaves repeated member names to the implementation and RFC 7515 s5.2 lets a JWS
+//! recipient pick the last one; parsers that pick differently then read one document two ways
+//! (an authorizer seeing `"sub":"alice"`, an upstream `"sub":"admin"`). Refusing is the only
+//! answer every reader agrees with.
 
 use std::cell::Cell;
 use std::fmt;
@@ -7,20 +13,30 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::{MAX_DEPTH, McpError};
+/// Why a text is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StrictJsonError {
+    #[error("not valid JSON")]
+    Invalid,
+    #[error("a key is repeated in a JSON object")]
+    DuplicateKey,
+    #[error("JSON nested too deeply")]
+    TooDeep,
+}
 
 /// Parses `text` as exactly one JSON value (whitespace around it allowed), refusing repeated
-/// keys and nesting beyond [`MAX_DEPTH`].
-pub(super) fn parse_json(text: &str) -> Result<Value, McpError> {
+/// keys and containers nested more than `max_depth` deep.
+pub fn parse(text: &str, max_depth: usize) -> Result<Value, StrictJsonError> {
     let reason = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let seed = StrictValue {
         depth: 0,
+        max_depth,
         reason: &reason,
     };
     seed.deserialize(&mut deserializer)
         .and_then(|value| deserializer.end().map(|()| value))
-        .map_err(|_| reason.take().unwrap_or(McpError::InvalidJson))
+        .map_err(|_| reason.take().unwrap_or(StrictJsonError::Invalid))
 }
 
 /// Builds a `serde_json::Value` like serde_json's own `Deserialize` impl, but errors on a
@@ -33,13 +49,14 @@ pub(super) fn parse_json(text: &str) -> Result<Value, McpError> {
 struct StrictValue<'r> {
     /// Containers enclosing the value being read.
     depth: usize,
-    reason: &'r Cell<Option<McpError>>,
+    max_depth: usize,
+    reason: &'r Cell<Option<StrictJsonError>>,
 }
 
 // === impl StrictValue ===
 
 impl StrictValue<'_> {
-    fn refuse<E: de::Error>(self, reason: McpError) -> E {
+    fn refuse<E: de::Error>(self, reason: StrictJsonError) -> E {
         let error = E::custom(&reason);
         self.reason.set(Some(reason));
         error
@@ -47,12 +64,12 @@ impl StrictValue<'_> {
 
     /// The seed for the members of a container opened at this level.
     fn enter<E: de::Error>(self) -> Result<Self, E> {
-        if self.depth >= MAX_DEPTH {
-            return Err(self.refuse(McpError::TooDeep));
+        if self.depth >= self.max_depth {
+            return Err(self.refuse(StrictJsonError::TooDeep));
         }
         Ok(StrictValue {
             depth: self.depth + 1,
-            reason: self.reason,
+            ..self
         })
     }
 }
@@ -88,7 +105,7 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
         // serde_json never produces a non-finite number; refusing one keeps this total.
         Number::from_f64(v)
             .map(Value::Number)
-            .ok_or_else(|| self.refuse(McpError::InvalidJson))
+            .ok_or_else(|| self.refuse(StrictJsonError::Invalid))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -117,7 +134,7 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.contains_key(&key) {
-                return Err(self.refuse(McpError::DuplicateKey));
+                return Err(self.refuse(StrictJsonError::DuplicateKey));
             }
             let value = map.next_value_seed(inner)?;
             members.insert(key, value);
