@@ -57,7 +57,7 @@ struct StrictValue<'r> {
 
 impl StrictValue<'_> {
     fn refuse<E: de::Error>(self, reason: StrictJsonError) -> E {
-        let error = E::custom(&reason);
+        let error = E::custom(reason);
         self.reason.set(Some(reason));
         error
     }
