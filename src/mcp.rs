@@ -301,7 +301,12 @@ pub fn parse(req: &HttpParts<'_>) -> Result<McpRequest, McpError> {
         if !req.body.is_empty() {
             return Err(McpError::UnexpectedBody);
         }
-        // Headers such as mcp-method mean nothing without a body to compare them with.
+        // The routing headers name the message of a POST (MCP 2026-07-28); on a GET or DELETE
+        // there is none, so a proxy routing on them would route a request mcp-authz never
+        // evaluated as that method (a "tools/call" GET allowed as a plain stream open).
+        if req.headers.contains_key("mcp-method") || req.headers.contains_key("mcp-name") {
+            return Err(McpError::HeaderMismatch);
+        }
         return Ok(request);
     }
 

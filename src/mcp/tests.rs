@@ -302,15 +302,25 @@ fn batches() {
 fn get_and_delete() {
     assert_eq!(run("GET", &[], b""), Ok(McpRequest::OpenStream));
     assert_eq!(run("DELETE", &[], b""), Ok(McpRequest::EndSession));
-    // No content-type needed, and routing headers are ignored without a body.
-    let noise = [
-        ("mcp-method", "tools/call"),
-        ("mcp-name", "x"),
-        ("accept", "text/event-stream"),
-        ("mcp-session-id", "abc"),
-    ];
+    // No content-type needed.
+    let noise = [("accept", "text/event-stream"), ("mcp-session-id", "abc")];
     assert_eq!(run("GET", &noise, b""), Ok(McpRequest::OpenStream));
     assert_eq!(run("DELETE", &noise, b""), Ok(McpRequest::EndSession));
+    // Routing headers name a POST's message: on a GET or DELETE they route a request that was
+    // never evaluated as that method, so they are refused.
+    for routing in [
+        vec![("mcp-method", "tools/call"), ("mcp-name", "x")],
+        vec![("mcp-method", "tools/call")],
+        vec![("mcp-name", "x")],
+    ] {
+        for method in ["GET", "DELETE"] {
+            assert_eq!(
+                run(method, &routing, b""),
+                Err(McpError::HeaderMismatch),
+                "{method} {routing:?}"
+            );
+        }
+    }
 }
 
 #[test]
