@@ -87,6 +87,7 @@ fn benches(c: &mut Criterion) {
                 method: "POST",
                 headers: &json_headers,
                 body: black_box(CALL.as_bytes()),
+                max_body_bytes: 1 << 20,
             })
             .unwrap()
         })
@@ -99,6 +100,7 @@ fn benches(c: &mut Criterion) {
         method: "POST",
         headers: &json_headers,
         body: CALL.as_bytes(),
+        max_body_bytes: 1 << 20,
     })
     .unwrap() else {
         panic!("a message")

@@ -258,6 +258,7 @@ impl Engine {
             method: input.method,
             headers: input.headers,
             body: input.body,
+            max_body_bytes: self.limits.max_body_bytes,
         }) {
             Ok(r) => r,
             Err(e) => return respond::mcp_denial(e),

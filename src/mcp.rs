@@ -82,6 +82,9 @@ pub struct HttpParts<'a> {
     /// Envoy's header map: names lowercased, repeated headers joined with `,`.
     pub headers: &'a HashMap<String, String>,
     pub body: &'a [u8],
+    /// The proxy's body buffer limit (`limits.max_body_bytes`): a body this long may have been
+    /// cut there.
+    pub max_body_bytes: usize,
 }
 
 /// One HTTP request to the MCP endpoint, as policy sees it.
@@ -293,6 +296,18 @@ pub fn parse(req: &HttpParts<'_>) -> Result<McpRequest, McpError> {
         .get("x-envoy-auth-partial-body")
         .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("true")))
     {
+        return Err(McpError::Truncated);
+    }
+    // Envoy 1.40 does not always say so: with `Expect: 100-continue` it forwards the first
+    // `max_request_bytes` bytes with `x-envoy-auth-partial-body: false`. A body exactly as long
+    // as the buffer, or shorter than the `content-length` the client sent, is one that was cut.
+    // (Chunked and HTTP/2 bodies carry no `content-length`; the length test covers them.)
+    let declared = req
+        .headers
+        .get("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let received = u64::try_from(req.body.len()).unwrap_or(u64::MAX);
+    if req.body.len() >= req.max_body_bytes || declared.is_some_and(|d| d > received) {
         return Err(McpError::Truncated);
     }
     if let Some(request) = bodiless {

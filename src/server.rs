@@ -123,7 +123,10 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
             let _ = stream.set_nodelay(true);
         })
     });
-    let service = AuthorizationServer::new(AuthzService::new(engine.clone()));
+    // Bodies up to `limits.max_body_bytes` (and beyond, up to this) get a decision, not a
+    // gRPC error.
+    let service = AuthorizationServer::new(AuthzService::new(engine.clone()))
+        .max_decoding_message_size(config.limits.max_check_message_bytes());
     // grpc.health.v1 on the same port, so Envoy can health-check the authz cluster: SERVING
     // only while every issuer has keys, NOT_SERVING again as soon as shutdown starts.
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -524,6 +524,23 @@ async fn bad_mcp_bodies_get_precise_statuses() {
     )
     .await;
     assert!(a.body.contains("-32020"), "{}", a.body);
+    // A body beyond gRPC's default 4 MiB message size, sent without a proxy, still gets a
+    // decision: 413 (it is over limits.max_body_bytes), not a gRPC error.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(5 << 20)
+    );
+    let a = mcp_authz::testutil::grpc_check_body(
+        running.grpc_addr,
+        "POST",
+        HOST,
+        "/mcp",
+        Some(&token),
+        &[json],
+        &big,
+    )
+    .await;
+    assert_eq!(a.status, 413, "{}", a.body);
     // A batch where every element is allowed is allowed.
     let a = mcp_authz::testutil::grpc_check_body(
         running.grpc_addr, "POST", HOST, "/mcp", Some(&token),

@@ -226,6 +226,10 @@ pub struct Limits {
     /// Largest JWKS or discovery document read from an issuer.
     #[serde(default = "Limits::default_max_jwks")]
     pub max_jwks_bytes: usize,
+    /// The proxy's body buffer limit (Envoy's `with_request_body.max_request_bytes`): a body this
+    /// long, or shorter than its `content-length`, was cut short on the way and is answered 413.
+    #[serde(default = "Limits::default_max_body")]
+    pub max_body_bytes: usize,
 }
 
 impl Limits {
@@ -234,6 +238,18 @@ impl Limits {
     }
     fn default_max_jwks() -> usize {
         512 * 1024
+    }
+    /// The shipped Envoy configuration's `max_request_bytes`.
+    fn default_max_body() -> usize {
+        1 << 20
+    }
+
+    /// The largest gRPC message the check port decodes: four times the body limit, and at least
+    /// 16 MiB (tonic's default is 4 MiB). A body over `max_body_bytes` still gets a decision
+    /// (413) rather than a gRPC error unless the whole message is larger than this; only a
+    /// client that bypasses the proxy can send one (gRPC then answers `OUT_OF_RANGE`).
+    pub fn max_check_message_bytes(&self) -> usize {
+        self.max_body_bytes.saturating_mul(4).max(16 << 20)
     }
 
     pub(super) fn validate(&self) -> Result<(), Invalid> {
@@ -249,6 +265,12 @@ impl Limits {
                 "must be between 1024 and 16777216",
             ));
         }
+        if !(1024..=64 << 20).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "limits.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
         Ok(())
     }
 }
@@ -258,6 +280,7 @@ impl Default for Limits {
         Self {
             max_token_bytes: Self::default_max_token(),
             max_jwks_bytes: Self::default_max_jwks(),
+            max_body_bytes: Self::default_max_body(),
         }
     }
 }

@@ -19,6 +19,7 @@ fn run(method: &str, pairs: &[(&str, &str)], body: &[u8]) -> Result<McpRequest, 
         method,
         headers: &h,
         body,
+        max_body_bytes: 1 << 20,
     })
 }
 
@@ -1086,4 +1087,45 @@ fn errors_map_to_status_code_and_name() {
         assert_eq!(error.jsonrpc_code(), code, "{error:?}");
         assert_eq!(error.error_name(), name, "{error:?}");
     }
+}
+
+/// Envoy 1.40 with `Expect: 100-continue` forwards the first `max_request_bytes` bytes with
+/// `x-envoy-auth-partial-body: false`: a body as long as the buffer, or shorter than its
+/// `content-length`, is truncated (413), not malformed JSON (400).
+#[test]
+fn bodies_cut_at_the_buffer_limit_are_truncated() {
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let h = headers(&[
+        ("content-type", "application/json"),
+        ("x-envoy-auth-partial-body", "false"),
+    ]);
+    let parse_with = |body: &[u8], limit: usize, headers: &HashMap<String, String>| {
+        parse(&HttpParts {
+            method: "POST",
+            headers,
+            body,
+            max_body_bytes: limit,
+        })
+    };
+    // Under the limit: read as usual.
+    assert!(parse_with(ping.as_bytes(), ping.len() + 1, &h).is_ok());
+    // Exactly at the limit (chunked and HTTP/2 bodies have no content-length to tell).
+    assert_eq!(
+        parse_with(ping.as_bytes(), ping.len(), &h),
+        Err(McpError::Truncated)
+    );
+    let mut cut = ping.as_bytes().to_vec();
+    cut.resize(1 << 20, b' ');
+    assert_eq!(parse_with(&cut, 1 << 20, &h), Err(McpError::Truncated));
+    // Shorter than the declared content-length.
+    let mut declared = h.clone();
+    declared.insert("content-length".into(), "1153434".into());
+    assert_eq!(
+        parse_with(ping.as_bytes(), 1 << 20, &declared),
+        Err(McpError::Truncated)
+    );
+    assert_eq!(McpError::Truncated.status(), 413);
+    // A content-length that matches is fine.
+    declared.insert("content-length".into(), ping.len().to_string());
+    assert!(parse_with(ping.as_bytes(), 1 << 20, &declared).is_ok());
 }
