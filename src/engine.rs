@@ -223,6 +223,9 @@ impl Engine {
     }
 
     async fn decide<'s>(&'s self, input: &CheckInput<'_>, facts: &mut Facts<'s>) -> Decision {
+        if crate::resource::is_ambiguous_path(input.path) {
+            return respond::ambiguous_path();
+        }
         let server = match self.servers.route(input.host, input.path) {
             Route::Metadata(server) => return respond::metadata(server, input.method),
             Route::Protected(server) => {

@@ -12,6 +12,27 @@ use crate::keys::IssuerKeys;
 /// RFC 9728 s3: the well-known prefix; the resource's path is appended (s3.1).
 pub const PRM_PREFIX: &str = "/.well-known/oauth-protected-resource";
 
+/// Could this request path map to another server or tenant once some hop normalises it? Dot
+/// segments (`/a/mcp/../../b/mcp`), percent-encoded dots, slashes or backslashes (`%2e%2e`,
+/// `..%2f`), raw backslashes and control characters all can: a proxy or mesh that does not
+/// normalise paths would route such a request to `/b/mcp` after mcp-authz evaluated it as `/a`.
+/// Routing never interprets them; the request is refused (400) instead (RFC 3986 s5.2.4 defines
+/// dot-segment removal; s2.4 warns that decoding can change what a path means).
+pub fn is_ambiguous_path(path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let encoded = |code: &[u8]| {
+        path.as_bytes().windows(3).any(|w| {
+            w.first() == Some(&b'%') && w.get(1..).is_some_and(|c| c.eq_ignore_ascii_case(code))
+        })
+    };
+    path.split('/').any(|seg| seg == "." || seg == "..")
+        || path.contains('\\')
+        || path.chars().any(char::is_control)
+        || encoded(b"2e")
+        || encoded(b"2f")
+        || encoded(b"5c")
+}
+
 /// One protected MCP server, ready for the hot path.
 pub struct ProtectedServer {
     pub id: String,
@@ -374,6 +395,34 @@ mod tests {
             Route::Metadata(s) => format!("prm:{}", s.id),
             Route::Protected(s) => s.id.clone(),
             Route::Unmatched => "none".into(),
+        }
+    }
+
+    #[test]
+    fn paths_that_normalise_elsewhere_are_ambiguous() {
+        for ok in [
+            "/mcp",
+            "/a/mcp",
+            "/t/acme/mcp?x=../y",
+            "/a/mcp/",
+            "/.well-known/oauth-protected-resource/a/mcp",
+            "/a/mcp/%20x",
+        ] {
+            assert!(!is_ambiguous_path(ok), "{ok}");
+        }
+        for bad in [
+            "/a/mcp/../../b/mcp",
+            "/a/mcp/%2e%2e/%2e%2e/b/mcp",
+            "/a/mcp/%2E%2E/b/mcp",
+            "/a/mcp/..%2f..%2fb/mcp",
+            "/a/mcp/..%2F..%2Fb/mcp",
+            "/a/mcp/..%5cb",
+            "/a/mcp/..\\b",
+            "/t/acme/../globex/mcp",
+            "/t/acme/./mcp",
+            "/a/mcp\u{0}",
+        ] {
+            assert!(is_ambiguous_path(bad), "{bad:?}");
         }
     }
 

@@ -112,6 +112,17 @@ fn challenge(
     respond(status, reason, Some(header), body)
 }
 
+/// 400: a path with dot segments or encoded slashes, which another hop could map to a server or
+/// tenant other than the one it would be evaluated as (see `resource::is_ambiguous_path`).
+pub(super) fn ambiguous_path() -> Decision {
+    respond(
+        400,
+        Reason::InvalidRequest,
+        None,
+        json!({"error": "invalid_request", "error_description": "the request path has dot segments or encoded slashes"}),
+    )
+}
+
 /// 404: the request is for no server this service protects.
 pub(super) fn no_matching_server() -> Decision {
     respond(

@@ -1077,3 +1077,52 @@ mod step_up {
         }
     }
 }
+
+/// A path another hop would normalise to a different server or tenant is refused before
+/// routing, whatever the token (issue 11: `/a/mcp/../../b/mcp` was evaluated as server `a`).
+#[tokio::test]
+async fn paths_with_dot_segments_or_encoded_slashes_are_refused() {
+    let token = keys().rsa.token(&good());
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body = crate::testutil::TOOLS_LIST.as_bytes();
+    assert_eq!(run("POST", "/weather/mcp", &headers, body).await.status, 200);
+    for path in [
+        "/weather/mcp/../../other/mcp",
+        "/weather/mcp/%2e%2e/%2e%2e/other/mcp",
+        "/weather/mcp/..%2f..%2fother/mcp",
+        "/weather/mcp/./",
+    ] {
+        let a = run("POST", path, &headers, body).await;
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        assert!(a.allow.is_none());
+        assert!(a.body.contains("dot segments"), "{}", a.body);
+    }
+    // The tenant taken from a path segment cannot be steered by one either.
+    let engine = engine_with(|c| {
+        c.servers[0].tenant = None;
+        c.servers[0].tenant_from = Some(crate::config::TenantFrom::PathSegment(1));
+        c.servers[0].matching.path_prefix = Some("/".into());
+    });
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (path, status) in [("/acme/mcp", 200), ("/acme/../globex/mcp", 400)] {
+        let input = CheckInput {
+            method: "POST",
+            path,
+            host: "mcp.example.com",
+            headers: &headers,
+            body,
+        };
+        let got = match engine.check(&input).await {
+            Decision::Allow(_) => 200,
+            Decision::Respond(r) => r.status,
+        };
+        assert_eq!(got, status, "{path}");
+    }
+}
