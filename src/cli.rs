@@ -96,7 +96,8 @@ pub enum PolicyCommand {
         #[arg(long)]
         cases: Option<PathBuf>,
     },
-    /// Evaluate one hypothetical request offline: decision, determining policies, challenge.
+    /// Evaluate one hypothetical request, offline against a policy directory or live through a
+    /// running server (`--addr`): decision, determining policies, challenge.
     Explain(Box<ExplainArgs>),
     /// Print Cedar schema declarations for a server's tools, one typed action per tool, from a
     /// saved `tools/list` result. Exit 64 when the file or the server id is refused.
@@ -214,7 +215,7 @@ pub struct TokenArgs {
     /// `sub` claim.
     #[arg(long, default_value = "dev-user")]
     pub sub: String,
-    /// Scopes (repeatable or space-separated); default `mcp:connect mcp:tools`.
+    /// Scopes (repeatable or space-separated); default `mcp:connect mcp:tools:weather`.
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
     /// `tenant` claim; pass an empty string for none.

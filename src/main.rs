@@ -23,7 +23,8 @@ async fn main() -> ExitCode {
         // No `target` (module path) key: the decision log uses `target` for the MCP target.
         builder.json().flatten_event(true).with_target(false).init();
     } else {
-        builder.init();
+        // Colour codes only on a terminal: redirected to a file they are noise.
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
     mcp_authz::cli::run(cli).await
 }

@@ -673,3 +673,15 @@ fn dev_token_and_check_work_together() {
     assert!(out.contains("invalid_token"), "{out}");
     assert!(out.contains("audience"), "{out}");
 }
+
+/// The help text states the dev token's real default scopes.
+#[test]
+fn token_help_states_the_default_scopes() {
+    let (code, out, _) = run(&["token", "--help"]);
+    assert_eq!(code, 0);
+    let default = mcp_authz::dev::DEV_SCOPES.join(" ");
+    assert!(out.contains(&default), "`{default}` not in: {out}");
+    let (_, out, _) = run(&["policy", "explain", "--help"]);
+    assert!(out.contains("--addr"), "{out}");
+    assert!(!out.contains("request offline:"), "{out}");
+}

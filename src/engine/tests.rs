@@ -1089,7 +1089,10 @@ async fn paths_with_dot_segments_or_encoded_slashes_are_refused() {
         ("content-type", "application/json"),
     ];
     let body = crate::testutil::TOOLS_LIST.as_bytes();
-    assert_eq!(run("POST", "/weather/mcp", &headers, body).await.status, 200);
+    assert_eq!(
+        run("POST", "/weather/mcp", &headers, body).await.status,
+        200
+    );
     for path in [
         "/weather/mcp/../../other/mcp",
         "/weather/mcp/%2e%2e/%2e%2e/other/mcp",
