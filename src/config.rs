@@ -69,6 +69,10 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let config: Config = serde_yaml_ng::from_str(text)
             .map_err(|error| ConfigError::Parse { file: None, error })?;
+        // The same text as plain YAML, for the checks that are about how a value is written.
+        if let Ok(raw) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+            padded_string("", &raw)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -110,10 +114,39 @@ impl Config {
                 }
             }
         }
+        self.listen.validate()?;
         self.identity_headers.validate()?;
         self.decision_log.validate()?;
         self.cache.validate()?;
         self.limits.validate()?;
         Ok(())
+    }
+}
+
+/// A string value with leading or trailing whitespace: an issuer `"https://idp "` parses and
+/// validates as a URL, then matches no token's `iss` and the service never becomes ready.
+/// Nothing in the configuration is meant to carry surrounding spaces, so they are refused with
+/// the key that has them.
+fn padded_string(key: &str, value: &serde_yaml_ng::Value) -> Result<(), Invalid> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(s) if s.trim() != s => {
+            Err(invalid(key, "has leading or trailing whitespace"))
+        }
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| padded_string(&format!("{key}[{i}]"), v)),
+        Value::Mapping(map) => map.iter().try_for_each(|(k, v)| {
+            let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned);
+            let key = if key.is_empty() {
+                name
+            } else {
+                format!("{key}.{name}")
+            };
+            padded_string(&key, v)
+        }),
+        Value::Tagged(tagged) => padded_string(key, &tagged.value),
+        _ => Ok(()),
     }
 }

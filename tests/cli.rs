@@ -685,3 +685,31 @@ fn token_help_states_the_default_scopes() {
     assert!(out.contains("--addr"), "{out}");
     assert!(!out.contains("request offline:"), "{out}");
 }
+
+/// `validate` catches what `serve` would fail on: a listen address already in use.
+#[test]
+fn validate_refuses_a_listen_address_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("valid.yaml"))
+        .unwrap()
+        .replace("  grpc: 127.0.0.1:0", &format!("  grpc: {addr}"))
+        .replace(
+            "../../../policies",
+            &mcp_authz::testutil::shipped_policies()
+                .display()
+                .to_string(),
+        );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(&["validate", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("listen.grpc") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+    drop(taken);
+    let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -46,6 +46,21 @@ pub(super) fn validate(path: &Path) -> ExitCode {
         eprintln!("error: `{}`: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
+    // What `serve` would fail on next: a listen address it cannot bind (in use, not local).
+    let listen = &config.listen;
+    for (key, addr) in [
+        ("listen.grpc", listen.grpc),
+        ("listen.admin", listen.admin),
+        ("listen.admin_grpc", listen.admin_grpc),
+    ] {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            eprintln!(
+                "error: `{}`: key `{key}`: cannot listen on `{addr}`: {e}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     println!(
         "`{}` is valid: {} issuer(s), {} server(s), policy set {hash} from `{}`",
         path.display(),

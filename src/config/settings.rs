@@ -109,6 +109,26 @@ impl Listen {
     fn default_admin_grpc() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9192))
     }
+
+    /// Two listeners on one port (the same address, or one of them on all addresses) cannot
+    /// both bind: caught here rather than when `serve` starts.
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        let all = [
+            ("listen.grpc", self.grpc),
+            ("listen.admin", self.admin),
+            ("listen.admin_grpc", self.admin_grpc),
+        ];
+        for (i, (key, a)) in all.iter().enumerate() {
+            for (other, b) in all.iter().skip(i + 1) {
+                let overlap =
+                    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                if a.port() != 0 && a.port() == b.port() && overlap {
+                    return Err(invalid(*other, format!("`{b}` is also `{key}` (`{a}`)")));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Listen {

@@ -262,3 +262,31 @@ fn step_up_scope_defaults_to_operation() {
         "`replace` is not a step-up scope rule: use `operation` or `granted_and_operation`"
     );
 }
+
+/// What validates must serve: a value with surrounding whitespace is refused with its key
+/// (issue 11: an issuer with a trailing space validated, then never became ready).
+#[test]
+fn values_with_surrounding_whitespace_are_refused() {
+    let padded = MINIMAL.replace(
+        "  - issuer: https://idp.example.com\n",
+        "  - issuer: \"https://idp.example.com \"\n",
+    );
+    let e = err(&padded);
+    assert!(e.contains("issuers[0].issuer"), "{e}");
+    assert!(e.contains("whitespace"), "{e}");
+    let padded = MINIMAL.replace(
+        "[https://idp.example.com]",
+        "[\" https://idp.example.com\"]",
+    );
+    let e = err(&padded);
+    assert!(e.contains("servers[0].authorization_servers[0]"), "{e}");
+}
+
+#[test]
+fn listeners_may_not_share_a_port() {
+    let e = err(&format!(
+        "{MINIMAL}listen: {{grpc: \"0.0.0.0:9191\", admin: \"127.0.0.1:9191\"}}\n"
+    ));
+    assert!(e.contains("listen.admin"), "{e}");
+    assert!(Config::from_yaml(&format!("{MINIMAL}listen: {{grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", admin_grpc: \"127.0.0.1:0\"}}\n")).is_ok());
+}
