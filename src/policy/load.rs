@@ -253,6 +253,43 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         .cloned()
         .collect();
 
+    // An entity a policy names that exists nowhere matches nothing: `resource in
+    // Mcp::ToolSet::"weathr"` silently never holds. Entities of the types mcp-authz builds per
+    // request (users, groups, servers, tools, prompts, resources, actions) can be named before
+    // they exist; every other type comes only from entities.json.
+    let known: HashSet<EntityUid> = static_entities.iter().map(Entity::uid).collect();
+    let per_request = [
+        &types.user,
+        &types.group,
+        &types.server,
+        &types.tool,
+        &types.prompt,
+        &types.resource,
+        &types.action,
+    ];
+    for p in policies.policies() {
+        let mut refs = Vec::new();
+        if let Ok(json) = p.to_json() {
+            entity_refs(&json, &mut refs);
+        }
+        for (ty, id) in refs {
+            let Ok(ty_name) = cedar_policy::EntityTypeName::from_str(&ty) else {
+                continue;
+            };
+            if per_request.contains(&&ty_name) {
+                continue;
+            }
+            let uid = EntityUid::from_type_name_and_id(ty_name, cedar_policy::EntityId::new(&id));
+            if !known.contains(&uid) {
+                let path = source_of(p.id()).map_or(files.dir.display(), |s| s.path.display());
+                warnings.push(format!(
+                    "{path}: policy `{}`: `{uid}` is not in entities.json, so it matches nothing (misspelled?)",
+                    p.id()
+                ));
+            }
+        }
+    }
+
     let tools = super::arguments::declared_tools(&files.schema.text, &types.action)
         .map_err(|e| file_error(&files.schema.path, e.to_string()))?;
     let bundle = PolicyBundle {
@@ -595,4 +632,22 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+/// Every `{"type": T, "id": I}` entity reference in a policy's JSON form (scope constraints,
+/// `__entity` literals, `in [...]` lists), as (type, id).
+fn entity_refs(json: &Value, out: &mut Vec<(String, String)>) {
+    match json {
+        Value::Object(map) => {
+            if let (Some(Value::String(ty)), Some(Value::String(id)), 2) =
+                (map.get("type"), map.get("id"), map.len())
+            {
+                out.push((ty.clone(), id.clone()));
+                return;
+            }
+            map.values().for_each(|v| entity_refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| entity_refs(v, out)),
+        _ => {}
+    }
 }

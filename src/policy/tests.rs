@@ -591,3 +591,34 @@ fn action_equal_to_tools_call_is_a_warning_because_it_misses_declared_tools() {
     let declared = decide("get_forecast", serde_json::json!({"city": "Paris"}));
     assert!(!declared.allowed, "{declared:?}");
 }
+
+#[test]
+fn an_entity_that_exists_nowhere_is_a_warning() {
+    let dir = copy_shipped();
+    let tools = std::fs::read_to_string(dir.path().join("tools.cedar")).unwrap();
+    std::fs::write(
+        dir.path().join("tools.cedar"),
+        tools.replace("Mcp::ToolSet::\"weather\")", "Mcp::ToolSet::\"weathr\")"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("extra.cedar"),
+        "@id(\"in-list\")\nforbid (principal, action, resource)\nwhen { resource in [Mcp::ToolSet::\"dangerus\", Mcp::ToolSet::\"files\"] && principal in Mcp::Group::\"anyone\" };\n",
+    )
+    .unwrap();
+    let bundle = load_dir(dir.path()).unwrap();
+    let about = |needle: &str| {
+        bundle
+            .warnings
+            .iter()
+            .filter(|w| w.contains(needle))
+            .count()
+    };
+    assert_eq!(about("\"weathr\""), 1, "{:?}", bundle.warnings);
+    assert_eq!(about("\"dangerus\""), 1, "{:?}", bundle.warnings);
+    // Known tool sets and per-request types (groups come from tokens) are not warned about.
+    assert_eq!(about("\"files\""), 0, "{:?}", bundle.warnings);
+    assert_eq!(about("Group"), 0, "{:?}", bundle.warnings);
+    // The shipped set has none.
+    assert!(load_dir(&shipped()).unwrap().warnings.is_empty());
+}
