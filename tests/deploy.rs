@@ -15,6 +15,7 @@ use mcp_authz::config::Config;
 use mcp_authz::testutil::{
     FakeIdp, TestKey, claims, config_yaml, external_program, grpc_check, shipped_policies, venv_bin,
 };
+use serde::Deserialize as _;
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -64,6 +65,7 @@ fn kubernetes_manifests_validate_against_the_api_schemas() {
         "configmap",
         "poddisruptionbudget",
         "horizontalpodautoscaler",
+        "networkpolicy",
     ] {
         assert!(
             text.contains(&format!("passed for resource {kind}/")),
@@ -144,6 +146,71 @@ fn istio_files_agree_with_each_other() {
             service["metadata"]["namespace"].as_str().unwrap()
         )
     );
+}
+
+/// Only the callers of ext_authz reach the check port, only Prometheus the metrics port, and
+/// the admin gRPC API is neither exposed nor in the Service.
+#[test]
+fn network_and_mesh_policies_admit_only_the_callers() {
+    let np = yaml(&root().join("deploy/kubernetes/networkpolicy.yaml"));
+    let deployment = yaml(&root().join("deploy/kubernetes/deployment.yaml"));
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let service = yaml(&root().join("deploy/kubernetes/service.yaml"));
+    let service_ports: Vec<&str> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(service_ports, ["grpc", "admin"]);
+    let rules = np["spec"]["ingress"].as_array().unwrap();
+    let mut ports = Vec::new();
+    for rule in rules {
+        // No rule admits every source.
+        assert!(!rule["from"].as_array().unwrap().is_empty(), "{rule}");
+        for p in rule["ports"].as_array().unwrap() {
+            ports.push(p["port"].as_str().unwrap());
+        }
+    }
+    ports.sort_unstable();
+    assert_eq!(ports, ["admin", "grpc"]);
+    // The admin gRPC API stays on its loopback default.
+    let config = yaml(&root().join("deploy/kubernetes/config.yaml"));
+    let config: Value =
+        serde_yaml_ng::from_str(config["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    assert!(config["listen"].get("admin_grpc").is_none(), "{config}");
+
+    let text =
+        std::fs::read_to_string(root().join("deploy/istio/peer-authentication.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let peer = docs
+        .iter()
+        .find(|d| d["kind"] == "PeerAuthentication")
+        .unwrap();
+    assert_eq!(peer["spec"]["mtls"]["mode"], "STRICT");
+    let allow = docs
+        .iter()
+        .find(|d| d["kind"] == "AuthorizationPolicy")
+        .unwrap();
+    assert_eq!(allow["spec"]["action"], "ALLOW");
+    let check_rule = allow["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["to"][0]["operation"]["ports"][0] == "9191")
+        .unwrap();
+    assert!(
+        !check_rule["from"][0]["source"]["principals"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(service["spec"]["ports"][0]["port"], 9191);
 }
 
 #[test]
