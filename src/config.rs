@@ -24,7 +24,9 @@ pub use issuer::{
 pub use server::{
     MatchConfig, ServerConfig, StepUpConfig, StepUpScope, TenantFrom, UnknownStepUpScope,
 };
-pub use settings::{CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig};
+pub use settings::{
+    CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig, TlsConfig,
+};
 
 use error::invalid;
 
@@ -61,6 +63,20 @@ impl Config {
             && let Some(base) = path.parent()
         {
             config.policies.dir = base.join(&config.policies.dir);
+        }
+        if let (Some(tls), Some(base)) = (config.listen.tls.as_mut(), path.parent()) {
+            for file in [
+                Some(&mut tls.cert_file),
+                Some(&mut tls.key_file),
+                tls.client_ca_file.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
         }
         Ok(config)
     }

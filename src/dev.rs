@@ -251,6 +251,7 @@ pub fn dev_config(
             grpc,
             admin,
             admin_grpc,
+            tls: None,
         },
         issuers: vec![IssuerConfig {
             issuer: issuer.clone(),

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod resource;
 pub mod server;
 pub mod strict_json;
+pub mod tls;
 pub mod token;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -39,6 +39,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    #[error("listen.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started service.
@@ -87,6 +89,12 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let policies = PolicyStore::open(&config.policies.dir, metrics.clone())?;
     let engine = Arc::new(Engine::new(config, issuers, policies, metrics)?);
 
+    let tls = config
+        .listen
+        .tls
+        .clone()
+        .map(crate::tls::Reloading::new)
+        .transpose()?;
     let grpc_listener = bind(config.listen.grpc, "gRPC").await?;
     let admin_listener = bind(config.listen.admin, "admin").await?;
     let admin_grpc_listener = bind(config.listen.admin_grpc, "admin gRPC").await?;
@@ -117,12 +125,9 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     }
     tokio::spawn(engine.policies().clone().run_watcher(shutdown.subscribe()));
 
-    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
-        conn.inspect(|stream| {
-            // Checks are small request/response pairs: Nagle only adds latency.
-            let _ = stream.set_nodelay(true);
-        })
-    });
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().run_reloader(shutdown.subscribe()));
+    }
     // Bodies up to `limits.max_body_bytes` (and beyond, up to this) get a decision, not a
     // gRPC error.
     let service = AuthorizationServer::new(AuthzService::new(engine.clone()))
@@ -131,31 +136,16 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     // only while every issuer has keys, NOT_SERVING again as soon as shutdown starts.
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(engine.clone(), health, shutdown.subscribe()));
-    let mut rx = shutdown.subscribe();
-    tasks.spawn(async move {
-        grpc_server_builder()
-            .add_service(health_service)
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(ServeError::Grpc)
-    });
+    let router = grpc_server_builder()
+        .add_service(health_service)
+        .add_service(service);
+    serve_grpc(&mut tasks, router, grpc_listener, tls.clone(), &shutdown);
 
     let admin_api = crate::admin::grpc::pb::admin_server::AdminServer::new(
         crate::admin::grpc::AdminService::new(engine.clone()),
     );
-    let mut rx = shutdown.subscribe();
-    tasks.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(admin_api)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(admin_grpc_listener), async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(ServeError::Grpc)
-    });
+    let router = tonic::transport::Server::builder().add_service(admin_api);
+    serve_grpc(&mut tasks, router, admin_grpc_listener, tls, &shutdown);
 
     Ok(Running {
         grpc_addr,
@@ -165,6 +155,45 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
         shutdown,
         tasks,
     })
+}
+
+/// Serves `router` on `listener` until shutdown: plaintext HTTP/2, or TLS when configured.
+fn serve_grpc(
+    tasks: &mut JoinSet<Result<(), ServeError>>,
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::Reloading>>,
+    shutdown: &watch::Sender<bool>,
+) {
+    let mut rx = shutdown.subscribe();
+    let stopped = async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    match tls {
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                conn.inspect(|stream| {
+                    // Checks are small request/response pairs: Nagle only adds latency.
+                    let _ = stream.set_nodelay(true);
+                })
+            });
+            tasks.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+                    .map_err(ServeError::Grpc)
+            });
+        }
+        Some(tls) => {
+            let incoming = tls.incoming(listener, shutdown.subscribe());
+            tasks.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+                    .map_err(ServeError::Grpc)
+            });
+        }
+    }
 }
 
 /// The gRPC health service names: the whole server and the ext_authz service.

@@ -46,6 +46,12 @@ pub(super) fn validate(path: &Path) -> ExitCode {
         eprintln!("error: `{}`: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Some(tls) = &config.listen.tls
+        && let Err(e) = crate::tls::Reloading::new(tls.clone())
+    {
+        eprintln!("error: `{}`: key `listen.tls`: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
     // What `serve` would fail on next: a listen address it cannot bind (in use, not local).
     let listen = &config.listen;
     for (key, addr) in [

@@ -97,6 +97,25 @@ pub struct Listen {
     /// loopback by default; expose it only on a trusted network.
     #[serde(default = "Listen::default_admin_grpc")]
     pub admin_grpc: SocketAddr,
+    /// TLS (and optionally client-certificate verification) on both gRPC listeners; plaintext
+    /// when absent. The files are re-read when they change.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Certificate files for the gRPC listeners (PEM). Relative paths are relative to the
+/// configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates a client certificate must chain to; when set, clients without a valid
+    /// certificate are refused during the handshake (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Listen {
@@ -137,6 +156,7 @@ impl Default for Listen {
             grpc: Self::default_grpc(),
             admin: Self::default_admin(),
             admin_grpc: Self::default_admin_grpc(),
+            tls: None,
         }
     }
 }
