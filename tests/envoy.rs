@@ -492,3 +492,138 @@ async fn a_real_mcp_client_and_server_through_envoy() {
         .count();
     assert!(allows >= 3, "{logs}");
 }
+
+/// Reads an HTTP/1.1 response's status code from `stream` (the status line is enough), skipping
+/// `100 Continue` interim responses when `skip_continue`.
+async fn status_line(stream: &mut tokio::net::TcpStream, skip_continue: bool) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("no response")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        let mut responses = text.split("\r\n\r\n");
+        for head in responses.by_ref() {
+            let Some(code) = head
+                .strip_prefix("HTTP/1.1 ")
+                .and_then(|r| r.get(..3))
+                .and_then(|c| c.parse::<u16>().ok())
+            else {
+                break;
+            };
+            if code == 100 && skip_continue {
+                continue;
+            }
+            return code;
+        }
+    }
+}
+
+/// Bodies over Envoy's `max_request_bytes` are 413 whatever the client: `Expect: 100-continue`
+/// (Envoy 1.40 forwards exactly the limit, marked `x-envoy-auth-partial-body: false`), chunked
+/// HTTP/1.1 (no content-length), HTTP/2, and a plain content-length upload (issue 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_413_for_every_client_shape() {
+    use tokio::io::AsyncWriteExt;
+    let Some(bin) = envoy_binary() else { return };
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, "")).unwrap();
+    let authz = server::start(&config, None).await.unwrap();
+    assert!(authz.wait_ready(Duration::from_secs(10)).await);
+    let upstream = echo_upstream().await;
+    let envoy = Envoy::start(&bin, authz.grpc_addr.port(), upstream.port()).await;
+    let mut c = claims(&idp.issuer, RESOURCE);
+    c["scope"] = json!("mcp:connect");
+    let auth = format!("Bearer {}", key.token(&c));
+    // 1.1 MB: a ping whose params carry padding.
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(1_100_000)
+    );
+    let head = |extra: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {auth}\r\ncontent-type: application/json\r\n{extra}\r\n"
+        )
+    };
+
+    // HTTP/1.1 with Expect: 100-continue, as curl sends large uploads.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", envoy.listener))
+        .await
+        .unwrap();
+    s.write_all(
+        head(&format!(
+            "content-length: {}\r\nexpect: 100-continue\r\n",
+            body.len()
+        ))
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Wait for the 100 (or an early final answer), then send the body.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut b = [0u8; 64];
+        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut b).await;
+    })
+    .await;
+    let _ = s.write_all(body.as_bytes()).await;
+    assert_eq!(status_line(&mut s, true).await, 413, "expect: 100-continue");
+
+    // HTTP/1.1 chunked: no content-length.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", envoy.listener))
+        .await
+        .unwrap();
+    s.write_all(head("transfer-encoding: chunked\r\n").as_bytes())
+        .await
+        .unwrap();
+    for chunk in body.as_bytes().chunks(64 * 1024) {
+        let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+        framed.extend_from_slice(chunk);
+        framed.extend_from_slice(b"\r\n");
+        if s.write_all(&framed).await.is_err() {
+            break; // Envoy may answer and close before the whole body is sent.
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    assert_eq!(status_line(&mut s, true).await, 413, "chunked");
+
+    // HTTP/2 (prior knowledge, cleartext).
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", envoy.listener))
+        .await
+        .unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://127.0.0.1:{}/mcp", envoy.listener))
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = h2.send_request(request, false).unwrap();
+    let mut rest = bytes::Bytes::from(body.clone());
+    while !rest.is_empty() {
+        let n = rest.len().min(16 * 1024);
+        stream.reserve_capacity(n);
+        if stream.send_data(rest.split_to(n), rest.is_empty()).is_err() {
+            break;
+        }
+    }
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("no HTTP/2 response")
+        .unwrap();
+    assert_eq!(response.status(), 413, "HTTP/2");
+
+    // A plain content-length upload.
+    let (status, _, _) = post_body(&envoy.url("/mcp"), &[("authorization", &auth)], body).await;
+    assert_eq!(status, 413, "content-length");
+    drop(envoy.child);
+}
