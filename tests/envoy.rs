@@ -509,7 +509,7 @@ async fn status_line(stream: &mut tokio::net::TcpStream, skip_continue: bool) ->
             "connection closed: {}",
             String::from_utf8_lossy(&seen)
         );
-        seen.extend_from_slice(&buf[..n]);
+        seen.extend_from_slice(buf.get(..n).unwrap_or_default());
         let text = String::from_utf8_lossy(&seen).into_owned();
         let mut responses = text.split("\r\n\r\n");
         for head in responses.by_ref() {
