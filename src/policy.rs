@@ -6,6 +6,7 @@
 pub mod arguments;
 pub mod cases;
 mod load;
+mod vocabulary;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
