@@ -153,16 +153,42 @@ fn shipped_envoy_config_validates() {
     );
 }
 
+/// A fake IdP, mcp-authz on the default test configuration, an echo upstream, and the shipped
+/// Envoy configuration in front of them.
+struct Stack {
+    key: TestKey,
+    idp: FakeIdp,
+    authz: server::Running,
+    envoy: Envoy,
+}
+
+impl Stack {
+    async fn start(bin: &PathBuf) -> Self {
+        let key = TestKey::rsa("k1");
+        let idp = FakeIdp::start(&[&key]).await;
+        let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, "")).unwrap();
+        let authz = server::start(&config, None).await.unwrap();
+        assert!(authz.wait_ready(Duration::from_secs(10)).await);
+        let upstream = echo_upstream().await;
+        let envoy = Envoy::start(bin, authz.grpc_addr.port(), upstream.port()).await;
+        Self {
+            key,
+            idp,
+            authz,
+            envoy,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_envoy() {
     let Some(bin) = envoy_binary() else { return };
-    let key = TestKey::rsa("k1");
-    let idp = FakeIdp::start(&[&key]).await;
-    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, "")).unwrap();
-    let authz = server::start(&config, None).await.unwrap();
-    assert!(authz.wait_ready(Duration::from_secs(10)).await);
-    let upstream = echo_upstream().await;
-    let envoy = Envoy::start(&bin, authz.grpc_addr.port(), upstream.port()).await;
+    let Stack {
+        key,
+        idp,
+        authz,
+        envoy,
+    } = Stack::start(&bin).await;
 
     // PRM through Envoy, answered by mcp-authz itself: no extra route needed.
     let r = reqwest::get(envoy.url("/.well-known/oauth-protected-resource/mcp"))
@@ -535,13 +561,12 @@ async fn status_line(stream: &mut tokio::net::TcpStream, skip_continue: bool) ->
 async fn oversized_bodies_are_413_for_every_client_shape() {
     use tokio::io::AsyncWriteExt;
     let Some(bin) = envoy_binary() else { return };
-    let key = TestKey::rsa("k1");
-    let idp = FakeIdp::start(&[&key]).await;
-    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, "")).unwrap();
-    let authz = server::start(&config, None).await.unwrap();
-    assert!(authz.wait_ready(Duration::from_secs(10)).await);
-    let upstream = echo_upstream().await;
-    let envoy = Envoy::start(&bin, authz.grpc_addr.port(), upstream.port()).await;
+    let Stack {
+        key,
+        idp,
+        authz: _authz,
+        envoy,
+    } = Stack::start(&bin).await;
     let mut c = claims(&idp.issuer, RESOURCE);
     c["scope"] = json!("mcp:connect");
     let auth = format!("Bearer {}", key.token(&c));
