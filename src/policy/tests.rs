@@ -293,20 +293,7 @@ fn a_decision_carries_the_missing_scopes_and_the_challenge() {
         .to_vec();
     let decide = |rule: StepUpScope| {
         bundle
-            .decide(
-                &EvalRequest {
-                    identity: &identity,
-                    server_id: "demo",
-                    server_tenant: "acme",
-                    action: "tools/call",
-                    target: &target,
-                    protocol_version: "",
-                    session_id: "",
-                    batch: false,
-                },
-                &supported,
-                rule,
-            )
+            .decide(&tool_call(&identity, &target), &supported, rule)
             .unwrap()
     };
     let words = |s: &[&str]| Some(s.iter().map(|w| w.to_string()).collect::<Vec<_>>());
@@ -573,16 +560,7 @@ fn action_equal_to_tools_call_is_a_warning_because_it_misses_declared_tools() {
             name: name.into(),
             arguments: arguments.as_object().unwrap().clone(),
         };
-        let req = EvalRequest {
-            identity: &identity,
-            server_id: "demo",
-            server_tenant: "acme",
-            action: "tools/call",
-            target: &target,
-            protocol_version: "",
-            session_id: "",
-            batch: false,
-        };
+        let req = tool_call(&identity, &target);
         bundle.decide(&req, &[], StepUpScope::Operation).unwrap()
     };
     let undeclared = decide("get_alerts", serde_json::json!({}));
@@ -621,4 +599,21 @@ fn an_entity_that_exists_nowhere_is_a_warning() {
     assert_eq!(about("Group"), 0, "{:?}", bundle.warnings);
     // The shipped set has none.
     assert!(load_dir(&shipped()).unwrap().warnings.is_empty());
+}
+
+/// A `tools/call` on server `demo` (tenant `acme`), no session headers, not batched.
+fn tool_call<'a>(
+    identity: &'a crate::identity::Identity,
+    target: &'a crate::mcp::Target,
+) -> EvalRequest<'a> {
+    EvalRequest {
+        identity,
+        server_id: "demo",
+        server_tenant: "acme",
+        action: "tools/call",
+        target,
+        protocol_version: "",
+        session_id: "",
+        batch: false,
+    }
 }
