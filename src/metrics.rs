@@ -72,6 +72,7 @@ struct Inner {
     key_last_success: GaugeVec,
     unknown_kid: IntCounterVec,
     policy_reloads: IntCounterVec,
+    tls_reloads: IntCounterVec,
     policy_errors: IntCounterVec,
     tool_calls: IntCounterVec,
     servers: Vec<String>,
@@ -153,8 +154,16 @@ impl Metrics {
             ),
             &["policy"],
         )?;
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_tls_reloads_total",
+                "TLS certificate reloads after the files changed, by outcome (success, failure: the previous certificate stays in use).",
+            ),
+            &["outcome"],
+        )?;
         for outcome in ["success", "failure"] {
             policy_reloads.with_label_values(&[outcome]);
+            tls_reloads.with_label_values(&[outcome]);
         }
         let tool_calls = IntCounterVec::new(
             Opts::new(
@@ -214,6 +223,7 @@ impl Metrics {
         registry.register(Box::new(key_last_success.clone()))?;
         registry.register(Box::new(unknown_kid.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
+        registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(policy_errors.clone()))?;
         registry.register(Box::new(tool_calls.clone()))?;
         registry.register(Box::new(mcp_requests_vec))?;
@@ -235,6 +245,7 @@ impl Metrics {
                 key_last_success,
                 unknown_kid,
                 policy_reloads,
+                tls_reloads,
                 policy_errors,
                 tool_calls,
                 servers: servers.iter().map(|s| s.to_string()).collect(),
@@ -367,6 +378,11 @@ impl Metrics {
 
     pub fn policy_error(&self, policy: &str) {
         self.inner.policy_errors.with_label_values(&[policy]).inc();
+    }
+
+    /// A TLS reload after the certificate files changed: `success` or `failure`.
+    pub fn tls_reload(&self, outcome: &str) {
+        self.inner.tls_reloads.with_label_values(&[outcome]).inc();
     }
 
     pub fn policy_reload(&self, outcome: &str) {

@@ -87,7 +87,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let metrics = Metrics::new(&registry, &server_ids)?;
     let issuers = Engine::issuers_from_config(config, &metrics)?;
     let policies = PolicyStore::open(&config.policies.dir, metrics.clone())?;
-    let engine = Arc::new(Engine::new(config, issuers, policies, metrics)?);
+    let engine = Arc::new(Engine::new(config, issuers, policies, metrics.clone())?);
 
     let tls = config
         .listen
@@ -126,7 +126,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     tokio::spawn(engine.policies().clone().run_watcher(shutdown.subscribe()));
 
     if let Some(tls) = &tls {
-        tokio::spawn(tls.clone().run_reloader(shutdown.subscribe()));
+        tokio::spawn(tls.clone().run_reloader(metrics, shutdown.subscribe()));
     }
     // Bodies up to `limits.max_body_bytes` (and beyond, up to this) get a decision, not a
     // gRPC error.

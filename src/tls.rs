@@ -24,6 +24,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::TlsConfig;
+use crate::metrics::Metrics;
 
 /// How often the certificate files are checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -68,7 +69,11 @@ impl Reloading {
 
     /// Checks the files every couple of seconds until shutdown; a changed set that builds
     /// replaces the current one for new connections.
-    pub async fn run_reloader(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_reloader(
+        self: Arc<Self>,
+        metrics: Metrics,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(RELOAD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -86,11 +91,13 @@ impl Reloading {
                 Ok((config, digest)) => {
                     self.current.store(config);
                     self.digest.store(Arc::new(digest));
+                    metrics.tls_reload("success");
                     tracing::info!("TLS certificate files changed: reloaded");
                 }
                 Err(e) => {
                     // Remember the bad contents so the same error is not logged every tick.
                     self.digest.store(Arc::new(digest));
+                    metrics.tls_reload("failure");
                     tracing::warn!(error = %e, "TLS certificate files changed but cannot be used; keeping the previous ones");
                 }
             }

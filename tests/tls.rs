@@ -187,10 +187,33 @@ async fn checks_over_tls_with_client_certificates_and_certificate_rotation() {
         tls_channel(addr, &server_ca, Some(client.clone()))
             .await
             .is_err()
-            || check(tls_channel(addr, &server_ca, Some(client)).await.unwrap())
-                .await
-                .is_err()
+            || check(
+                tls_channel(addr, &server_ca, Some(client.clone()))
+                    .await
+                    .unwrap()
+            )
+            .await
+            .is_err()
     );
+    assert!(tls_reloads(&running, "success").await >= 1.0);
+
+    // A half-written certificate file is counted as a failed reload and changes nothing: the
+    // rotated certificate keeps being served.
+    std::fs::write(
+        dir.path().join("server.pem"),
+        "-----BEGIN CERTIFICATE-----\nMII",
+    )
+    .unwrap();
+    let started = Instant::now();
+    while tls_reloads(&running, "failure").await < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the broken certificate file was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let channel = tls_channel(addr, &rotated_ca, Some(client)).await.unwrap();
+    assert_eq!(check(channel).await.unwrap(), 401);
 
     // The admin gRPC API is on TLS too.
     let admin = tls_channel(
@@ -205,6 +228,23 @@ async fn checks_over_tls_with_client_certificates_and_certificate_rotation() {
         .await;
     assert!(status.is_ok(), "{status:?}");
     running.stop().await;
+}
+
+/// `mcp_authz_tls_reloads_total{outcome}` from the plaintext admin endpoint.
+async fn tls_reloads(running: &Running, outcome: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", running.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("mcp_authz_tls_reloads_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
