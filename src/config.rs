@@ -83,6 +83,12 @@ impl Config {
 
     /// Parses and validates YAML text; errors name the key but no file.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        if flow_depth_exceeds(text, MAX_FLOW_DEPTH) {
+            return Err(ConfigError::TooDeep {
+                file: None,
+                max: MAX_FLOW_DEPTH,
+            });
+        }
         let config: Config = serde_yaml_ng::from_str(text)
             .map_err(|error| ConfigError::Parse { file: None, error })?;
         // The same text as plain YAML, for the checks that are about how a value is written.
@@ -137,6 +143,31 @@ impl Config {
         self.limits.validate()?;
         Ok(())
     }
+}
+
+/// How deep `[` and `{` may nest in a configuration file. Real files use two or three levels.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Whether `[`/`{` open more than `max` levels at some point, counting every bracket in the
+/// text, inside quotes and comments too: only a file with dozens of unbalanced brackets in its
+/// strings is measured wrong, and no configuration has those. The reason for the guard:
+/// libyaml's scanner (behind serde_yaml_ng) revisits every pending simple key on each token
+/// of a flow collection, so deep nesting costs time quadratic in the depth.
+fn flow_depth_exceeds(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A string value with leading or trailing whitespace: an issuer `"https://idp "` parses and

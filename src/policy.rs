@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 pub use crate::config::StepUpScope;
 use crate::identity::Identity;
 use crate::mcp::Target;
-pub use load::{LoadError, load_dir};
+pub use load::{Files, LoadError, load_dir, load_files};
 pub use watch::PolicyStore;
 
 /// A validated policy set with everything evaluation needs. Immutable; swapped whole.

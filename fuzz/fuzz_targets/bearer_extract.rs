@@ -1,7 +1,10 @@
 //! Bearer token extraction from headers, the query and form bodies. Invariants: no panic; a
 //! token found is within the size limit and is exactly what follows `Bearer ` in the one
-//! `authorization` header.
+//! `authorization` header; within the time budget.
 #![no_main]
+
+#[path = "common/budget.rs"]
+mod budget;
 
 use std::collections::HashMap;
 
@@ -23,8 +26,10 @@ fuzz_target!(|input: Input| {
         headers.insert("authorization".into(), a.clone());
     }
     let max = 4096;
-    if let Ok(token) = mcp_authz::bearer::extract(&headers, &input.path, input.form.as_deref(), max)
-    {
+    let found = budget::within_budget("extracting", || {
+        mcp_authz::bearer::extract(&headers, &input.path, input.form.as_deref(), max)
+    });
+    if let Ok(token) = found {
         assert!(token.len() <= max);
         let header = input.authorization.expect("a token comes from the header");
         assert!(

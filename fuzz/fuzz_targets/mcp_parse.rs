@@ -1,7 +1,10 @@
 //! The MCP body and header parser. Input: a method byte, a byte of header flags, then the body
 //! (so seeds are plain bodies with a two-byte prefix). Invariants: no panic; a body that parses
-//! is strict JSON that re-serializes and re-parses to the same message.
+//! is strict JSON that re-serializes and re-parses to the same message; within the time budget.
 #![no_main]
+
+#[path = "common/budget.rs"]
+mod budget;
 
 use std::collections::HashMap;
 
@@ -37,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
         body,
         max_body_bytes: 1 << 20,
     };
-    let Ok(request) = parse(&parts) else { return };
+    let Ok(request) = budget::within_budget("parsing", || parse(&parts)) else {
+        return;
+    };
     if let McpRequest::Messages { .. } = &request {
         let text = std::str::from_utf8(body).expect("a parsed body is UTF-8");
         let value = mcp_authz::strict_json::parse(text, 64).expect("a parsed body is strict JSON");

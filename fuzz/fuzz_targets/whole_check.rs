@@ -1,8 +1,11 @@
 //! A whole check through the gRPC adapter against the shipped policies, from an arbitrary
 //! `CheckRequest` (protobuf bytes) or a structured one carrying real tokens minted for the run, so
 //! the fuzzer reaches token verification, MCP parsing and the policies. Invariants: no panic; an
-//! allow only ever follows a valid token in the `authorization` header; no answer carries a token.
+//! allow only ever follows a valid token in the `authorization` header; no answer carries a token; within the time budget.
 #![no_main]
+
+#[path = "common/budget.rs"]
+mod budget;
 
 use std::sync::{Arc, OnceLock};
 
@@ -192,7 +195,9 @@ fuzz_target!(|input: Input| {
             v
         })
         .unwrap_or_default();
-    let answer = w.rt.block_on(w.service.check(tonic::Request::new(request)));
+    let answer = budget::within_budget("checking", || {
+        w.rt.block_on(w.service.check(tonic::Request::new(request.clone())))
+    });
     let Ok(response) = answer else { return };
     let response = response.into_inner();
     let allowed = response.status.as_ref().is_some_and(|s| s.code == 0)

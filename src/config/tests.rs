@@ -265,6 +265,21 @@ fn step_up_scope_defaults_to_operation() {
 
 /// What validates must serve: a value with surrounding whitespace is refused with its key
 /// (issue 11: an issuer with a trailing space validated, then never became ready).
+/// Found by fuzzing (`config_load`): 5,000 unclosed `[` took the YAML scanner seconds.
+#[test]
+fn deeply_nested_flow_collections_are_refused_before_parsing() {
+    let deep = format!("issuers: {}", "[".repeat(5000));
+    let e = Config::from_yaml(&deep).unwrap_err();
+    assert!(matches!(e, ConfigError::TooDeep { max: 64, .. }), "{e}");
+    assert!(e.to_string().contains("nested more than 64 levels"), "{e}");
+    // Ordinary flow collections still parse as before.
+    let shallow = format!("issuers: {}", "[".repeat(10));
+    assert!(matches!(
+        Config::from_yaml(&shallow),
+        Err(ConfigError::Parse { .. })
+    ));
+}
+
 #[test]
 fn values_with_surrounding_whitespace_are_refused() {
     let padded = MINIMAL.replace(

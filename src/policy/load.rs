@@ -69,39 +69,58 @@ pub fn read_files(dir: &Path) -> Result<Files, LoadError> {
         }
     }
     names.sort();
-    let read = |name: &str| -> Result<Source, LoadError> {
-        let path = dir.join(name);
+    let mut texts = Vec::with_capacity(names.len());
+    for name in names {
+        let path = dir.join(&name);
         let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e.to_string()))?;
-        Ok(Source { path, text })
-    };
-    let mut hasher = Sha256::new();
-    let mut schema = None;
-    let mut policies = Vec::new();
-    let mut entities = None;
-    for name in &names {
-        let source = read(name)?;
-        // Name and length prefix each file, so moving text between files changes the hash.
-        hasher.update(name.as_bytes());
-        hasher.update((source.text.len() as u64).to_le_bytes());
-        hasher.update(source.text.as_bytes());
-        match name.as_str() {
-            SCHEMA_FILE => schema = Some(source),
-            ENTITIES_FILE => entities = Some(source),
-            _ => policies.push(source),
+        texts.push((name, text));
+    }
+    Files::from_texts(dir, texts)
+}
+
+impl Files {
+    /// The files of a policy directory given in memory as (file name, text), sorted by name, as
+    /// [`read_files`] would have read them from `dir` (which only names them in messages).
+    /// Names other than the schema, `entities.json` and `*.cedar` are ignored.
+    pub fn from_texts(dir: &Path, texts: Vec<(String, String)>) -> Result<Files, LoadError> {
+        let mut hasher = Sha256::new();
+        let mut schema = None;
+        let mut policies = Vec::new();
+        let mut entities = None;
+        for (name, text) in texts {
+            let is_policy = name.ends_with(".cedar");
+            if !is_policy && name != SCHEMA_FILE && name != ENTITIES_FILE {
+                continue;
+            }
+            // Name and length prefix each file, so moving text between files changes the hash.
+            hasher.update(name.as_bytes());
+            hasher.update((text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+            let source = Source {
+                path: dir.join(&name),
+                text,
+            };
+            if is_policy {
+                policies.push(source);
+            } else if name == SCHEMA_FILE {
+                schema = Some(source);
+            } else {
+                entities = Some(source);
+            }
         }
+        let schema = schema.ok_or_else(|| file_error(dir, format!("no `{SCHEMA_FILE}`")))?;
+        if policies.is_empty() {
+            return Err(file_error(dir, "no `*.cedar` policy files"));
+        }
+        let digest = hasher.finalize();
+        Ok(Files {
+            dir: dir.to_owned(),
+            hash: hex::encode(digest.iter().take(8).copied().collect::<Vec<u8>>()),
+            schema,
+            policies,
+            entities,
+        })
     }
-    let schema = schema.ok_or_else(|| file_error(dir, format!("no `{SCHEMA_FILE}`")))?;
-    if policies.is_empty() {
-        return Err(file_error(dir, "no `*.cedar` policy files"));
-    }
-    let digest = hasher.finalize();
-    Ok(Files {
-        dir: dir.to_owned(),
-        hash: hex::encode(digest.iter().take(8).copied().collect::<Vec<u8>>()),
-        schema,
-        policies,
-        entities,
-    })
 }
 
 /// Reads and loads a directory.
