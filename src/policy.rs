@@ -142,9 +142,10 @@ pub enum BuildError {
 }
 
 impl PolicyBundle {
-    /// The tools `entities.json` declares, as (server id, tool name).
+    /// The tools `entities.json` declares, as (server id, tool name), sorted.
     pub fn declared_tools(&self) -> Vec<(String, String)> {
-        self.overlays
+        let mut tools: Vec<(String, String)> = self
+            .overlays
             .keys()
             .filter(|uid| *uid.type_name() == self.types.tool)
             .filter_map(|uid| {
@@ -152,7 +153,9 @@ impl PolicyBundle {
                 id.split_once('/')
                     .map(|(server, tool)| (server.to_owned(), tool.to_owned()))
             })
-            .collect()
+            .collect();
+        tools.sort();
+        tools
     }
 
     /// Decides one message. `scopes_supported` are the candidates for step-up, and `step_up`

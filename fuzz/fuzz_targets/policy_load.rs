@@ -1,7 +1,7 @@
 //! Policy-directory loading (schema, `entities.json`, policy files) on arbitrary text. Input:
 //! files separated by a line `%%`: the schema, then `entities.json`, then policy files (seeds
 //! are the shipped directory in that form, so the fuzzer mutates real policies). Invariants:
-//! no panic; within the time budget; loading is deterministic (the same files give the same
+//! no panic; deciding within the time budget (loading within a looser one); loading is deterministic (the same files give the same
 //! hash, policy ids and declared tools); a set that loads answers a request without panicking.
 #![no_main]
 
@@ -13,6 +13,8 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use mcp_authz::mcp::Target;
 use mcp_authz::policy::{EvalRequest, Files, load_files};
+
+const LOAD_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn files(text: &str) -> Option<Files> {
     let mut parts = text.split("\n%%\n");
@@ -30,7 +32,12 @@ fn files(text: &str) -> Option<Files> {
 fuzz_target!(|text: &str| {
     let Some(first) = files(text) else { return };
     let hash = first.hash.clone();
-    let loaded = budget::within_budget("loading", || files(text).and_then(|f| load_files(f).ok()));
+    // Loading runs at startup and on reload, not per request: its budget only catches
+    // super-linear blowups (the shipped set takes a few ms in a release build, about 0.2 s
+    // under the address sanitizer).
+    let loaded = budget::within("loading", LOAD_BUDGET, || {
+        files(text).and_then(|f| load_files(f).ok())
+    });
     let Some(bundle) = loaded else { return };
     assert_eq!(bundle.hash, hash);
     let again = load_files(files(text).expect("the same files split the same way"))
