@@ -1061,7 +1061,7 @@ fn errors_map_to_status_code_and_name() {
         ),
         (
             RoutingHeadersOnBatch,
-            "mcp-method and mcp-name headers are not allowed with a batch",
+            "mcp-method, mcp-name and mcp-param headers are not allowed with a batch",
             400,
             invalid,
             "invalid_request",
