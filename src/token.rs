@@ -503,6 +503,16 @@ mod tests {
                 TokenError::KeyReference,
             ),
             (ok, "[1]", TokenError::BadPayload),
+            (
+                r#"{"alg":"RS256","kid":"k","cty":"JWT"}"#,
+                r#"{"sub":"alice"}"#,
+                TokenError::NestedToken,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","cty":"jwt"}"#,
+                r#""eyJ.eyJ.sig""#,
+                TokenError::NestedToken,
+            ),
         ] {
             assert_eq!(
                 Parsed::parse(&token(header, claims)).err(),
