@@ -9,7 +9,6 @@
 //! builder, the expectations and the runner. Run: `cargo test --test hostile`.
 #![expect(
     clippy::unwrap_used,
-    clippy::panic,
     clippy::indexing_slicing,
     reason = "test code: a failed assumption should stop the test"
 )]

@@ -670,7 +670,7 @@ pub fn cases(ctx: &Ctx) -> Vec<Case> {
         ("four parts", format!("{good}.x")),
         ("six parts", format!("{good}.x.y.z")),
     ] {
-        add(&format!("{label}"), token, invalid(T::NotAJwt));
+        add(label, token, invalid(T::NotAJwt));
     }
     add(
         "only dots (three empty parts)",
