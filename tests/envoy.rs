@@ -955,6 +955,29 @@ async fn hostile_sample_through_envoy() {
             None,
             Some("\"upstream\":true"),
         ),
+        // Allowed, and the upstream sees mcp-authz's identity, not the client's.
+        case(
+            "a spoofed subject header",
+            post(
+                "/mcp",
+                &[json, auth, ("x-mcp-authz-subject", "admin")],
+                ping,
+            ),
+            200,
+            None,
+            Some("\"x-mcp-authz-subject\":\"alice\""),
+        ),
+        case(
+            "a spoofed tenant header",
+            post(
+                "/mcp",
+                &[json, auth, ("x-mcp-authz-tenant", "globex")],
+                ping,
+            ),
+            200,
+            None,
+            Some("\"x-mcp-authz-tenant\":\"acme\""),
+        ),
         // headers_with_underscores_action: REJECT_REQUEST: Envoy answers 400 itself.
         case(
             "an underscored identity header",
