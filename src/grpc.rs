@@ -57,10 +57,22 @@ impl Authorization for AuthzService {
             &http.raw_body
         };
         // With `encode_raw_headers: true` Envoy fills `header_map` instead of `headers`.
+        // Envoy's `headers` names are lowercase; a client that is not Envoy may send others,
+        // which the engine (looking names up in lowercase) would not see: `Mcp-Method` would
+        // go unchecked and a second `Authorization` unnoticed. Such maps are lowercased and
+        // joined like `header_map`.
         let raw_headers;
         let headers = match &http.header_map {
             Some(map) if http.headers.is_empty() => {
                 raw_headers = join_raw_headers(map);
+                &raw_headers
+            }
+            _ if http
+                .headers
+                .keys()
+                .any(|k| k.bytes().any(|b| b.is_ascii_uppercase())) =>
+            {
+                raw_headers = lowercase_headers(&http.headers);
                 &raw_headers
             }
             _ => &http.headers,
@@ -95,6 +107,26 @@ fn join_raw_headers(
                 v.push_str(&value);
             })
             .or_insert(value);
+    }
+    out
+}
+
+/// `headers` with lowercased names, values of names that differ only in case joined with `,`
+/// (in name order, so the result does not depend on the map's iteration order).
+fn lowercase_headers(headers: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut names: Vec<&String> = headers.keys().collect();
+    names.sort();
+    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.len());
+    for name in names {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        out.entry(name.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.clone());
     }
     out
 }
@@ -221,5 +253,21 @@ mod tests {
         let joined = join_raw_headers(&map);
         assert_eq!(joined["authorization"], "Bearer a,Bearer b");
         assert_eq!(joined["host"], "x");
+    }
+
+    #[test]
+    fn header_names_in_any_case_are_lowercased_and_joined() {
+        let headers: HashMap<String, String> = [
+            ("Authorization", "Bearer b"),
+            ("authorization", "Bearer a"),
+            ("Mcp-Method", "tools/list"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let lowered = lowercase_headers(&headers);
+        assert_eq!(lowered["authorization"], "Bearer b,Bearer a");
+        assert_eq!(lowered["mcp-method"], "tools/list");
+        assert_eq!(lowered.len(), 2);
     }
 }

@@ -190,8 +190,8 @@ pub enum McpError {
     /// `tools/call` arguments whose keys are equal ignoring case.
     #[error("tools/call `params.arguments` has keys that differ only in case")]
     CaseFoldedArguments,
-    /// `mcp-method` or `mcp-name` on a batch.
-    #[error("mcp-method and mcp-name headers are not allowed with a batch")]
+    /// `mcp-method`, `mcp-name` or `mcp-param-*` on a batch.
+    #[error("mcp-method, mcp-name and mcp-param headers are not allowed with a batch")]
     RoutingHeadersOnBatch,
     /// An `mcp-name` in the `=?base64?...?=` form that does not decode to UTF-8.
     #[error("an mcp-name header has invalid base64 encoding")]
@@ -319,7 +319,11 @@ pub fn parse(req: &HttpParts<'_>) -> Result<McpRequest, McpError> {
         // The routing headers name the message of a POST (MCP 2026-07-28); on a GET or DELETE
         // there is none, so a proxy routing on them would route a request mcp-authz never
         // evaluated as that method (a "tools/call" GET allowed as a plain stream open).
-        if req.headers.contains_key("mcp-method") || req.headers.contains_key("mcp-name") {
+        if req
+            .headers
+            .keys()
+            .any(|k| k == "mcp-method" || k == "mcp-name" || k.starts_with("mcp-param-"))
+        {
             return Err(McpError::HeaderMismatch);
         }
         return Ok(request);

@@ -25,12 +25,26 @@ pub fn is_ambiguous_path(path: &str) -> bool {
             w.first() == Some(&b'%') && w.get(1..).is_some_and(|c| c.eq_ignore_ascii_case(code))
         })
     };
-    path.split('/').any(|seg| seg == "." || seg == "..")
+    // `%252e` is `%2e` to a server that decodes twice.
+    let double_encoded = |code: &[u8]| {
+        path.as_bytes().windows(5).any(|w| {
+            w.get(..3) == Some(b"%25".as_slice())
+                && w.get(3..).is_some_and(|c| c.eq_ignore_ascii_case(code))
+        })
+    };
+    // A segment's `;parameters` (RFC 2396 s3.3) are dropped by servlet containers and others
+    // before dot segments are resolved, so `..;x` climbs like `..`.
+    path.split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(seg))
+        .any(|seg| seg == "." || seg == "..")
         || path.contains('\\')
         || path.chars().any(char::is_control)
         || encoded(b"2e")
         || encoded(b"2f")
         || encoded(b"5c")
+        || double_encoded(b"2e")
+        || double_encoded(b"2f")
+        || double_encoded(b"5c")
 }
 
 /// One protected MCP server, ready for the hot path.
@@ -322,6 +336,15 @@ impl Servers {
     /// server answers on this host (otherwise it would be ambiguous). Otherwise the longest
     /// matching path prefix wins.
     pub fn route(&self, host: &str, path: &str) -> Route<'_> {
+        // RFC 3986 s3.2.3: a port is digits (and TCP's are at most 65535). `mcp.example.com:@evil.example` would match on
+        // its name here while a URL parser downstream reads `evil.example` as the host.
+        let valid_port = |port: &str| {
+            port.is_empty()
+                || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+        };
+        if split_host(host).1.is_some_and(|port| !valid_port(port)) {
+            return Route::Unmatched;
+        }
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         let on_host = || self.list.iter().filter(|s| s.matches_host(host));
         if path.starts_with(PRM_PREFIX) {
@@ -407,6 +430,8 @@ mod tests {
             "/a/mcp/",
             "/.well-known/oauth-protected-resource/a/mcp",
             "/a/mcp/%20x",
+            "/a/mcp;v=1",
+            "/a/mcp/%25",
         ] {
             assert!(!is_ambiguous_path(ok), "{ok}");
         }
@@ -421,6 +446,12 @@ mod tests {
             "/t/acme/../globex/mcp",
             "/t/acme/./mcp",
             "/a/mcp\u{0}",
+            "/a/mcp/..;/..;/b/mcp",
+            "/a/mcp/..;x=1/b",
+            "/a/mcp/.;/b",
+            "/a/mcp/%252e%252e/b",
+            "/a/mcp/..%252Fb",
+            "/a/mcp/..%255cb",
         ] {
             assert!(is_ambiguous_path(bad), "{bad:?}");
         }
@@ -504,6 +535,17 @@ mod tests {
         assert_eq!(route_id(&servers, "mcp.example.com", "/mcp/b/x"), "b");
         assert_eq!(route_id(&servers, "mcp.example.com", "/mcpx"), "none");
         assert_eq!(route_id(&servers, "evil.example.com", "/mcp"), "none");
+        // A port that is not digits: another parser would read another host.
+        for host in [
+            "mcp.example.com:@evil.example",
+            "mcp.example.com:x",
+            "mcp.example.com:44 3",
+            "mcp.example.com:+443",
+            "mcp.example.com:99999",
+        ] {
+            assert_eq!(route_id(&servers, host, "/mcp"), "none", "{host}");
+        }
+        assert_eq!(route_id(&servers, "mcp.example.com:", "/mcp"), "a");
         assert_eq!(
             route_id(&servers, "other.example.com:8443", "/anything"),
             "c"

@@ -42,6 +42,8 @@ pub enum TokenError {
     DuplicateMember,
     /// The header names a key by URL or embeds one (`jku`, `x5u`, `x5c`, `jwk`).
     KeyReference,
+    /// `cty: JWT`: the payload claims to be another token (RFC 7519 s5.2).
+    NestedToken,
     /// The issuer's keys are not loaded yet: the service cannot decide (503), which is not the
     /// caller's fault.
     KeysUnavailable,
@@ -73,6 +75,7 @@ impl TokenError {
             BadClaim => "the token has a malformed claim",
             DuplicateMember => "the token repeats a member in its header or claims",
             KeyReference => "the token header references or embeds a key (jku, x5u, x5c, jwk)",
+            NestedToken => "nested tokens (cty JWT) are not accepted",
             KeysUnavailable => "the issuer signing keys are not available yet",
         }
     }
@@ -104,6 +107,16 @@ impl<'a> Parsed<'a> {
             // RFC 7515 s4.1.11: a recipient that does not understand a listed extension
             // must reject the JWS. This service understands none.
             return Err(TokenError::CriticalHeader);
+        }
+        // RFC 7519 s5.2: `cty: JWT` says the payload is itself a JWT. An access token is never
+        // nested (RFC 9068), and a reader that honours `cty` would take its claims from the
+        // inner token while this one reads the outer: one token, two readings.
+        if header
+            .cty
+            .as_deref()
+            .is_some_and(|cty| cty.eq_ignore_ascii_case("jwt"))
+        {
+            return Err(TokenError::NestedToken);
         }
         if header.enc.is_some() || header.zip.is_some() {
             return Err(TokenError::Encrypted);
@@ -231,6 +244,11 @@ impl<'a> Parsed<'a> {
         }
         if !audience_ok(c, server) {
             return Err(TokenError::WrongAudience);
+        }
+        // RFC 7519 s4.1.7: `jti` is a string. It may be absent (not every issuer sets it), but
+        // a token that has one of another type is not the token its issuer meant to write.
+        if c.get("jti").is_some_and(|jti| !jti.is_string()) {
+            return Err(TokenError::BadClaim);
         }
         let map = &config.claims;
         let subject = match c.get(&map.subject) {
@@ -485,6 +503,16 @@ mod tests {
                 TokenError::KeyReference,
             ),
             (ok, "[1]", TokenError::BadPayload),
+            (
+                r#"{"alg":"RS256","kid":"k","cty":"JWT"}"#,
+                r#"{"sub":"alice"}"#,
+                TokenError::NestedToken,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","cty":"jwt"}"#,
+                r#""eyJ.eyJ.sig""#,
+                TokenError::NestedToken,
+            ),
         ] {
             assert_eq!(
                 Parsed::parse(&token(header, claims)).err(),

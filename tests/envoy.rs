@@ -652,3 +652,506 @@ async fn oversized_bodies_are_413_for_every_client_shape() {
     assert_eq!(status, 413, "content-length");
     drop(envoy.child);
 }
+
+/// One raw HTTP/1.1 exchange with Envoy: the request bytes as written (no client library to
+/// tidy them up), the response's status, headers (lowercased names) and body.
+async fn raw_exchange(port: u16, request: &[u8]) -> (u16, HashMap<String, String>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // Envoy may answer and close before reading everything (a rejected header block).
+    let _ = s.write_all(request).await;
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut seen))
+        .await
+        .expect("no response within 10 s");
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("no status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// A request as raw bytes: `connection: close` and a `content-length` for the body are added.
+fn raw_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        out.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// A sample of the hostile suite (`tests/hostile.rs`) through a real Envoy with the shipped
+/// configuration. Envoy answers some inputs itself before mcp-authz sees them (escaped slashes,
+/// underscores in header names, oversized headers) and normalizes others (dot segments, double
+/// slashes); each case asserts what really happens and says who answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sample_through_envoy() {
+    use base64::Engine as _;
+    let Some(bin) = envoy_binary() else { return };
+    let Stack {
+        key,
+        idp,
+        authz: _authz,
+        envoy,
+    } = Stack::start(&bin).await;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let mut c = claims(&idp.issuer, RESOURCE);
+    c["scope"] = json!("mcp:connect mcp:tools:weather");
+    let claims_text = c.to_string();
+    let good = key.token(&c);
+    let bearer = format!("Bearer {good}");
+    let prm =
+        "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\"";
+    let invalid_token = |d: &str| {
+        format!(
+            "Bearer error=\"invalid_token\", error_description=\"{d}\", scope=\"mcp:connect\", {prm}"
+        )
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"at+jwt"}"#),
+        b64(&claims_text)
+    );
+    let unknown_kid = TestKey::rsa("nope").token(&c);
+    let jku = key.sign_raw(
+        r#"{"alg":"RS256","typ":"at+jwt","kid":"k1","jku":"https://evil.example/jwks"}"#,
+        &claims_text,
+    );
+    let nested = key.sign_raw(
+        r#"{"alg":"RS256","typ":"at+jwt","kid":"k1","cty":"JWT"}"#,
+        &claims_text,
+    );
+    let duplicate_sub = key.sign_raw(
+        r#"{"alg":"RS256","typ":"at+jwt","kid":"k1"}"#,
+        &format!(r#"{},"sub":"admin"}}"#, claims_text.trim_end_matches('}')),
+    );
+    let oversized = key.token(&{
+        let mut c = c.clone();
+        c["pad"] = json!("x".repeat(10_000));
+        c
+    });
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let forecast = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris"}}}"#;
+    let json = ("content-type", "application/json");
+    let auth = ("authorization", bearer.as_str());
+    let h = "mcp.example.com";
+
+    struct Case<'a> {
+        name: &'a str,
+        request: Vec<u8>,
+        status: u16,
+        /// The exact challenge, or `None` for none.
+        www: Option<String>,
+        /// A string the body must contain (a JSON-RPC code, an error name).
+        body: Option<&'a str>,
+    }
+    let case = |name, request, status, www: Option<String>, body| Case {
+        name,
+        request,
+        status,
+        www,
+        body,
+    };
+    let post = |path: &str, headers: &[(&str, &str)], body: &str| {
+        raw_request("POST", path, h, headers, body)
+    };
+    let with_token = |token: &str, body: &str| {
+        raw_request(
+            "POST",
+            "/mcp",
+            h,
+            &[json, ("authorization", &format!("Bearer {token}"))],
+            body,
+        )
+    };
+    let cases = vec![
+        case(
+            "control: a valid token",
+            post("/mcp", &[json, auth], ping),
+            200,
+            None,
+            Some("\"upstream\":true"),
+        ),
+        case(
+            "no credentials",
+            post("/mcp", &[json], ping),
+            401,
+            Some(format!("Bearer scope=\"mcp:connect\", {prm}")),
+            None,
+        ),
+        case(
+            "alg none",
+            with_token(&alg_none, ping),
+            401,
+            Some(invalid_token(
+                "the token uses an unsupported signature algorithm",
+            )),
+            None,
+        ),
+        case(
+            "unknown kid",
+            with_token(&unknown_kid, ping),
+            401,
+            Some(invalid_token("the token is signed with an unknown key")),
+            None,
+        ),
+        case(
+            "jku header",
+            with_token(&jku, ping),
+            401,
+            Some(invalid_token(
+                "the token header references or embeds a key (jku, x5u, x5c, jwk)",
+            )),
+            None,
+        ),
+        case(
+            "nested token (cty JWT)",
+            with_token(&nested, ping),
+            401,
+            Some(invalid_token("nested tokens (cty JWT) are not accepted")),
+            None,
+        ),
+        case(
+            "repeated sub in the claims",
+            with_token(&duplicate_sub, ping),
+            401,
+            Some(invalid_token(
+                "the token repeats a member in its header or claims",
+            )),
+            None,
+        ),
+        case(
+            "a 13 KB token",
+            with_token(&oversized, ping),
+            401,
+            Some(invalid_token("the access token is too large")),
+            None,
+        ),
+        // Envoy's own header limit (60 KiB by default) answers first: 431, no challenge.
+        case(
+            "a 100 KB authorization header",
+            post(
+                "/mcp",
+                &[
+                    json,
+                    ("authorization", &format!("Bearer {}", "a".repeat(100_000))),
+                ],
+                ping,
+            ),
+            431,
+            None,
+            None,
+        ),
+        case(
+            "control: lower-case bearer",
+            post(
+                "/mcp",
+                &[json, ("authorization", &format!("bearer {good}"))],
+                ping,
+            ),
+            200,
+            None,
+            None,
+        ),
+        case(
+            "a tab after Bearer",
+            post(
+                "/mcp",
+                &[json, ("authorization", &format!("Bearer\t{good}"))],
+                ping,
+            ),
+            401,
+            Some(format!("Bearer scope=\"mcp:connect\", {prm}")),
+            None,
+        ),
+        case(
+            "two Authorization headers",
+            post(
+                "/mcp",
+                &[json, auth, ("authorization", "Bearer other")],
+                ping,
+            ),
+            400,
+            Some(format!(
+                "Bearer error=\"invalid_request\", error_description=\"more than one Authorization header\", {prm}"
+            )),
+            None,
+        ),
+        case(
+            "access_token in the query",
+            post(&format!("/mcp?access_token={good}"), &[json], ping),
+            400,
+            Some(format!(
+                "Bearer error=\"invalid_request\", error_description=\"access tokens are accepted only in the Authorization header\", {prm}"
+            )),
+            None,
+        ),
+        // Envoy (normalize_path) resolves dot segments, plain and %2e-encoded, before ext_authz:
+        // mcp-authz and the router both see `/mcp`.
+        case(
+            "dot segments, normalized by Envoy",
+            post("/x/../mcp", &[json, auth], ping),
+            200,
+            None,
+            Some("\"upstream\":true"),
+        ),
+        case(
+            "encoded dot segments, normalized by Envoy",
+            post("/x/%2e%2e/mcp", &[json, auth], ping),
+            200,
+            None,
+            Some("\"upstream\":true"),
+        ),
+        case(
+            "double slashes, merged by Envoy",
+            post("//mcp", &[json, auth], ping),
+            200,
+            None,
+            Some("\"upstream\":true"),
+        ),
+        // path_with_escaped_slashes_action: REJECT_REQUEST: Envoy answers 400 itself.
+        case(
+            "an escaped slash",
+            post("/mcp%2f..%2fx", &[json, auth], ping),
+            400,
+            None,
+            None,
+        ),
+        case(
+            "an escaped backslash",
+            post("/mcp%5c..%5cx", &[json, auth], ping),
+            400,
+            None,
+            None,
+        ),
+        // Envoy's normalize_path resolves `..;` like `..` (as servlet containers do), so
+        // mcp-authz and the router agree on `/mcp`; without such a proxy mcp-authz refuses the
+        // segment itself (400, tests/hostile.rs).
+        case(
+            "a ..; segment, resolved by Envoy",
+            post("/x/..;/mcp", &[json, auth], ping),
+            200,
+            None,
+            Some("\"upstream\":true"),
+        ),
+        // Allowed, and the upstream sees mcp-authz's identity, not the client's.
+        case(
+            "a spoofed subject header",
+            post(
+                "/mcp",
+                &[json, auth, ("x-mcp-authz-subject", "admin")],
+                ping,
+            ),
+            200,
+            None,
+            Some("\"x-mcp-authz-subject\":\"alice\""),
+        ),
+        case(
+            "a spoofed tenant header",
+            post(
+                "/mcp",
+                &[json, auth, ("x-mcp-authz-tenant", "globex")],
+                ping,
+            ),
+            200,
+            None,
+            Some("\"x-mcp-authz-tenant\":\"acme\""),
+        ),
+        // headers_with_underscores_action: REJECT_REQUEST: Envoy answers 400 itself.
+        case(
+            "an underscored identity header",
+            post(
+                "/mcp",
+                &[json, auth, ("x_mcp_authz_subject", "admin")],
+                ping,
+            ),
+            400,
+            None,
+            None,
+        ),
+        case(
+            "a non-numeric port in Host",
+            raw_request(
+                "POST",
+                "/mcp",
+                "mcp.example.com:@evil.example",
+                &[json, auth],
+                ping,
+            ),
+            404,
+            None,
+            Some("not_found"),
+        ),
+        case(
+            "GET with mcp-method tools/call",
+            raw_request(
+                "GET",
+                "/mcp",
+                h,
+                &[
+                    auth,
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "get_forecast"),
+                ],
+                "",
+            ),
+            400,
+            None,
+            Some("-32020"),
+        ),
+        case(
+            "mcp-method disagreeing with the body",
+            post("/mcp", &[json, auth, ("mcp-method", "tools/list")], ping),
+            400,
+            None,
+            Some("-32020"),
+        ),
+        case(
+            "mcp-name disagreeing with the body",
+            post("/mcp", &[json, auth, ("mcp-name", "read_file")], forecast),
+            400,
+            None,
+            Some("-32020"),
+        ),
+        case(
+            "mcp-param disagreeing with the body",
+            post(
+                "/mcp",
+                &[json, auth, ("mcp-param-city", "Berlin")],
+                forecast,
+            ),
+            400,
+            None,
+            Some("-32020"),
+        ),
+        case(
+            "control: mcp-name base64-encoded",
+            post(
+                "/mcp",
+                &[json, auth, ("mcp-name", "=?base64?Z2V0X2ZvcmVjYXN0?=")],
+                forecast,
+            ),
+            200,
+            None,
+            Some("\"upstream\":true"),
+        ),
+        case(
+            "method repeated through an escape",
+            post(
+                "/mcp",
+                &[json, auth],
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","\u006dethod":"tools/call"}"#,
+            ),
+            400,
+            None,
+            Some("-32600"),
+        ),
+        case(
+            "nesting 10,000 deep",
+            post(
+                "/mcp",
+                &[json, auth],
+                &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+            ),
+            400,
+            None,
+            Some("-32600"),
+        ),
+        case(
+            "a bidi override in a tool name",
+            post(
+                "/mcp",
+                &[json, auth],
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_forecast\u202e"}}"#,
+            ),
+            400,
+            None,
+            Some("-32600"),
+        ),
+        case(
+            "gzip",
+            post("/mcp", &[json, auth, ("content-encoding", "gzip")], ping),
+            415,
+            None,
+            Some("unsupported_media_type"),
+        ),
+        case(
+            "charset utf-16",
+            post(
+                "/mcp",
+                &[("content-type", "application/json; charset=utf-16"), auth],
+                ping,
+            ),
+            415,
+            None,
+            None,
+        ),
+        case(
+            "a 2 MB body",
+            post(
+                "/mcp",
+                &[json, auth],
+                &format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"p":"{}"}}}}"#,
+                    "x".repeat(2 << 20)
+                ),
+            ),
+            413,
+            None,
+            None,
+        ),
+    ];
+    let total = cases.len();
+    let mut failures = Vec::new();
+    for c in cases {
+        let (status, headers, body) = raw_exchange(envoy.listener, &c.request).await;
+        let www = headers.get("www-authenticate").cloned();
+        let mut wrong = Vec::new();
+        if status != c.status {
+            wrong.push(format!("status {status}, expected {}", c.status));
+        }
+        if www != c.www {
+            wrong.push(format!("challenge {www:?}, expected {:?}", c.www));
+        }
+        if let Some(needle) = c.body
+            && !body.contains(needle)
+        {
+            wrong.push(format!("body lacks {needle:?}"));
+        }
+        if c.status != 200 && body.contains("\"upstream\":true") {
+            wrong.push("reached the upstream".into());
+        }
+        if body.contains(&good) || headers.values().any(|v| v.contains(&good)) {
+            wrong.push("echoes the token".into());
+        }
+        if !wrong.is_empty() {
+            let mut shown = body.clone();
+            shown.truncate(200);
+            failures.push(format!("{}: {} (body {shown:?})", c.name, wrong.join("; ")));
+        }
+    }
+    println!("hostile sample through Envoy: {total} cases");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    drop(envoy.child);
+}

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, PAD_INDIFFERENT};
 
-use super::{McpError, Message};
+use super::{McpError, Message, Target};
 
 /// Envoy forwards the body as received: a compressed body is bytes this module cannot read,
 /// and decompressing here would be a second copy and a second place to get it wrong.
@@ -68,7 +68,8 @@ pub(super) fn check_routing_headers(
 ) -> Result<(), McpError> {
     let method_header = headers.get("mcp-method");
     let name_header = headers.get("mcp-name");
-    if method_header.is_none() && name_header.is_none() {
+    let mut params = param_headers(headers).peekable();
+    if method_header.is_none() && name_header.is_none() && params.peek().is_none() {
         return Ok(());
     }
     // The headers arrived in 2026-07-28 and batches left in 2025-06-18: no conforming client
@@ -93,7 +94,64 @@ pub(super) fn check_routing_headers(
             }
         }
     }
+    if params.peek().is_none() {
+        return Ok(());
+    }
+    // `Mcp-Param-{Name}` mirrors a `tools/call` argument: on anything else it describes
+    // nothing in the body, and a proxy routing on it would act on a value never evaluated.
+    let Some(Message {
+        target: Target::Tool { arguments, .. },
+        ..
+    }) = messages.first()
+    else {
+        return Err(McpError::HeaderMismatch);
+    };
+    for (name, value) in params {
+        // Which argument a header mirrors is declared by the tool's `inputSchema`
+        // (`x-mcp-header`), which this service does not see. A header named like a top-level
+        // argument (header names are case-insensitive; argument keys differing only in case
+        // are refused already) must carry its value; any other is forwarded unexamined, as
+        // SEP-2243 asks of intermediaries, for the server to check.
+        let Some(argument) = arguments
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+        else {
+            continue;
+        };
+        let value = decode_header_value(value)?;
+        if !mirrors(argument, &value) {
+            return Err(McpError::HeaderMismatch);
+        }
+    }
     Ok(())
+}
+
+/// The `Mcp-Param-*` headers: the name after the prefix (lowercase, as Envoy sends names) and
+/// the value.
+fn param_headers(headers: &HashMap<String, String>) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("mcp-param-").map(|name| (name, v.as_str())))
+}
+
+/// Does a (decoded) `Mcp-Param-*` value carry `argument`? SEP-2243 value encoding: strings as
+/// they are, integers in decimal (compared as numbers, so `42.0` is `42`), booleans as
+/// `true`/`false`. Objects, arrays and `null` are never mirrored, so no header matches them.
+fn mirrors(argument: &serde_json::Value, header: &str) -> bool {
+    use serde_json::Value;
+    match argument {
+        Value::String(s) => s == header,
+        Value::Bool(b) => header == if *b { "true" } else { "false" },
+        Value::Number(n) => match (n.as_i64(), header.parse::<i64>()) {
+            (Some(a), Ok(h)) => a == h,
+            _ => n
+                .as_f64()
+                .zip(header.parse::<f64>().ok())
+                .is_some_and(|(a, h)| a.is_finite() && a == h),
+        },
+        Value::Null | Value::Array(_) | Value::Object(_) => false,
+    }
 }
 
 /// SEP-2243: a value that is not plain printable ASCII is sent as `=?base64?<base64 of the

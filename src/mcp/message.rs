@@ -273,16 +273,24 @@ fn is_valid_name(name: &str, max_chars: usize) -> bool {
 }
 
 /// Control characters (a newline forges a log line), and the invisible and bidirectional
-/// formatting characters that let one name render as another in logs and consoles.
+/// formatting characters that let one name render as another in logs and consoles: the bidi
+/// controls (including the Arabic letter mark), zero-width characters and joiners, the word
+/// joiner and invisible operators, the soft hyphen, fillers and tag characters (Unicode's
+/// default-ignorable code points that are not variation selectors or combining marks).
 fn is_forbidden_char(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{200B}' // zero width space
-            | '\u{200E}' | '\u{200F}' // left-to-right / right-to-left marks
-            | '\u{2028}' | '\u{2029}' // line and paragraph separators
-            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-            | '\u{2066}'..='\u{2069}' // bidi isolates
+            '\u{00AD}' // soft hyphen
+            | '\u{034F}' // combining grapheme joiner
+            | '\u{061C}' // Arabic letter mark (a bidi control)
+            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
+            | '\u{17B4}' | '\u{17B5}' // Khmer inherent vowels
+            | '\u{180E}' // Mongolian vowel separator
+            | '\u{200B}'..='\u{200F}' // zero width space, (non-)joiner, LTR / RTL marks
+            | '\u{2028}'..='\u{202E}' // line and paragraph separators, bidi embeddings and overrides
+            | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
             | '\u{FEFF}' // zero width no-break space
+            | '\u{E0000}'..='\u{E007F}' // tag characters
         )
 }

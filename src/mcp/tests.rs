@@ -451,9 +451,80 @@ fn routing_header_disagreements() {
 }
 
 #[test]
+fn param_headers_carry_the_arguments_they_name() {
+    let call = request(
+        "tools/call",
+        json!({"name": "query", "arguments": {"region": "eu", "limit": 42, "dry": true, "opts": {"a": 1}, "none": null}}),
+    );
+    // Agreeing (names are case-insensitive, integers compared as numbers, base64 decoded), or
+    // naming no top-level argument: the server, which knows the schema, checks those.
+    for extra in [
+        [("mcp-param-region", "eu")],
+        [("mcp-param-region", "=?base64?ZXU=?=")],
+        [("mcp-param-limit", "42.0")],
+        [("mcp-param-dry", "true")],
+        [("mcp-param-tenant", "anything")],
+    ] {
+        assert!(post_with(&extra, &call).is_ok(), "{extra:?}");
+    }
+    for extra in [
+        [("mcp-param-region", "us")],
+        [("mcp-param-region", "EU")],
+        [("mcp-param-region", "eu,eu")],
+        [("mcp-param-limit", "43")],
+        [("mcp-param-limit", "0x2a")],
+        [("mcp-param-dry", "1")],
+        [("mcp-param-opts", "{\"a\":1}")],
+        [("mcp-param-none", "")],
+    ] {
+        assert_eq!(
+            post_with(&extra, &call),
+            Err(McpError::HeaderMismatch),
+            "{extra:?}"
+        );
+    }
+    // Only a tools/call has arguments to mirror.
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    assert_eq!(
+        post_with(&[("mcp-param-region", "eu")], ping),
+        Err(McpError::HeaderMismatch)
+    );
+    assert_eq!(
+        run("GET", &[("mcp-param-region", "eu")], b""),
+        Err(McpError::HeaderMismatch)
+    );
+}
+
+#[test]
+fn invisible_characters_are_refused_in_names() {
+    for c in [
+        '\u{200C}',
+        '\u{200D}',
+        '\u{2060}',
+        '\u{2062}',
+        '\u{00AD}',
+        '\u{061C}',
+        '\u{180E}',
+        '\u{3164}',
+        '\u{E0041}',
+    ] {
+        let body = request("tools/call", json!({"name": format!("get{c}_weather")}));
+        assert_eq!(post(&body).map_err(|e| e.status()), Err(400), "{c:?}");
+    }
+    // Variation selectors and combining marks are part of legitimate text: not refused here
+    // (an unknown name is denied by policy anyway).
+    let body = request("tools/call", json!({"name": "caf\u{65}\u{301}"}));
+    assert!(post(&body).is_ok());
+}
+
+#[test]
 fn batches_refuse_routing_headers() {
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#;
-    for extra in [[("mcp-method", "ping")], [("mcp-name", "x")]] {
+    for extra in [
+        [("mcp-method", "ping")],
+        [("mcp-name", "x")],
+        [("mcp-param-x", "1")],
+    ] {
         assert_eq!(post_with(&extra, batch).map_err(|e| e.status()), Err(400));
     }
 }
@@ -1061,7 +1132,7 @@ fn errors_map_to_status_code_and_name() {
         ),
         (
             RoutingHeadersOnBatch,
-            "mcp-method and mcp-name headers are not allowed with a batch",
+            "mcp-method, mcp-name and mcp-param headers are not allowed with a batch",
             400,
             invalid,
             "invalid_request",
