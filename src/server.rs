@@ -270,3 +270,17 @@ fn local_addr(
         .map_err(|source| ServeError::Bind { addr, what, source })
 }
 
+
+impl Running {
+    /// Waits until every issuer has keys, or `timeout` passes. Returns readiness.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.engine.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
