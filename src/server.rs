@@ -270,7 +270,6 @@ fn local_addr(
         .map_err(|source| ServeError::Bind { addr, what, source })
 }
 
-
 impl Running {
     /// Waits until every issuer has keys, or `timeout` passes. Returns readiness.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {

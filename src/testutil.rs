@@ -450,15 +450,37 @@ pub fn shipped_envoy_config(
     upstream: u16,
     admin: u16,
 ) -> Result<String, String> {
+    shipped_envoy_config_with(listen, &[authz], upstream, admin)
+}
+
+/// [`shipped_envoy_config`] with one authz cluster endpoint per port of `authz` (a rolling
+/// restart needs two instances behind the cluster).
+pub fn shipped_envoy_config_with(
+    listen: u16,
+    authz: &[u16],
+    upstream: u16,
+    admin: u16,
+) -> Result<String, String> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml");
     let shipped = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    const AUTHZ_ENDPOINT: &str = "              - endpoint:
+                  address:
+                    socket_address: { address: 127.0.0.1, port_value: 9191 }
+";
+    if !shipped.contains(AUTHZ_ENDPOINT) {
+        return Err("deploy/envoy/envoy.yaml: the mcp_authz endpoint was not found".into());
+    }
+    let endpoints: String = authz
+        .iter()
+        .map(|port| AUTHZ_ENDPOINT.replace("port_value: 9191", &format!("port_value: {port}")))
+        .collect();
     let config = shipped
+        .replace(AUTHZ_ENDPOINT, &endpoints)
         .replace(
             "address: 0.0.0.0, port_value: 10000",
             &format!("address: 127.0.0.1, port_value: {listen}"),
         )
-        .replace("port_value: 9191", &format!("port_value: {authz}"))
         .replace("port_value: 8080", &format!("port_value: {upstream}"))
         .replace("port_value: 9901", &format!("port_value: {admin}"));
     if !config.contains(&format!("port_value: {listen}")) {

@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use mcp_authz::config::{Config, Shutdown};
 use mcp_authz::grpc::{ClientRequest, check_request};
 use mcp_authz::server::{self, Running};
-use mcp_authz::testutil::{FakeIdp, TestKey, TOOLS_LIST, claims, config_yaml, free_port};
+use mcp_authz::testutil::{FakeIdp, TOOLS_LIST, TestKey, claims, config_yaml, free_port};
 use tonic::transport::Channel;
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
@@ -59,7 +59,9 @@ async fn check(client: &mut AuthorizationClient<Channel>, token: &str) -> Outcom
     match client.check(request(token)).await {
         Ok(r) => match r.into_inner().http_response {
             Some(HttpResponse::OkResponse(_)) => Outcome::Allowed,
-            Some(HttpResponse::DeniedResponse(d)) => Outcome::Denied(d.status.map_or(0, |s| s.code)),
+            Some(HttpResponse::DeniedResponse(d)) => {
+                Outcome::Denied(d.status.map_or(0, |s| s.code))
+            }
             _ => Outcome::Error(tonic::Code::Internal, "no ok or denied response".into()),
         },
         Err(status) => Outcome::Error(status.code(), status.message().to_owned()),
@@ -139,7 +141,9 @@ async fn draining_is_not_serving_but_still_answering() {
         assert!(tokio::time::Instant::now() < deadline, "never NOT_SERVING");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let r = reqwest::get(format!("http://{admin}/readyz")).await.unwrap();
+    let r = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["draining"], true, "{body}");
@@ -186,7 +190,11 @@ async fn a_burst_beyond_the_bounds_is_shed_with_unavailable_and_counted() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..burst {
         let mut client = client.clone();
-        let token = if i % 4 == 0 { bad.clone() } else { token.clone() };
+        let token = if i % 4 == 0 {
+            bad.clone()
+        } else {
+            token.clone()
+        };
         tasks.spawn(async move { (i % 4 == 0, check(&mut client, &token).await) });
     }
     let (mut allowed, mut denied, mut shed) = (0, 0, 0);
@@ -364,7 +372,10 @@ async fn sigterm_under_load_answers_every_check_in_flight() {
 
     let before: Vec<_> = results.iter().filter(|(b, ..)| *b).collect();
     let wrong: Vec<_> = before.iter().filter(|(_, _, ok, _)| !ok).collect();
-    let in_flight = before.iter().filter(|(_, answered_before, ..)| !answered_before).count();
+    let in_flight = before
+        .iter()
+        .filter(|(_, answered_before, ..)| !answered_before)
+        .count();
     let later = results.iter().filter(|(b, ..)| !b).count();
     eprintln!(
         "{} checks started before SIGTERM ({in_flight} of them in flight at the signal), {} \

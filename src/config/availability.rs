@@ -153,13 +153,19 @@ servers:
         for (extra, needle) in [
             ("shutdown: {drain: 5s}\n", "drain"),
             ("overload: {max_in_flight: 5}\n", "max_in_flight"),
-            ("shutdown: {drain_delay: 10m}\n", "key `shutdown.drain_delay`"),
+            (
+                "shutdown: {drain_delay: 10m}\n",
+                "key `shutdown.drain_delay`",
+            ),
             ("shutdown: {grace: 1h}\n", "key `shutdown.grace`"),
             (
                 "overload: {max_pending_checks: 0}\n",
                 "key `overload.max_pending_checks`",
             ),
-            ("overload: {max_queue_wait: 0s}\n", "key `overload.max_queue_wait`"),
+            (
+                "overload: {max_queue_wait: 0s}\n",
+                "key `overload.max_queue_wait`",
+            ),
             ("shutdown: {drain_delay: soon}\n", "drain_delay"),
         ] {
             let e = Config::from_yaml(&format!("{MINIMAL}{extra}"))

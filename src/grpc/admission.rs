@@ -275,7 +275,11 @@ mod tests {
         assert_eq!(grpc_status(&answers[0]), None);
         assert_eq!(grpc_status(&answers[1]), None);
         assert_eq!(grpc_status(&answers[2]), Some("14"), "UNAVAILABLE");
-        assert_eq!(inner.0.load(Ordering::SeqCst), 2, "a shed check is not decided");
+        assert_eq!(
+            inner.0.load(Ordering::SeqCst),
+            2,
+            "a shed check is not decided"
+        );
         assert_eq!(metrics.checks_shed(Shed::PendingLimit).get(), 1);
         assert_eq!(metrics.checks_shed(Shed::QueueWait).get(), 0);
         // Answered requests are no longer pending; the connection's own copy never was.
