@@ -19,7 +19,9 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use mcp_authz::config::{Config, Shutdown};
 use mcp_authz::grpc::{ClientRequest, check_request};
 use mcp_authz::server::{self, Running};
-use mcp_authz::testutil::{FakeIdp, TOOLS_LIST, TestKey, claims, config_yaml, free_port};
+use mcp_authz::testutil::{
+    FakeIdp, TEST_OVERLOAD, TOOLS_LIST, TestKey, claims, config_yaml, free_port,
+};
 use tonic::transport::Channel;
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
@@ -105,8 +107,12 @@ async fn metrics(admin: SocketAddr) -> String {
         .unwrap()
 }
 
-async fn start(idp: &FakeIdp, extra_top_level: &str) -> Running {
-    let yaml = config_yaml(&idp.issuer, RESOURCE, "") + extra_top_level;
+/// A server on the test configuration, with `overload` replaced when one is given.
+async fn start(idp: &FakeIdp, overload: Option<&str>) -> Running {
+    let mut yaml = config_yaml(&idp.issuer, RESOURCE, "");
+    if let Some(overload) = overload {
+        yaml = yaml.replace(TEST_OVERLOAD, overload);
+    }
     let config = Config::from_yaml(&yaml).unwrap();
     let running = server::start(&config, None).await.unwrap();
     assert!(running.wait_ready(Duration::from_secs(10)).await);
@@ -120,7 +126,7 @@ async fn start(idp: &FakeIdp, extra_top_level: &str) -> Running {
 async fn draining_is_not_serving_but_still_answering() {
     let key = TestKey::ec("k1");
     let idp = FakeIdp::start(&[&key]).await;
-    let running = start(&idp, "").await;
+    let running = start(&idp, None).await;
     let token = key.token(&claims(&idp.issuer, RESOURCE));
     let (grpc, admin) = (running.grpc_addr, running.admin_addr);
     let mut before = connect(grpc).await;
@@ -179,7 +185,7 @@ async fn a_burst_beyond_the_bounds_is_shed_with_unavailable_and_counted() {
     let idp = FakeIdp::start(&[&key]).await;
     let running = start(
         &idp,
-        "overload: {max_pending_checks: 8, max_queue_wait: 60s}\n",
+        Some("overload: {max_pending_checks: 8, max_queue_wait: 60s}"),
     )
     .await;
     let token = key.token(&claims(&idp.issuer, RESOURCE));
@@ -249,7 +255,7 @@ async fn a_burst_beyond_the_bounds_is_shed_with_unavailable_and_counted() {
 async fn an_idle_connection_is_not_a_queue() {
     let key = TestKey::ec("k1");
     let idp = FakeIdp::start(&[&key]).await;
-    let running = start(&idp, "overload: {max_queue_wait: 1s}\n").await;
+    let running = start(&idp, Some("overload: {max_queue_wait: 1s}")).await;
     let token = key.token(&claims(&idp.issuer, RESOURCE));
     let mut client = connect(running.grpc_addr).await;
     assert_eq!(check(&mut client, &token).await, Outcome::Allowed);
@@ -276,11 +282,11 @@ async fn sigterm_under_load_answers_every_check_in_flight() {
     let (grpc, admin) = (free_port(), free_port());
     let config = config_yaml(&idp.issuer, RESOURCE, "")
         .replace("  grpc: 127.0.0.1:0", &format!("  grpc: 127.0.0.1:{grpc}"))
-        .replace("  admin: 127.0.0.1:0", &format!("  admin: 127.0.0.1:{admin}"))
-        + "shutdown: {drain_delay: 0s, grace: 20s}\n"
-        // A debug build on two shared cores queues this load for longer than the default
-        // 100 ms, and shedding is not what this test is about.
-        + "overload: {max_queue_wait: 30s}\n";
+        .replace(
+            "  admin: 127.0.0.1:0",
+            &format!("  admin: 127.0.0.1:{admin}"),
+        )
+        + "shutdown: {drain_delay: 0s, grace: 20s}\n";
     std::fs::write(dir.path().join("config.yaml"), config).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
         .args(["serve", "--log-format", "json", "--config"])
