@@ -874,3 +874,71 @@ async fn a_rolling_restart_under_load_loses_no_request() {
     assert_eq!(a.grpc, port_a);
     drop(envoy.child);
 }
+
+/// What Envoy does with a check mcp-authz sheds (gRPC `UNAVAILABLE`), with the shipped
+/// configuration: retries it on another instance, so the client never sees the overload of one
+/// instance; with no other instance, answers 503 (`status_on_error`), never an allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_check_is_retried_elsewhere_else_503() {
+    let Some(bin) = envoy_binary() else { return };
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let yaml = config_yaml(&idp.issuer, RESOURCE, "");
+    // An instance that sheds every check: no check can start within 1 ns of its arrival.
+    let shedding = Config::from_yaml(&yaml.replace(
+        mcp_authz::testutil::TEST_OVERLOAD,
+        "overload: {max_queue_wait: 1ns}",
+    ))
+    .unwrap();
+    let busy = server::start(&shedding, None).await.unwrap();
+    let healthy = server::start(&Config::from_yaml(&yaml).unwrap(), None)
+        .await
+        .unwrap();
+    assert!(busy.wait_ready(Duration::from_secs(10)).await);
+    assert!(healthy.wait_ready(Duration::from_secs(10)).await);
+    let upstream = echo_upstream().await;
+    let auth = format!("Bearer {}", key.token(&claims(&idp.issuer, RESOURCE)));
+    let shed_count = |admin: SocketAddr| async move {
+        let m = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix(r#"mcp_authz_checks_shed_total{reason="queue_wait"} "#))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+
+    let (busy_port, healthy_port) = (busy.grpc_addr.port(), healthy.grpc_addr.port());
+    let envoy = Envoy::start_with(&bin, &[busy_port, healthy_port], upstream.port()).await;
+    wait_for_flags(&envoy, busy_port, "healthy").await;
+    wait_for_flags(&envoy, healthy_port, "healthy").await;
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(
+            post(&envoy.url("/mcp"), &[("authorization", &auth)])
+                .await
+                .0,
+        );
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(
+        shed_count(busy.admin_addr).await > 0,
+        "the shedding instance was never tried"
+    );
+    drop(envoy);
+
+    // Alone, the shedding instance is a 503 for every request, never a pass.
+    let envoy = Envoy::start_with(&bin, &[busy_port], upstream.port()).await;
+    wait_for_flags(&envoy, busy_port, "healthy").await;
+    for _ in 0..5 {
+        let (status, _, body) = post(&envoy.url("/mcp"), &[("authorization", &auth)]).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(!body.contains("upstream"));
+    }
+    busy.stop().await;
+    healthy.stop().await;
+}
