@@ -400,3 +400,65 @@ async fn sigterm_under_load_answers_every_check_in_flight() {
     assert!(log.contains("no longer accepting"), "{log}");
     assert!(log.contains("mcp-authz stopped"), "{log}");
 }
+
+/// The real signals: the first SIGTERM starts a long drain (still serving), a second one stops
+/// the process at once, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once() {
+    let key = TestKey::ec("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, admin) = (free_port(), free_port());
+    let config = config_yaml(&idp.issuer, RESOURCE, "")
+        .replace("  grpc: 127.0.0.1:0", &format!("  grpc: 127.0.0.1:{grpc}"))
+        .replace(
+            "  admin: 127.0.0.1:0",
+            &format!("  admin: 127.0.0.1:{admin}"),
+        )
+        + "shutdown: {drain_delay: 4m, grace: 10s}\n";
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let log = dir.path().join("log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !reqwest::get(&ready)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let sigterm = || {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    sigterm();
+    // Draining: not ready, still deciding.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while reqwest::get(&ready).await.unwrap().status() != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "never draining");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = connect(format!("127.0.0.1:{grpc}").parse().unwrap()).await;
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    assert_eq!(check(&mut client, &token).await, Outcome::Allowed);
+    assert!(child.try_wait().unwrap().is_none());
+    sigterm();
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the second SIGTERM did not stop it")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("second signal"), "{logs}");
+}
