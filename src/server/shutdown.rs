@@ -19,9 +19,10 @@ impl Running {
         settings: &Shutdown,
     ) -> Result<(), ServeError> {
         let mut signals = signals.fuse();
-        // Serving.
+        // Serving. (A stream that ends without a signal, say none could be registered, leaves
+        // the service running rather than stopping it.)
         tokio::select! {
-            _ = signals.next() => {}
+            Some(()) = signals.next() => {}
             r = self.tasks.join_next() => {
                 let _ = self.shutdown.send(true);
                 return match r {
