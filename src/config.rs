@@ -5,6 +5,7 @@
 //! `issuer` and `server` hold the two lists, `settings` the smaller sections, `error` the one
 //! error type.
 
+mod availability;
 mod error;
 mod issuer;
 mod server;
@@ -17,6 +18,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use availability::{Overload, Shutdown};
 pub use error::{ConfigError, Invalid};
 pub use issuer::{
     ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
@@ -47,6 +49,10 @@ pub struct Config {
     pub decision_log: DecisionLog,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub shutdown: Shutdown,
+    #[serde(default)]
+    pub overload: Overload,
 }
 
 // === impl Config ===
@@ -141,6 +147,8 @@ impl Config {
         self.decision_log.validate()?;
         self.cache.validate()?;
         self.limits.validate()?;
+        self.shutdown.validate()?;
+        self.overload.validate()?;
         Ok(())
     }
 }

@@ -247,6 +247,9 @@ pub fn dev_config(
     let issuer = format!("http://{admin}");
     Config {
         cache: Default::default(),
+        // Nothing health-checks a development instance: Ctrl-C stops it without a drain delay.
+        shutdown: crate::config::Shutdown::immediate(Duration::from_secs(2)),
+        overload: Default::default(),
         listen: Listen {
             grpc,
             admin,

@@ -2,8 +2,10 @@
 //! `CheckResponse`. All protobuf conversions live here, and in `request` the client side:
 //! building the `CheckRequest` Envoy would send.
 
+mod admission;
 mod request;
 
+pub use admission::{Admission, Admitted, Shed};
 pub use request::{ClientRequest, RequestError, check_request, json_rpc_body};
 
 use std::collections::HashMap;

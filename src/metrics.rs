@@ -84,6 +84,10 @@ struct Inner {
     token_cache_lookups: Vec<IntCounter>,
     token_cache_entries: IntGauge,
     build_info: Gauge,
+    /// `mcp_authz_checks_shed_total`, by why (see `grpc::admission`).
+    checks_shed: IntCounterVec,
+    checks_pending: IntGauge,
+    draining: IntGauge,
 }
 
 impl Metrics {
@@ -216,6 +220,27 @@ impl Metrics {
                 .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
         build_info.set(1.0);
+        let checks_shed = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_checks_shed_total",
+                "Checks refused undecided (gRPC UNAVAILABLE) because too many were pending or one had waited too long to start, by reason.",
+            ),
+            &["reason"],
+        )?;
+        for reason in crate::grpc::Shed::ALL {
+            checks_shed.with_label_values(&[reason.as_str()]);
+        }
+        let checks_pending = IntGauge::with_opts(Opts::new(
+            "mcp_authz_checks_pending",
+            "Checks received and not yet answered.",
+        ))?;
+        let draining = IntGauge::with_opts(Opts::new(
+            "mcp_authz_draining",
+            "1 while shutting down: NOT_SERVING, still answering checks until the drain delay ends.",
+        ))?;
+        registry.register(Box::new(checks_shed.clone()))?;
+        registry.register(Box::new(checks_pending.clone()))?;
+        registry.register(Box::new(draining.clone()))?;
         registry.register(Box::new(checks.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(key_refreshes.clone()))?;
@@ -255,6 +280,9 @@ impl Metrics {
                 token_cache_lookups,
                 token_cache_entries,
                 build_info,
+                checks_shed,
+                checks_pending,
+                draining,
             }),
         })
     }
@@ -404,6 +432,22 @@ impl Metrics {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.inner.policy_last_load.set(t);
+    }
+
+    /// The `mcp_authz_checks_shed_total` child for one reason, resolved once by the admission
+    /// gate so shedding touches only an atomic.
+    pub fn checks_shed(&self, reason: crate::grpc::Shed) -> IntCounter {
+        self.inner.checks_shed.with_label_values(&[reason.as_str()])
+    }
+
+    /// `mcp_authz_checks_pending`.
+    pub fn checks_pending(&self) -> IntGauge {
+        self.inner.checks_pending.clone()
+    }
+
+    /// `mcp_authz_draining`.
+    pub fn set_draining(&self, draining: bool) {
+        self.inner.draining.set(i64::from(draining));
     }
 
     pub fn build_info(&self) -> f64 {

@@ -1,5 +1,10 @@
 //! Wiring: binds the listeners (so a bad address fails before anything serves), builds the
-//! engine, starts the key refreshers, the gRPC server and the admin server, and stops them.
+//! engine, starts the key refreshers, the gRPC server and the admin server; `shutdown` stops
+//! them in order.
+
+mod shutdown;
+
+pub use shutdown::{shutdown_signal, shutdown_signals};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use crate::admin::http::{self as admin_http, AdminState};
 use crate::config::Config;
 use crate::dev::DevIssuer;
 use crate::engine::Engine;
-use crate::grpc::AuthzService;
+use crate::grpc::{Admission, AuthzService};
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 
@@ -49,9 +54,16 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub admin_grpc_addr: SocketAddr,
     pub engine: Arc<Engine>,
+    /// Set first on shutdown: health NOT_SERVING, `/readyz` 503, checks still answered.
+    draining: watch::Sender<bool>,
+    /// Set after the drain delay: the listeners stop accepting, in-flight requests finish.
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<Result<(), ServeError>>,
 }
+
+/// The check port's server: tonic behind the admission gate.
+type GrpcRouter =
+    tonic::transport::server::Router<tower_layer::Stack<Admission, tower_layer::Identity>>;
 
 /// The tonic server settings for the ext_authz port, shared with the benchmark's always-allow
 /// baseline (`examples/allow_server.rs`) so the two differ only in what a check does.
@@ -67,9 +79,9 @@ pub struct Running {
 ///   Envoy, not this server, decides how much to queue; still a bound on per-connection memory.
 /// - Keepalive pings every 30 s (10 s timeout): a half-dead connection is noticed and Envoy
 ///   reconnects, rather than checks timing out on it.
-/// - No per-connection concurrency limit or load shedding layer: a check is CPU-bound and
-///   short, so queuing it in tokio costs less than refusing it; Envoy's timeout (200 ms by
-///   default) and `status_on_error` bound the worst case.
+/// - No per-connection concurrency limit: Envoy multiplexes everything on few connections, so a
+///   per-connection bound says little. mcp-authz's own bound on pending checks and on how long
+///   one may wait (`grpc::Admission`, the `overload` settings) is added by `start`.
 pub fn grpc_server_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -102,6 +114,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let admin_addr = local_addr(&admin_listener, config.listen.admin, "admin")?;
     let admin_grpc_addr = local_addr(&admin_grpc_listener, config.listen.admin_grpc, "admin gRPC")?;
 
+    let (draining, _) = watch::channel(false);
     let (shutdown, _) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
@@ -109,6 +122,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
         engine: engine.clone(),
         registry,
         dev,
+        draining: draining.subscribe(),
     });
     let mut rx = shutdown.subscribe();
     tasks.spawn(async move {
@@ -133,10 +147,12 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let service = AuthorizationServer::new(AuthzService::new(engine.clone()))
         .max_decoding_message_size(config.limits.max_check_message_bytes());
     // grpc.health.v1 on the same port, so Envoy can health-check the authz cluster: SERVING
-    // only while every issuer has keys, NOT_SERVING again as soon as shutdown starts.
+    // only while every issuer has keys, NOT_SERVING again as soon as shutdown starts draining.
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(report_health(engine.clone(), health, shutdown.subscribe()));
+    tokio::spawn(report_health(engine.clone(), health, draining.subscribe()));
+    let admission = Admission::new(&config.overload, engine.metrics());
     let router = grpc_server_builder()
+        .layer(admission)
         .add_service(health_service)
         .add_service(service);
     serve_grpc(&mut tasks, router, grpc_listener, tls.clone(), &shutdown);
@@ -144,7 +160,9 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let admin_api = crate::admin::grpc::pb::admin_server::AdminServer::new(
         crate::admin::grpc::AdminService::new(engine.clone()),
     );
-    let router = tonic::transport::Server::builder().add_service(admin_api);
+    let router = tonic::transport::Server::builder()
+        .layer(Admission::unbounded())
+        .add_service(admin_api);
     serve_grpc(&mut tasks, router, admin_grpc_listener, tls, &shutdown);
 
     Ok(Running {
@@ -152,6 +170,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
         admin_addr,
         admin_grpc_addr,
         engine,
+        draining,
         shutdown,
         tasks,
     })
@@ -160,7 +179,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
 /// Serves `router` on `listener` until shutdown: plaintext HTTP/2, or TLS when configured.
 fn serve_grpc(
     tasks: &mut JoinSet<Result<(), ServeError>>,
-    router: tonic::transport::server::Router,
+    router: GrpcRouter,
     listener: TcpListener,
     tls: Option<Arc<crate::tls::Reloading>>,
     shutdown: &watch::Sender<bool>,
@@ -202,7 +221,7 @@ pub const HEALTH_SERVICES: [&str; 2] = ["", "envoy.service.auth.v3.Authorization
 async fn report_health(
     engine: Arc<Engine>,
     health: tonic_health::server::HealthReporter,
-    mut shutdown: watch::Receiver<bool>,
+    mut draining: watch::Receiver<bool>,
 ) {
     use tonic_health::ServingStatus;
     let set = |status: ServingStatus| {
@@ -227,7 +246,8 @@ async fn report_health(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = shutdown.changed() => {
+            // (The guard `wait_for` returns is dropped at once: it is not `Send`.)
+            _ = async { draining.wait_for(|d| *d).await.is_ok() } => {
                 set(ServingStatus::NotServing).await;
                 return;
             }
@@ -251,46 +271,6 @@ fn local_addr(
 }
 
 impl Running {
-    /// Waits until `signal` completes or a server fails, then shuts down gracefully: listeners
-    /// stop accepting and in-flight requests finish (bounded by `grace`).
-    pub async fn run_until(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-        grace: Duration,
-    ) -> Result<(), ServeError> {
-        let failed = tokio::select! {
-            _ = signal => None,
-            r = self.tasks.join_next() => Some(r),
-        };
-        let _ = self.shutdown.send(true);
-        if let Some(Some(Ok(Err(e)))) = failed {
-            return Err(e);
-        }
-        let drain = async {
-            while let Some(r) = self.tasks.join_next().await {
-                if let Ok(Err(e)) = r {
-                    return Err(e);
-                }
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(grace, drain).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(
-                    grace_secs = grace.as_secs(),
-                    "shutdown grace period elapsed"
-                );
-                Ok(())
-            }
-        }
-    }
-
-    /// Stops the service (tests).
-    pub async fn stop(self) {
-        let _ = self.run_until(async {}, Duration::from_secs(5)).await;
-    }
-
     /// Waits until every issuer has keys, or `timeout` passes. Returns readiness.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -301,27 +281,5 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }

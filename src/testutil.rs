@@ -413,7 +413,8 @@ pub fn shipped_policies() -> std::path::PathBuf {
 }
 
 /// A YAML config for one issuer discovered at `issuer` and one server `demo` (tenant `acme`)
-/// at `resource` under the shipped policies, with both listeners on ephemeral loopback ports.
+/// at `resource` under the shipped policies, with both listeners on ephemeral loopback ports
+/// and a lenient queue wait ([`TEST_OVERLOAD`]).
 /// `extra_issuer` is appended to the issuer entry.
 pub fn config_yaml(issuer: &str, resource: &str, extra_issuer: &str) -> String {
     config_yaml_with_policies(issuer, resource, extra_issuer, &shipped_policies())
@@ -446,10 +447,16 @@ servers:
     scopes_supported: [mcp:connect, mcp:tools:weather, mcp:tools:files, mcp:tools:admin]
     challenge_scopes: [mcp:connect]
     match: {{hosts: ["*"]}}
+{TEST_OVERLOAD}
 "#,
         policies = policies.display()
     )
 }
+
+/// The `overload` line of [`config_yaml`]: a debug build on a machine shared with other builds
+/// can keep a check waiting longer than the production default (100 ms), which would shed it.
+/// Tests about shedding replace this line with their own bounds.
+pub const TEST_OVERLOAD: &str = "overload: {max_queue_wait: 10s}";
 
 /// The shipped `deploy/envoy/envoy.yaml` with its listener, ext_authz, upstream and admin ports
 /// rewritten to the given loopback ports (the end-to-end tests and the load benchmark).
@@ -459,15 +466,37 @@ pub fn shipped_envoy_config(
     upstream: u16,
     admin: u16,
 ) -> Result<String, String> {
+    shipped_envoy_config_with(listen, &[authz], upstream, admin)
+}
+
+/// [`shipped_envoy_config`] with one authz cluster endpoint per port of `authz` (a rolling
+/// restart needs two instances behind the cluster).
+pub fn shipped_envoy_config_with(
+    listen: u16,
+    authz: &[u16],
+    upstream: u16,
+    admin: u16,
+) -> Result<String, String> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml");
     let shipped = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    const AUTHZ_ENDPOINT: &str = "              - endpoint:
+                  address:
+                    socket_address: { address: 127.0.0.1, port_value: 9191 }
+";
+    if !shipped.contains(AUTHZ_ENDPOINT) {
+        return Err("deploy/envoy/envoy.yaml: the mcp_authz endpoint was not found".into());
+    }
+    let endpoints: String = authz
+        .iter()
+        .map(|port| AUTHZ_ENDPOINT.replace("port_value: 9191", &format!("port_value: {port}")))
+        .collect();
     let config = shipped
+        .replace(AUTHZ_ENDPOINT, &endpoints)
         .replace(
             "address: 0.0.0.0, port_value: 10000",
             &format!("address: 127.0.0.1, port_value: {listen}"),
         )
-        .replace("port_value: 9191", &format!("port_value: {authz}"))
         .replace("port_value: 8080", &format!("port_value: {upstream}"))
         .replace("port_value: 9901", &format!("port_value: {admin}"));
     if !config.contains(&format!("port_value: {listen}")) {

@@ -273,3 +273,127 @@ async fn the_grafana_dashboard_queries_real_metrics() {
     }
     running.stop().await;
 }
+
+/// Seconds in an Envoy or Istio duration (`2s`, `0.5s`).
+fn seconds(value: &Value) -> f64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a duration: {value}"));
+    text.strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a duration: {text}"))
+}
+
+/// The shutdown timing chain of docs/reliability/README.md ("Availability") holds for the
+/// shipped files: Envoy's health check notices NOT_SERVING (interval × unhealthy_threshold)
+/// before mcp-authz's default drain delay ends, and Kubernetes waits for drain delay and grace;
+/// Envoy retries unanswered checks on another instance and ejects instances that stop
+/// answering, within the check timeout.
+#[test]
+fn shutdown_timing_chain_and_retries_match_the_deploy_files() {
+    let envoy = yaml(&root().join("deploy/envoy/envoy.yaml"));
+    let clusters = envoy["static_resources"]["clusters"].as_array().unwrap();
+    let authz = clusters.iter().find(|c| c["name"] == "mcp_authz").unwrap();
+    let hc = &authz["health_checks"][0];
+    let detect = seconds(&hc["interval"]) * hc["unhealthy_threshold"].as_f64().unwrap();
+    assert!(
+        seconds(&hc["no_traffic_interval"]) <= seconds(&hc["interval"]),
+        "an idle cluster must notice as fast: {hc}"
+    );
+    assert_eq!(
+        hc["grpc_health_check"]["service_name"],
+        "envoy.service.auth.v3.Authorization"
+    );
+
+    // mcp-authz's defaults, as the shipped ConfigMap leaves them.
+    let cm = yaml(&root().join("deploy/kubernetes/config.yaml"));
+    let text = cm["data"]["config.yaml"].as_str().unwrap().replace(
+        "dir: /etc/mcp-authz/policies",
+        &format!("dir: {}", shipped_policies().display()),
+    );
+    let config = Config::from_yaml(&text).unwrap();
+    let drain = config.shutdown.drain_delay.as_secs_f64();
+    let grace = config.shutdown.grace.as_secs_f64();
+    assert!(
+        detect + seconds(&hc["timeout"]) <= drain,
+        "Envoy needs {detect} s (+ one health-check timeout) to notice; the drain delay is {drain} s"
+    );
+    let deployment = yaml(&root().join("deploy/kubernetes/deployment.yaml"));
+    let pod = &deployment["spec"]["template"];
+    let termination = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        drain + grace < termination,
+        "terminationGracePeriodSeconds {termination} must exceed drain {drain} + grace {grace}"
+    );
+    let rollout = &deployment["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(rollout["maxUnavailable"], 0, "{rollout}");
+    // In a mesh, the pod's sidecar stays for the whole shutdown.
+    let istio: Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["proxy.istio.io/config"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(seconds(&istio["terminationDrainDuration"]) >= drain + grace);
+
+    // Retries: once, elsewhere, for checks without an answer; the per-try timeout Envoy derives
+    // from max_interval is not shorter than the check timeout.
+    let listener = &envoy["static_resources"]["listeners"][0];
+    let filters = &listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+    let ext_authz = filters
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .unwrap();
+    let grpc = &ext_authz["typed_config"]["grpc_service"];
+    let timeout = seconds(&grpc["timeout"]);
+    let retry = &grpc["retry_policy"];
+    assert_eq!(retry["num_retries"], 1);
+    let on: Vec<&str> = retry["retry_on"].as_str().unwrap().split(',').collect();
+    for condition in ["connect-failure", "refused-stream", "reset", "unavailable"] {
+        assert!(
+            on.contains(&condition),
+            "retry_on lacks {condition}: {on:?}"
+        );
+    }
+    assert!(seconds(&retry["retry_back_off"]["max_interval"]) >= timeout);
+    assert_eq!(
+        retry["retry_host_predicate"][0]["name"],
+        "envoy.retry_host_predicates.previous_hosts"
+    );
+    assert!(seconds(&authz["connect_timeout"]) < timeout);
+    assert_eq!(ext_authz["typed_config"]["failure_mode_allow"], false);
+    // mcp-authz answers or sheds a check well within the timeout: queue wait plus the longest
+    // wait for a key refetch.
+    let kid_wait = config.issuers[0].key_refresh.unknown_kid_wait.as_secs_f64();
+    assert!(config.overload.max_queue_wait.as_secs_f64() + kid_wait < timeout);
+
+    let outlier = &authz["outlier_detection"];
+    assert_eq!(
+        outlier["enforcing_consecutive_5xx"], 0,
+        "a shed check is not a failure"
+    );
+    assert!(
+        outlier["consecutive_local_origin_failure"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let rule = yaml(&root().join("deploy/istio/destination-rule.yaml"));
+    let service = yaml(&root().join("deploy/kubernetes/service.yaml"));
+    assert_eq!(
+        rule["spec"]["host"],
+        format!(
+            "{}.{}.svc.cluster.local",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        )
+    );
+    assert_eq!(
+        rule["spec"]["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"],
+        0
+    );
+}

@@ -57,15 +57,22 @@ async fn echo_upstream() -> SocketAddr {
 struct Envoy {
     child: tokio::process::Child,
     listener: u16,
+    admin: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Envoy {
     async fn start(bin: &PathBuf, authz: u16, upstream: u16) -> Self {
+        Self::start_with(bin, &[authz], upstream).await
+    }
+
+    /// The shipped configuration with one authz cluster endpoint per port of `authz`.
+    async fn start_with(bin: &PathBuf, authz: &[u16], upstream: u16) -> Self {
         let listener = free_port();
         let admin = free_port();
         let config =
-            mcp_authz::testutil::shipped_envoy_config(listener, authz, upstream, admin).unwrap();
+            mcp_authz::testutil::shipped_envoy_config_with(listener, authz, upstream, admin)
+                .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).unwrap();
@@ -102,6 +109,7 @@ impl Envoy {
         Self {
             child,
             listener,
+            admin,
             _dir: dir,
         }
     }
@@ -1154,4 +1162,286 @@ async fn hostile_sample_through_envoy() {
     println!("hostile sample through Envoy: {total} cases");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     drop(envoy.child);
+}
+
+/// `mcp-authz serve`, the binary, on loopback ports of its own.
+struct Instance {
+    child: tokio::process::Child,
+    grpc: u16,
+}
+
+impl Instance {
+    /// Starts an instance on `grpc` (other ports free ones) with the default `shutdown`
+    /// settings (and the tests' lenient `overload`: shedding is not what the rolling restart is
+    /// about), and waits until it is ready.
+    async fn start(dir: &std::path::Path, name: &str, issuer: &str, grpc: u16) -> Self {
+        let (admin, admin_grpc) = (free_port(), free_port());
+        let config = config_yaml(issuer, RESOURCE, "")
+            .replace(
+                "admin_grpc: 127.0.0.1:0",
+                &format!("admin_grpc: 127.0.0.1:{admin_grpc}"),
+            )
+            .replace("  grpc: 127.0.0.1:0", &format!("  grpc: 127.0.0.1:{grpc}"))
+            .replace(
+                "  admin: 127.0.0.1:0",
+                &format!("  admin: 127.0.0.1:{admin}"),
+            );
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&path)
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let ready = format!("http://127.0.0.1:{admin}/readyz");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{name} never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, grpc }
+    }
+
+    fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().unwrap().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Envoy's health flags for one authz endpoint: `healthy`, or what is wrong with it
+/// (`/failed_active_hc`...).
+async fn health_flags(envoy: &Envoy, port: u16) -> String {
+    let clusters = reqwest::get(format!("http://127.0.0.1:{}/clusters", envoy.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("mcp_authz::127.0.0.1:{port}::health_flags::");
+    clusters
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn wait_for_flags(envoy: &Envoy, port: u16, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let flags = health_flags(envoy, port).await;
+        if flags == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoint {port} never `{want}`: `{flags}`"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A rolling restart through Envoy with the shipped configuration, under steady load: a second
+/// instance starts and becomes healthy, the first gets SIGTERM. With the shipped settings
+/// (health check every 2 s, unhealthy after 2; mcp-authz's default 6 s drain delay) Envoy marks
+/// the first unhealthy while it still answers, so it stops sending before the instance stops
+/// accepting: not one request of the run fails, and the instance exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_no_request() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let Some(bin) = envoy_binary() else { return };
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = Instance::start(dir.path(), "a", &idp.issuer, port_a).await;
+    let upstream = echo_upstream().await;
+    // Both endpoints from the start, as a Kubernetes rollout adds the new pod next to the old.
+    let envoy = Envoy::start_with(&bin, &[port_a, port_b], upstream.port()).await;
+    wait_for_flags(&envoy, port_a, "healthy").await;
+
+    let auth = format!("Bearer {}", key.token(&claims(&idp.issuer, RESOURCE)));
+    let statuses: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::new();
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url, auth) = (client.clone(), envoy.url("/mcp"), auth.clone());
+        let (statuses, done, stop) = (statuses.clone(), done.clone(), stop.clone());
+        load.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                let outcome = match r {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(e) => format!("error: {e}"),
+                };
+                *statuses.lock().unwrap().entry(outcome).or_default() += 1;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    let wait_for = |n: usize| {
+        let done = done.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while done.load(Ordering::SeqCst) < n {
+                assert!(tokio::time::Instant::now() < deadline, "the load stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+
+    // The new instance joins; then the old one is told to stop.
+    let _b = Instance::start(dir.path(), "b", &idp.issuer, port_b).await;
+    wait_for_flags(&envoy, port_b, "healthy").await;
+    let at_signal = done.load(Ordering::SeqCst);
+    a.sigterm();
+    let mut unhealthy_while_running = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            break status;
+        }
+        // Seen before the process exits: NOT_SERVING came first, and Envoy noticed in time.
+        if health_flags(&envoy, port_a)
+            .await
+            .contains("failed_active_hc")
+            && a.child.try_wait().unwrap().is_none()
+        {
+            unhealthy_while_running = true;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first instance did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let at_exit = done.load(Ordering::SeqCst);
+    // And the load goes on, on the new instance alone.
+    wait_for(at_exit + 200).await;
+    stop.store(true, Ordering::SeqCst);
+    while load.join_next().await.is_some() {}
+
+    let stats = reqwest::get(format!(
+        "http://127.0.0.1:{}/stats?filter=^cluster.mcp_authz.upstream_rq_(retry|total)$",
+        envoy.admin
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let statuses = statuses.lock().unwrap().clone();
+    let total: usize = statuses.values().sum();
+    eprintln!(
+        "rolling restart: {total} requests ({} while the first instance drained): {statuses:?}; \
+         Envoy: {}",
+        at_exit - at_signal,
+        stats.trim().replace('\n', ", ")
+    );
+    assert_eq!(
+        statuses.keys().collect::<Vec<_>>(),
+        ["200"],
+        "requests other than 200 during the restart: {statuses:?}"
+    );
+    assert!(at_exit > at_signal, "no load while draining");
+    assert!(
+        unhealthy_while_running,
+        "Envoy did not see the first instance NOT_SERVING before it exited"
+    );
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    assert!(
+        log.contains("still answering checks during the drain delay"),
+        "{log}"
+    );
+    assert!(log.contains("mcp-authz stopped"), "{log}");
+    assert_eq!(a.grpc, port_a);
+    drop(envoy.child);
+}
+
+/// What Envoy does with a check mcp-authz sheds (gRPC `UNAVAILABLE`), with the shipped
+/// configuration: retries it on another instance, so the client never sees the overload of one
+/// instance; with no other instance, answers 503 (`status_on_error`), never an allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_check_is_retried_elsewhere_else_503() {
+    let Some(bin) = envoy_binary() else { return };
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let yaml = config_yaml(&idp.issuer, RESOURCE, "");
+    // An instance that sheds every check: no check can start within 1 ns of its arrival.
+    let shedding = Config::from_yaml(&yaml.replace(
+        mcp_authz::testutil::TEST_OVERLOAD,
+        "overload: {max_queue_wait: 1ns}",
+    ))
+    .unwrap();
+    let busy = server::start(&shedding, None).await.unwrap();
+    let healthy = server::start(&Config::from_yaml(&yaml).unwrap(), None)
+        .await
+        .unwrap();
+    assert!(busy.wait_ready(Duration::from_secs(10)).await);
+    assert!(healthy.wait_ready(Duration::from_secs(10)).await);
+    let upstream = echo_upstream().await;
+    let auth = format!("Bearer {}", key.token(&claims(&idp.issuer, RESOURCE)));
+    let shed_count = |admin: SocketAddr| async move {
+        let m = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix(r#"mcp_authz_checks_shed_total{reason="queue_wait"} "#))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+
+    let (busy_port, healthy_port) = (busy.grpc_addr.port(), healthy.grpc_addr.port());
+    let envoy = Envoy::start_with(&bin, &[busy_port, healthy_port], upstream.port()).await;
+    wait_for_flags(&envoy, busy_port, "healthy").await;
+    wait_for_flags(&envoy, healthy_port, "healthy").await;
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(
+            post(&envoy.url("/mcp"), &[("authorization", &auth)])
+                .await
+                .0,
+        );
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(
+        shed_count(busy.admin_addr).await > 0,
+        "the shedding instance was never tried"
+    );
+    drop(envoy);
+
+    // Alone, the shedding instance is a 503 for every request, never a pass.
+    let envoy = Envoy::start_with(&bin, &[busy_port], upstream.port()).await;
+    wait_for_flags(&envoy, busy_port, "healthy").await;
+    for _ in 0..5 {
+        let (status, _, body) = post(&envoy.url("/mcp"), &[("authorization", &auth)]).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(!body.contains("upstream"));
+    }
+    busy.stop().await;
+    healthy.stop().await;
 }

@@ -19,6 +19,9 @@ pub struct AdminState {
     pub engine: Arc<Engine>,
     pub registry: Registry,
     pub dev: Option<Arc<DevIssuer>>,
+    /// True once shutdown has started: not ready, so Kubernetes takes the pod out of its
+    /// endpoints while checks are still answered.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -37,11 +40,12 @@ pub fn router(state: AdminState) -> Router {
     router.with_state(state)
 }
 
-/// 200 when every issuer has keys, else 503; the body names each issuer's state, so a
-/// failing IdP is visible without reading logs.
+/// 200 when every issuer has keys and shutdown has not started, else 503; the body names each
+/// issuer's state, so a failing IdP is visible without reading logs.
 async fn readyz(State(state): State<AdminState>) -> Response {
     let issuers: Vec<_> = state.engine.issuers().iter().map(|i| i.status()).collect();
-    let ready = issuers.iter().all(|i| i.ready);
+    let draining = *state.draining.borrow();
+    let ready = issuers.iter().all(|i| i.ready) && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -54,6 +58,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         .map_or(0, |d| d.as_secs());
     let body = json!({
         "ready": ready,
+        "draining": draining,
         "issuers": issuers,
         "policies": {
             "hash": policies.hash,

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{EXIT_CONFIG, load};
 use crate::config::Config;
@@ -13,9 +12,6 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 use crate::server;
-
-/// How long in-flight checks get to finish after SIGTERM.
-const DRAIN: Duration = Duration::from_secs(10);
 
 pub(super) async fn serve(path: &Path) -> ExitCode {
     let config = match load(path) {
@@ -98,7 +94,10 @@ pub(super) async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) ->
         "mcp-authz started"
     );
     let engine = running.engine.clone();
-    match running.run_until(server::shutdown_signal(), DRAIN).await {
+    match running
+        .run_until(server::shutdown_signals(), &config.shutdown)
+        .await
+    {
         Ok(()) => {
             tracing::info!(policy_hash = %engine.policies().load().hash, "mcp-authz stopped");
             ExitCode::SUCCESS
