@@ -373,11 +373,7 @@ impl IssuerKeys {
             } else {
                 outcome.error.clone()
             },
-            last_error_kind: if outcome.ok {
-                None
-            } else {
-                outcome.error_kind
-            },
+            last_error_kind: if outcome.ok { None } else { outcome.error_kind },
             consecutive_failures: outcome.failures,
             last_success: outcome
                 .last_success
@@ -557,9 +553,18 @@ impl IssuerKeys {
                     .retry_in
                     .unwrap_or_else(|| retry_delay(1, None, &bounds))
             };
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+            let mut until = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.changed() => return,
+                }
+                // An unknown-`kid` refetch may have failed meanwhile and pushed the retry
+                // time further (its backoff, or a `Retry-After`): that holds for this loop too.
+                match self.lock_coordinator().retry_at {
+                    Some(at) if at > Instant::now() => until = at.into(),
+                    _ => break,
+                }
             }
         }
     }

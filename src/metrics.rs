@@ -312,7 +312,9 @@ impl Metrics {
             self.inner.unknown_kid.with_label_values(&[issuer, outcome]);
         }
         for kind in crate::keys::FetchError::KINDS {
-            self.inner.key_fetch_errors.with_label_values(&[issuer, kind]);
+            self.inner
+                .key_fetch_errors
+                .with_label_values(&[issuer, kind]);
         }
         self.inner.key_fetch_failures.with_label_values(&[issuer]);
     }

@@ -1,0 +1,431 @@
+//! Injected faults against real servers on 127.0.0.1: an identity provider that misbehaves
+//! (slow, erroring, rate limiting, malformed, huge, unusable keys, naming another issuer), a
+//! flood of tokens with random `kid`s, and policy files rewritten under load. Every test is
+//! bounded in time; latency and memory figures are printed (run with `--nocapture`), never
+//! asserted.
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed assumption should stop the test"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use jsonwebtoken::Header;
+use mcp_authz::config::Config;
+use mcp_authz::grpc::{ClientRequest, check_request};
+use mcp_authz::server::{self, Running};
+use mcp_authz::testutil::{FakeIdp, JwksFault, TestKey, claims, config_yaml, grpc_check_body};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+const HOST: &str = "mcp.example.com";
+const JSON: &str = "content-type: application/json";
+
+// === helpers ===
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of the sample `name{...}` whose label set contains every one of `labels`; 0 when
+/// there is none.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// grpc.health.v1 status of the ext_authz service: 1 SERVING, 2 NOT_SERVING.
+async fn health(addr: SocketAddr) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    client
+        .check(HealthCheckRequest {
+            service: "envoy.service.auth.v3.Authorization".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// A `tools/call` body.
+fn tool_call(name: &str, arguments: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": name, "arguments": arguments}})
+    .to_string()
+}
+
+const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+/// Claims as [`claims`] with these scopes, tenant and a unique `jti` (so every token is a
+/// verified-token cache miss and really goes through the key set).
+fn claims_with(iss: &str, scope: &str, tenant: &str) -> Value {
+    static JTI: AtomicUsize = AtomicUsize::new(0);
+    let mut c = claims(iss, RESOURCE);
+    c["scope"] = scope.into();
+    c["tenant"] = tenant.into();
+    c["jti"] = format!("jti-{}", JTI.fetch_add(1, Ordering::Relaxed)).into();
+    c
+}
+
+/// A token signed by `key` but naming `kid` (unknown to the IdP).
+fn token_with_kid(key: &TestKey, kid: &str, claims: &Value) -> String {
+    let mut h = Header::new(key.alg);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some(kid.into());
+    key.sign(&h, claims)
+}
+
+/// A `CheckRequest` as Envoy would send it, for clients that reuse one channel.
+fn check_req(token: &str, body: &str) -> CheckRequest {
+    check_request(ClientRequest {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        host: HOST.into(),
+        bearer: Some(token.into()),
+        headers: vec![JSON.into()],
+        body: body.as_bytes().to_vec(),
+    })
+    .unwrap()
+}
+
+/// (allowed, HTTP status) of one check over `client`; a gRPC error is a test failure.
+async fn decide(client: &mut AuthorizationClient<Channel>, req: CheckRequest) -> (bool, i32) {
+    let r = client
+        .check(req)
+        .await
+        .unwrap_or_else(|e| panic!("gRPC error instead of a decision: {e}"))
+        .into_inner();
+    let allowed = r.status.as_ref().map_or(0, |s| s.code) == 0;
+    match r.http_response {
+        Some(HttpResponse::OkResponse(_)) => (allowed, 200),
+        Some(HttpResponse::DeniedResponse(d)) => (allowed, d.status.map_or(0, |s| s.code)),
+        other => panic!("CheckResponse without a decision: {other:?}"),
+    }
+}
+
+async fn client(addr: SocketAddr) -> AuthorizationClient<Channel> {
+    AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+// === JWKS endpoint faults ===
+
+/// Refresh settings for the JWKS fault tests: scheduled refreshes at most every 8 s (none
+/// falls inside a 5 s window after startup, and the failure backoff can double 1, 2, 4 s
+/// before reaching `min_interval`), unknown-`kid` refetches every 1 s, a 500 ms fetch timeout.
+const FAULT_REFRESH: &str = "    key_refresh: {min_interval: 8s, default_interval: 8s, \
+    unknown_kid_interval: 1s, unknown_kid_wait: 100ms, fetch_timeout: 500ms}";
+
+/// How long the fault is observed.
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// What one fault run measured.
+#[derive(Debug)]
+struct FaultRun {
+    /// Failed fetch attempts during the window (`mcp_authz_jwks_refreshes_total{outcome="failure"}`).
+    attempts: f64,
+    /// Requests the IdP received during the window (discovery and JWKS).
+    hits: usize,
+    /// Rounds of probe checks made during the window, all with their pre-fault answers.
+    rounds: usize,
+    /// IdP requests seen shortly after the first failure and shortly before `Retry-After`
+    /// ends: (at 0.4 s, at 2.7 s) after the fault started.
+    early_hits: (usize, usize),
+    /// Requests to the JWKS path and bytes of huge bodies produced, over the whole run.
+    jwks_hits: usize,
+    huge_bytes_sent: usize,
+}
+
+/// Starts an IdP and the server, records the answers of three probes (a token of the known
+/// key allowed, one denied by policy, one with an unknown `kid`), turns on the fault, and for
+/// [`WINDOW`] keeps checking with fresh tokens (cache misses), plus a fresh unknown `kid` each
+/// round that would trigger a refetch every `unknown_kid_interval` if nothing held it back.
+/// Every answer must equal its pre-fault answer. Then readiness and metrics must name
+/// `kind`, and gRPC health must still be SERVING (the known keys still verify).
+async fn jwks_fault(kind: &str, fault: impl FnOnce(&FakeIdp, &TestKey)) -> FaultRun {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, FAULT_REFRESH)).unwrap();
+    let running = server::start(&config, None).await.unwrap();
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+    let mut c = client(running.grpc_addr).await;
+    let iss = idp.issuer.clone();
+    let probes = |round: usize| {
+        let allow = key.token(&claims_with(&iss, "mcp:connect", "acme"));
+        // The shipped guard: dangerous tools need the break-glass group.
+        let deny = key.token(&claims_with(&iss, "mcp:connect mcp:tools:admin", "acme"));
+        let unknown = token_with_kid(
+            &key,
+            &format!("unknown-{round}"),
+            &claims_with(&iss, "mcp:connect", "acme"),
+        );
+        [
+            check_req(&allow, TOOLS_LIST),
+            check_req(&deny, &tool_call("delete_everything", json!({}))),
+            check_req(&unknown, TOOLS_LIST),
+        ]
+    };
+    let mut baseline = Vec::new();
+    for req in probes(0) {
+        baseline.push(decide(&mut c, req).await);
+    }
+    assert_eq!(
+        baseline,
+        [(true, 200), (false, 403), (false, 401)],
+        "pre-fault answers"
+    );
+    let (_, m) = get(&format!("http://{}/metrics", running.admin_addr)).await;
+    let failures_before = sample(&m, "mcp_authz_jwks_refreshes_total", &["failure"]);
+
+    // The baseline's unknown `kid` started a refetch: let `unknown_kid_interval` pass, so the
+    // first round's unknown `kid` meets the fault at once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let hits_before = idp.hits();
+    fault(&idp, &key);
+    let started = Instant::now();
+    let mut rounds = 0;
+    let mut early_hits = (None, None);
+    while started.elapsed() < WINDOW {
+        rounds += 1;
+        for (i, req) in probes(rounds).into_iter().enumerate() {
+            let answer = decide(&mut c, req).await;
+            assert_eq!(
+                Some(&answer),
+                baseline.get(i),
+                "probe {i} changed its answer under fault `{kind}` (round {rounds})"
+            );
+        }
+        let t = started.elapsed();
+        if early_hits.0.is_none() && t >= Duration::from_millis(400) {
+            early_hits.0 = Some(idp.hits() - hits_before);
+        }
+        if early_hits.1.is_none() && t >= Duration::from_millis(2700) {
+            early_hits.1 = Some(idp.hits() - hits_before);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hits = idp.hits() - hits_before;
+
+    let (_, m) = get(&format!("http://{}/metrics", running.admin_addr)).await;
+    let attempts = sample(&m, "mcp_authz_jwks_refreshes_total", &["failure"]) - failures_before;
+    let label = format!("error=\"{kind}\"");
+    assert!(
+        sample(&m, "mcp_authz_jwks_fetch_errors_total", &[&label]) >= 1.0,
+        "no `{kind}` error counted:\n{m}"
+    );
+    assert!(
+        sample(&m, "mcp_authz_jwks_consecutive_failures", &["issuer="]) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "mcp_authz_jwks_last_success_timestamp_seconds",
+            &["issuer="]
+        ) > 0.0,
+        "{m}"
+    );
+    let (status, body) = get(&format!("http://{}/readyz", running.admin_addr)).await;
+    assert_eq!(status, 200, "known keys still verify: ready ({body})");
+    let readyz: Value = serde_json::from_str(&body).unwrap();
+    let issuer = &readyz["issuers"][0];
+    assert_eq!(issuer["last_error_kind"], kind, "{body}");
+    assert!(
+        issuer["consecutive_failures"].as_u64().unwrap() >= 1,
+        "{body}"
+    );
+    assert!(issuer["last_success"].as_u64().is_some(), "{body}");
+    assert!(issuer["keys"].as_u64().unwrap() >= 1, "{body}");
+    assert_eq!(health(running.grpc_addr).await, 1, "still SERVING");
+    eprintln!(
+        "fault {kind}: {attempts} failed attempts, {hits} IdP requests, {rounds} probe rounds in {WINDOW:?}; last_error: {}",
+        issuer["last_error"]
+    );
+    running.stop().await;
+    FaultRun {
+        attempts,
+        hits,
+        rounds,
+        early_hits: (early_hits.0.unwrap(), early_hits.1.unwrap()),
+        jwks_hits: idp.jwks_hits(),
+        huge_bytes_sent: idp.huge_bytes_sent(),
+    }
+}
+
+/// Exponential backoff with equal jitter from 1 s: the attempts start at 0 and then at least
+/// 0.5, 1.5 and 3.5 s later; the fifth could start at 7.5 s at the earliest. Without backoff
+/// the unknown-`kid` probes alone would start one every second (5 or 6 in the window).
+const MAX_ATTEMPTS: f64 = 4.0;
+
+fn assert_backs_off(run: &FaultRun, requests_per_attempt: usize) {
+    assert!(run.rounds >= 10, "only {} probe rounds", run.rounds);
+    assert!(
+        run.attempts >= 2.0,
+        "kept retrying: {} attempts",
+        run.attempts
+    );
+    assert!(
+        run.attempts <= MAX_ATTEMPTS,
+        "no backoff: {} failed attempts in {WINDOW:?}",
+        run.attempts
+    );
+    let max_hits = MAX_ATTEMPTS as usize * requests_per_attempt;
+    assert!(
+        run.hits <= max_hits,
+        "{} IdP requests in {WINDOW:?} (at most {max_hits})",
+        run.hits
+    );
+}
+
+#[tokio::test]
+async fn jwks_slower_than_the_fetch_timeout() {
+    let run = jwks_fault("timeout", |idp, _| {
+        idp.set_jwks_fault(JwksFault::Delay(Duration::from_secs(10)))
+    })
+    .await;
+    // Each attempt: discovery again (the JWKS failed, the IdP may have moved it), then JWKS.
+    assert_backs_off(&run, 2);
+}
+
+#[tokio::test]
+async fn jwks_answering_500() {
+    let run = jwks_fault("server_error", |idp, _| {
+        idp.set_jwks_fault(JwksFault::Status(500, None))
+    })
+    .await;
+    assert_backs_off(&run, 2);
+}
+
+#[tokio::test]
+async fn jwks_answering_429_with_retry_after() {
+    let run = jwks_fault("rate_limited", |idp, _| {
+        idp.set_jwks_fault(JwksFault::Status(429, Some("3".into())))
+    })
+    .await;
+    // The first attempt is the only request until `Retry-After` (3 s) has passed, although
+    // unknown `kid`s arrive every few milliseconds and `unknown_kid_interval` is 1 s.
+    let (at_400ms, at_2700ms) = run.early_hits;
+    assert!(at_400ms >= 1, "the fault was never fetched");
+    assert_eq!(
+        at_400ms, at_2700ms,
+        "requests during Retry-After: {at_400ms} at 0.4 s, {at_2700ms} at 2.7 s"
+    );
+    // ...and then it tries again (3 s later) but not sooner than Retry-After again.
+    assert!(run.attempts >= 2.0 && run.attempts <= 2.0, "{run:?}");
+}
+
+#[tokio::test]
+async fn jwks_with_malformed_json() {
+    let run = jwks_fault("malformed_jwks", |idp, _| {
+        idp.set_jwks_fault(JwksFault::Body(r#"{"keys": [{"kty": "RSA", "#.into()))
+    })
+    .await;
+    assert_backs_off(&run, 1);
+}
+
+#[tokio::test]
+async fn jwks_of_50_megabytes() {
+    const SIZE: usize = 50 << 20;
+    let run = jwks_fault("too_large", |idp, _| {
+        idp.set_jwks_fault(JwksFault::Huge(SIZE))
+    })
+    .await;
+    assert_backs_off(&run, 2);
+    // Streamed without `content-length`: each attempt must stop reading at the limit
+    // (512 KiB) instead of taking all 50 MB. What the IdP managed to produce per attempt is
+    // the limit plus what loopback socket buffers hold.
+    let sent = run.huge_bytes_sent;
+    let per_attempt = sent / (run.attempts as usize).max(1);
+    eprintln!(
+        "50 MB JWKS: {sent} bytes produced by the IdP in {} failed attempts ({per_attempt} per attempt)",
+        run.attempts
+    );
+    assert!(
+        per_attempt < 16 << 20,
+        "{per_attempt} bytes produced per request: the body was not cut off at the limit"
+    );
+}
+
+#[tokio::test]
+async fn jwks_with_keys_of_the_wrong_use_or_algorithm() {
+    let run = jwks_fault("no_usable_keys", |idp, key| {
+        // The known key republished for encryption, a key for an algorithm outside the
+        // issuer's allowlist, and a symmetric key: none may verify a token.
+        let mut enc = key.public_jwk();
+        enc["use"] = "enc".into();
+        let mut rs512 = TestKey::rsa_with("k2", jsonwebtoken::Algorithm::RS512).public_jwk();
+        rs512["use"] = "sig".into();
+        let oct = json!({"kty": "oct", "kid": "k3", "k": "c2VjcmV0", "alg": "HS256"});
+        idp.set_raw_keys(vec![enc, rs512, oct]);
+    })
+    .await;
+    assert_backs_off(&run, 1);
+}
+
+#[tokio::test]
+async fn discovery_naming_another_issuer_once_keys_are_known() {
+    let run = jwks_fault("issuer_mismatch", |idp, _| {
+        // The cached `jwks_uri` fails, so the next attempt rediscovers, and the document now
+        // names someone else (RFC 8414 s3.3).
+        idp.set_jwks_fault(JwksFault::Status(500, None));
+        idp.set_advertised_issuer("https://impostor.example.com");
+    })
+    .await;
+    assert_backs_off(&run, 1);
+}
+
+#[tokio::test]
+async fn discovery_naming_another_issuer_at_startup_is_not_ready() {
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    idp.set_advertised_issuer("https://impostor.example.com");
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, RESOURCE, FAULT_REFRESH)).unwrap();
+    let running = server::start(&config, None).await.unwrap();
+    assert!(!running.wait_ready(Duration::from_secs(2)).await);
+    let (status, body) = get(&format!("http://{}/readyz", running.admin_addr)).await;
+    assert_eq!(status, 503, "{body}");
+    let readyz: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        readyz["issuers"][0]["last_error_kind"], "issuer_mismatch",
+        "{body}"
+    );
+    assert_eq!(health(running.grpc_addr).await, 2, "NOT_SERVING");
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    let a = grpc_check_body(
+        running.grpc_addr,
+        "POST",
+        HOST,
+        "/mcp",
+        Some(&token),
+        &[JSON],
+        TOOLS_LIST,
+    )
+    .await;
+    assert_eq!((a.allowed, a.status), (false, 503), "fails closed");
+    // Backing off: 1 s, then 2 s, ... (at most 3 attempts in the first 2 s, 1 request each).
+    assert!(idp.discovery_hits() <= 3, "{}", idp.discovery_hits());
+    running.stop().await;
+}
