@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use jsonwebtoken::Header;
 use mcp_authz::config::Config;
 use mcp_authz::grpc::{ClientRequest, check_request};
-use mcp_authz::server::{self, Running};
+use mcp_authz::server;
 use mcp_authz::testutil::{FakeIdp, JwksFault, TestKey, claims, config_yaml, grpc_check_body};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -428,4 +428,247 @@ async fn discovery_naming_another_issuer_at_startup_is_not_ready() {
     // Backing off: 1 s, then 2 s, ... (at most 3 attempts in the first 2 s, 1 request each).
     assert!(idp.discovery_hits() <= 3, "{}", idp.discovery_hits());
     running.stop().await;
+}
+
+// === a flood of random `kid`s ===
+
+/// The real binary, so its memory can be read from `/proc` without the test's own.
+struct Spawned {
+    child: std::process::Child,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    async fn start(config_yaml: &str) -> Self {
+        use mcp_authz::testutil::free_port;
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin_grpc = format!("127.0.0.1:{}", free_port());
+        let yaml = config_yaml
+            .replace(
+                "admin_grpc: 127.0.0.1:0",
+                &format!("admin_grpc: {admin_grpc}"),
+            )
+            .replace("admin: 127.0.0.1:0", &format!("admin: {admin}"))
+            .replace("grpc: 127.0.0.1:0", &format!("grpc: {grpc}"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let this = Self {
+            child,
+            grpc,
+            admin,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{admin}/readyz")).await
+                && r.status() == 200
+            {
+                break this;
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resident set size in KiB, from `/proc/<pid>/status`.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `tokens` (all must be allowed) with `workers` concurrent senders over `channels`
+/// until all are sent or `stop` is set; returns each check's latency.
+async fn valid_checks(
+    channels: &[AuthorizationClient<Channel>],
+    tokens: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<Duration> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in channels {
+        let (mut c, tokens, next, stop) = (c.clone(), tokens.clone(), next.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let Some(token) = tokens.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    break;
+                };
+                let started = Instant::now();
+                let answer = decide(&mut c, check_req(token, TOOLS_LIST)).await;
+                latencies.push(started.elapsed());
+                assert_eq!(answer, (true, 200), "a valid token failed");
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+fn summary(mut latencies: Vec<Duration>) -> String {
+    latencies.sort();
+    format!(
+        "{} checks, p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default()
+    )
+}
+
+/// 10,000 tokens, each naming a random `kid`, sent as fast as 64 concurrent senders can (in
+/// two halves of 5,000, to read memory between them). Meanwhile distinct valid tokens keep
+/// being checked. The verified-token cache is off, so every valid check verifies a signature
+/// against the key set under flood, and memory measures the flood alone. At most one JWKS
+/// refetch per `unknown_kid_interval` (1 s here); every valid token allowed; memory does not
+/// grow with the number of distinct `kid`s (nothing is kept per `kid`: a rejected token is not
+/// cached, the refetch limiter holds one timestamp).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_random_kids() {
+    const FLOOD: usize = 10_000;
+    const VALID: usize = 1_000;
+    let key = TestKey::ec("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let yaml = config_yaml(
+        &idp.issuer,
+        RESOURCE,
+        "    key_refresh: {unknown_kid_interval: 1s}",
+    ) + "cache: {tokens: 0}\n";
+    let server = Spawned::start(&yaml).await;
+    let iss = idp.issuer.clone();
+    let valid = |n: usize| {
+        Arc::new(
+            (0..n)
+                .map(|_| key.token(&claims_with(&iss, "mcp:connect", "acme")))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let flood_tokens = |n: usize| {
+        use rand::Rng as _;
+        let mut rng = rand::rng();
+        Arc::new(
+            (0..n)
+                .map(|_| {
+                    let kid = format!("{:032x}", rng.random::<u128>());
+                    token_with_kid(&key, &kid, &claims_with(&iss, "mcp:connect", "acme"))
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(client(server.grpc).await);
+    }
+    let never = Arc::new(AtomicBool::new(false));
+    // Warm up, then the baseline: valid checks alone.
+    valid_checks(&channels, valid(200), never.clone()).await;
+    let baseline = valid_checks(&channels, valid(VALID), never.clone()).await;
+
+    let halves = [flood_tokens(FLOOD / 2), flood_tokens(FLOOD / 2)];
+    let valid_tokens = valid(VALID * 10);
+    let mut rss = vec![server.rss_kib()];
+    let hits_before = idp.jwks_hits();
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = {
+        let (channels, stop) = (channels.clone(), stop.clone());
+        tokio::spawn(async move { valid_checks(&channels, valid_tokens, stop).await })
+    };
+    let started = Instant::now();
+    for tokens in halves {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut flooders = Vec::new();
+        for i in 0..64 {
+            let (tokens, next) = (tokens.clone(), next.clone());
+            let mut c = channels.get(i % channels.len()).unwrap().clone();
+            flooders.push(tokio::spawn(async move {
+                while let Some(token) = tokens.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let answer = decide(&mut c, check_req(token, TOOLS_LIST)).await;
+                    assert_eq!(answer, (false, 401), "a random kid was not refused");
+                }
+            }));
+        }
+        for f in flooders {
+            f.await.unwrap();
+        }
+        rss.push(server.rss_kib());
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let during = during.await.unwrap();
+    let refetches = idp.jwks_hits() - hits_before;
+    let (_, m) = get(&format!("http://{}/metrics", server.admin)).await;
+    let outcome = |o: &str| {
+        sample(
+            &m,
+            "mcp_authz_jwks_unknown_kid_refetches_total",
+            &[&format!("outcome=\"{o}\"")],
+        )
+    };
+    eprintln!(
+        "kid flood ({} build, {} cores, load average {}): valid alone: {}; \
+         flood: {FLOOD} random kids in {took:.2?} ({:.0}/s), {refetches} JWKS refetches \
+         (unknown-kid outcomes: started {}, joined {}, rate_limited {}); \
+         valid during the flood: {}; RSS KiB before / after 5,000 / after 10,000: {rss:?}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or_default(),
+        summary(baseline),
+        FLOOD as f64 / took.as_secs_f64(),
+        outcome("started"),
+        outcome("joined"),
+        outcome("rate_limited"),
+        summary(during.clone()),
+    );
+    let allowed = 1 + took.as_secs_f64().ceil() as usize;
+    assert!(
+        refetches <= allowed,
+        "{refetches} JWKS fetches during a {took:?} flood (at most {allowed})"
+    );
+    assert!(!during.is_empty(), "no valid check ran during the flood");
+    // Per-kid state of even 1 KiB would add 5 MB per half.
+    let (first, second) = (rss[1].saturating_sub(rss[0]), rss[2].saturating_sub(rss[1]));
+    assert!(
+        second < 4 * 1024 && first < 8 * 1024,
+        "RSS grew with distinct kids: {rss:?} KiB"
+    );
 }
