@@ -477,7 +477,7 @@ impl IssuerKeys {
                     source,
                 })
         });
-        let previous = self.last_outcome.load_full();
+        let last = self.last_outcome.load_full();
         match result {
             Ok((set, skipped, max_age)) => {
                 let previous = self.current.load();
@@ -502,7 +502,7 @@ impl IssuerKeys {
             Err(e) => {
                 // Keep the last good set: an IdP outage must not lock every user out.
                 let kept = self.current.load().as_ref().map_or(0, |s| s.len());
-                let failures = previous.failures.saturating_add(1);
+                let failures = last.failures.saturating_add(1);
                 let delay = retry_delay(failures, e.retry_after(), &self.config.key_refresh);
                 tracing::warn!(
                     issuer = %issuer,
@@ -524,7 +524,7 @@ impl IssuerKeys {
                     max_age: None,
                     failures,
                     retry_in: Some(delay),
-                    last_success: previous.last_success,
+                    last_success: last.last_success,
                 }));
             }
         }

@@ -125,7 +125,10 @@ fn retry_delay_doubles_with_jitter_up_to_min_interval_and_honours_retry_after() 
         // 1 s, 2 s, 4 s, then capped at 8 s; each drawn from its upper half.
         for (failures, full) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (30, 8.0)] {
             let d = retry_delay(failures, None, &bounds);
-            assert!(d >= secs(full / 2.0) && d <= secs(full), "{failures}: {d:?}");
+            assert!(
+                d >= secs(full / 2.0) && d <= secs(full),
+                "{failures}: {d:?}"
+            );
         }
         // Retry-After lengthens the wait, never shortens it, and is capped at max_interval.
         assert_eq!(
