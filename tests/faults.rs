@@ -134,10 +134,10 @@ async fn client(addr: SocketAddr) -> AuthorizationClient<Channel> {
 
 // === JWKS endpoint faults ===
 
-/// Refresh settings for the JWKS fault tests: scheduled refreshes at most every 8 s (none
+/// Refresh settings for the JWKS fault tests: scheduled refreshes at most every 10 s (none
 /// falls inside a 5 s window after startup, and the failure backoff can double 1, 2, 4 s
 /// before reaching `min_interval`), unknown-`kid` refetches every 1 s, a 500 ms fetch timeout.
-const FAULT_REFRESH: &str = "    key_refresh: {min_interval: 8s, default_interval: 8s, \
+const FAULT_REFRESH: &str = "    key_refresh: {min_interval: 10s, default_interval: 10s, \
     unknown_kid_interval: 1s, unknown_kid_wait: 100ms, fetch_timeout: 500ms}";
 
 /// How long the fault is observed.
@@ -153,7 +153,7 @@ struct FaultRun {
     /// Rounds of probe checks made during the window, all with their pre-fault answers.
     rounds: usize,
     /// IdP requests seen shortly after the first failure and shortly before `Retry-After`
-    /// ends: (at 0.4 s, at 2.7 s) after the fault started.
+    /// ends: (at 0.4 s, at 2.5 s) after the fault started.
     early_hits: (usize, usize),
     /// Bytes of huge bodies the IdP produced, over the whole run.
     huge_bytes_sent: usize,
@@ -222,7 +222,7 @@ async fn jwks_fault(kind: &str, fault: impl FnOnce(&FakeIdp, &TestKey)) -> Fault
         if early_hits.0.is_none() && t >= Duration::from_millis(400) {
             early_hits.0 = Some(idp.hits() - hits_before);
         }
-        if early_hits.1.is_none() && t >= Duration::from_millis(2700) {
+        if early_hits.1.is_none() && t >= Duration::from_millis(2500) {
             early_hits.1 = Some(idp.hits() - hits_before);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -326,11 +326,11 @@ async fn jwks_answering_429_with_retry_after() {
     .await;
     // The first attempt is the only request until `Retry-After` (3 s) has passed, although
     // unknown `kid`s arrive every few milliseconds and `unknown_kid_interval` is 1 s.
-    let (at_400ms, at_2700ms) = run.early_hits;
+    let (at_400ms, at_2500ms) = run.early_hits;
     assert!(at_400ms >= 1, "the fault was never fetched");
     assert_eq!(
-        at_400ms, at_2700ms,
-        "requests during Retry-After: {at_400ms} at 0.4 s, {at_2700ms} at 2.7 s"
+        at_400ms, at_2500ms,
+        "requests during Retry-After: {at_400ms} at 0.4 s, {at_2500ms} at 2.5 s"
     );
     // ...and then it tries again (3 s later) but not sooner than Retry-After again.
     assert_eq!(run.attempts as u64, 2, "{run:?}");
