@@ -199,6 +199,9 @@ pub enum JwksFault {
     None,
     /// Waits this long, then answers normally: an IdP slower than `fetch_timeout`.
     Delay(Duration),
+    /// Answers 200 at once, then drips the body a byte every 100 ms for this long: headers
+    /// fast, body slower than `fetch_timeout`.
+    Drip(Duration),
     /// Answers this status, with this `Retry-After` when given.
     Status(u16, Option<String>),
     /// Answers 200 `application/json` with exactly these bytes (malformed JSON, odd keys).
@@ -338,6 +341,26 @@ async fn jwks(State(state): State<Arc<IdpState>>) -> Response {
     match fault {
         JwksFault::None => {}
         JwksFault::Delay(d) => tokio::time::sleep(d).await,
+        JwksFault::Drip(total) => {
+            let started = tokio::time::Instant::now();
+            let stream = futures_util::stream::unfold(true, move |first| async move {
+                if !first {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (started.elapsed() < total).then(|| {
+                    let byte: &'static [u8] = if first { b"{" } else { b" " };
+                    (
+                        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(byte)),
+                        false,
+                    )
+                })
+            });
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
         JwksFault::Status(code, retry_after) => {
             let mut response = StatusCode::from_u16(code).unwrap().into_response();
             if let Some(r) = retry_after {

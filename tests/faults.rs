@@ -310,6 +310,15 @@ async fn jwks_slower_than_the_fetch_timeout() {
 }
 
 #[tokio::test]
+async fn jwks_body_dripping_slower_than_the_fetch_timeout() {
+    let run = jwks_fault("timeout", |idp, _| {
+        idp.set_jwks_fault(JwksFault::Drip(Duration::from_secs(10)))
+    })
+    .await;
+    assert_backs_off(&run, 2);
+}
+
+#[tokio::test]
 async fn jwks_answering_500() {
     let run = jwks_fault("server_error", |idp, _| {
         idp.set_jwks_fault(JwksFault::Status(500, None))
