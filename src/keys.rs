@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::config::IssuerConfig;
+use crate::config::{IssuerConfig, KeyRefresh};
 use crate::metrics::Metrics;
 pub use fetch::{FetchError, Fetcher};
 
@@ -234,6 +234,10 @@ struct Coordinator {
     /// When the last unknown-`kid` refetch started. Scheduled refreshes do not count: a
     /// rotation right after one must still be picked up.
     last_kid_refetch: Option<Instant>,
+    /// After a failure: no unknown-`kid` refetch before this (the backoff, or the IdP's
+    /// `Retry-After`), so tokens with random `kid`s cannot hammer an IdP that is already
+    /// failing or has asked us to wait.
+    retry_at: Option<Instant>,
 }
 
 /// What the last fetch attempt produced.
@@ -241,10 +245,20 @@ struct Coordinator {
 pub struct Outcome {
     pub ok: bool,
     pub error: Option<String>,
+    /// [`FetchError::kind`] of the failure.
+    pub error_kind: Option<&'static str>,
     pub max_age: Option<Duration>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// After a failure: how long to wait before the next attempt.
+    pub retry_in: Option<Duration>,
+    pub last_success: Option<SystemTime>,
 }
 
-/// Readiness of one issuer, for `/readyz`.
+/// Readiness of one issuer, for `/readyz`. An issuer is ready once it has keys and stays ready
+/// while later fetches fail: the keys it holds still verify, and turning every replica
+/// unready at once during an IdP outage would make a degraded IdP a full outage. The other
+/// fields say what is wrong.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IssuerStatus {
     pub issuer: String,
@@ -252,6 +266,14 @@ pub struct IssuerStatus {
     pub keys: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// [`FetchError::kind`] of the last failure, while failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_kind: Option<&'static str>,
+    /// Failed fetches since the last success.
+    pub consecutive_failures: u32,
+    /// Unix time of the last successful fetch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,6 +347,7 @@ impl IssuerKeys {
             fetcher,
             coordinator: Mutex::new(Coordinator {
                 last_kid_refetch: None,
+                retry_at: None,
             }),
             generation: watch::channel(0).0,
             in_flight: AtomicBool::new(false),
@@ -350,6 +373,12 @@ impl IssuerKeys {
             } else {
                 outcome.error.clone()
             },
+            last_error_kind: if outcome.ok { None } else { outcome.error_kind },
+            consecutive_failures: outcome.failures,
+            last_success: outcome
+                .last_success
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
         }
     }
 
@@ -365,6 +394,11 @@ impl IssuerKeys {
             Start::RateLimited => {
                 self.metrics
                     .unknown_kid_refetch(&self.config.issuer, "rate_limited");
+                return self.load();
+            }
+            Start::BackingOff => {
+                self.metrics
+                    .unknown_kid_refetch(&self.config.issuer, "backoff");
                 return self.load();
             }
             Start::Joined => self
@@ -395,17 +429,24 @@ impl IssuerKeys {
         (**self.last_outcome.load()).clone()
     }
 
-    fn start(self: &Arc<Self>, trigger: Trigger) -> Start {
-        // This mutex guards only the start decision, never an await: it is taken on the cold
-        // paths (scheduled refresh, unknown kid), never by a check that finds its key.
-        let mut coord = match self.coordinator.lock() {
+    /// This mutex guards only short decisions, never an await: it is taken on the cold paths
+    /// (scheduled refresh, unknown kid, the end of a fetch), never by a check that finds its key.
+    fn lock_coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
+        match self.coordinator.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    fn start(self: &Arc<Self>, trigger: Trigger) -> Start {
+        let mut coord = self.lock_coordinator();
         if self.in_flight.load(Ordering::Acquire) {
             return Start::Joined;
         }
         if trigger == Trigger::UnknownKid {
+            if coord.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Start::BackingOff;
+            }
             if coord
                 .last_kid_refetch
                 .is_some_and(|t| t.elapsed() < self.config.key_refresh.unknown_kid_interval)
@@ -431,11 +472,12 @@ impl IssuerKeys {
         let result = fetcher.fetch().await.and_then(|fetched| {
             KeySet::from_jwks(&fetched.body, &self.config.algorithms)
                 .map(|(set, skipped)| (set, skipped, fetched.max_age))
-                .map_err(|e| FetchError::KeySet {
+                .map_err(|source| FetchError::KeySet {
                     url: fetched.url.to_string(),
-                    message: e.to_string(),
+                    source,
                 })
         });
+        let last = self.last_outcome.load_full();
         match result {
             Ok((set, skipped, max_age)) => {
                 let previous = self.current.load();
@@ -447,22 +489,42 @@ impl IssuerKeys {
                 }
                 self.metrics.keys_loaded(issuer, set.len());
                 self.metrics.key_refresh(issuer, "success");
+                self.metrics.key_fetch_failures(issuer, 0);
                 self.current.store(Some(Arc::new(set)));
+                self.lock_coordinator().retry_at = None;
                 self.last_outcome.store(Arc::new(Outcome {
                     ok: true,
-                    error: None,
                     max_age,
+                    last_success: Some(SystemTime::now()),
+                    ..Outcome::default()
                 }));
             }
             Err(e) => {
                 // Keep the last good set: an IdP outage must not lock every user out.
                 let kept = self.current.load().as_ref().map_or(0, |s| s.len());
-                tracing::warn!(issuer = %issuer, error = %e, kept_keys = kept, "key set refresh failed");
+                let failures = last.failures.saturating_add(1);
+                let delay = retry_delay(failures, e.retry_after(), &self.config.key_refresh);
+                tracing::warn!(
+                    issuer = %issuer,
+                    error = %e,
+                    kind = e.kind(),
+                    kept_keys = kept,
+                    failures,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "key set refresh failed"
+                );
                 self.metrics.key_refresh(issuer, "failure");
+                self.metrics.key_fetch_error(issuer, e.kind());
+                self.metrics.key_fetch_failures(issuer, failures);
+                self.lock_coordinator().retry_at = Instant::now().checked_add(delay);
                 self.last_outcome.store(Arc::new(Outcome {
                     ok: false,
                     error: Some(e.to_string()),
+                    error_kind: Some(e.kind()),
                     max_age: None,
+                    failures,
+                    retry_in: Some(delay),
+                    last_success: last.last_success,
                 }));
             }
         }
@@ -470,30 +532,39 @@ impl IssuerKeys {
 
     /// Runs the background refresh until `shutdown` fires: on success after the response's
     /// `max-age` clamped to the configured bounds, with +-10% jitter so replicas spread out;
-    /// on failure with exponential backoff from 1 s up to `min_interval`.
+    /// on failure after [`retry_delay`].
     pub async fn run_refresher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         if self.fetcher.is_none() {
             return;
         }
         let bounds = self.config.key_refresh.clone();
-        let mut backoff = Duration::from_secs(1);
         loop {
             let outcome = self.refresh().await;
             let delay = if outcome.ok {
-                backoff = Duration::from_secs(1);
                 let base = outcome
                     .max_age
                     .unwrap_or(bounds.default_interval)
                     .clamp(bounds.min_interval, bounds.max_interval);
                 jitter(base)
             } else {
-                let d = backoff.min(bounds.min_interval);
-                backoff = (backoff * 2).min(bounds.min_interval);
-                d
+                // `None` only if the backstop in `refresh` gave up on a fetch that never
+                // reported: wait as after a first failure.
+                outcome
+                    .retry_in
+                    .unwrap_or_else(|| retry_delay(1, None, &bounds))
             };
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+            let mut until = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.changed() => return,
+                }
+                // An unknown-`kid` refetch may have failed meanwhile and pushed the retry
+                // time further (its backoff, or a `Retry-After`): that holds for this loop too.
+                match self.lock_coordinator().retry_at {
+                    Some(at) if at > Instant::now() => until = at.into(),
+                    _ => break,
+                }
             }
         }
     }
@@ -512,6 +583,8 @@ enum Start {
     Started,
     Joined,
     RateLimited,
+    /// The last fetch failed and its backoff (or `Retry-After`) has not passed.
+    BackingOff,
 }
 
 fn same_kids(a: &KeySet, b: &KeySet) -> bool {
@@ -520,6 +593,23 @@ fn same_kids(a: &KeySet, b: &KeySet) -> bool {
         && a.by_kid
             .iter()
             .all(|(k, v)| b.by_kid.get(k).is_some_and(|w| w.len() == v.len()))
+}
+
+/// The first retry after a failure; each further failure doubles it, up to `min_interval`.
+const RETRY_INITIAL: Duration = Duration::from_secs(1);
+
+/// The wait after `failures` consecutive failed fetches (1 = the first): exponential from
+/// [`RETRY_INITIAL`], capped at `min_interval`, with "equal jitter" (uniform in the upper
+/// half) so replicas that failed together do not retry together. Never shorter than the IdP's
+/// `Retry-After` (RFC 9110 s10.2.3; RFC 6585 s4 for 429), which is itself capped at
+/// `max_interval`: an IdP cannot switch refreshing off.
+fn retry_delay(failures: u32, retry_after: Option<Duration>, bounds: &KeyRefresh) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    let exponential = RETRY_INITIAL
+        .saturating_mul(1 << doublings)
+        .min(bounds.min_interval);
+    let jittered = exponential.mul_f64(rand::rng().random_range(0.5..=1.0));
+    jittered.max(retry_after.unwrap_or_default().min(bounds.max_interval))
 }
 
 fn jitter(base: Duration) -> Duration {

@@ -70,6 +70,8 @@ struct Inner {
     key_refreshes: IntCounterVec,
     keys: IntGaugeVec,
     key_last_success: GaugeVec,
+    key_fetch_errors: IntCounterVec,
+    key_fetch_failures: IntGaugeVec,
     unknown_kid: IntCounterVec,
     policy_reloads: IntCounterVec,
     tls_reloads: IntCounterVec,
@@ -126,10 +128,24 @@ impl Metrics {
             ),
             &["issuer"],
         )?;
+        let key_fetch_errors = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_jwks_fetch_errors_total",
+                "Failed JWKS fetches by issuer and kind of error (timeout, network, rate_limited, server_error, status, too_large, malformed_jwks, no_usable_keys, discovery, issuer_mismatch, not_discovered).",
+            ),
+            &["issuer", "error"],
+        )?;
+        let key_fetch_failures = IntGaugeVec::new(
+            Opts::new(
+                "mcp_authz_jwks_consecutive_failures",
+                "Failed JWKS fetches since the last success, per issuer (0 when healthy).",
+            ),
+            &["issuer"],
+        )?;
         let unknown_kid = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_jwks_unknown_kid_refetches_total",
-                "Tokens with an unknown kid, by what happened: started a refetch, joined one, or rate_limited.",
+                "Tokens with an unknown kid, by what happened: started a refetch, joined one, rate_limited, or backoff (the last fetch failed and its retry delay has not passed).",
             ),
             &["issuer", "outcome"],
         )?;
@@ -246,6 +262,8 @@ impl Metrics {
         registry.register(Box::new(key_refreshes.clone()))?;
         registry.register(Box::new(keys.clone()))?;
         registry.register(Box::new(key_last_success.clone()))?;
+        registry.register(Box::new(key_fetch_errors.clone()))?;
+        registry.register(Box::new(key_fetch_failures.clone()))?;
         registry.register(Box::new(unknown_kid.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
@@ -268,6 +286,8 @@ impl Metrics {
                 key_refreshes,
                 keys,
                 key_last_success,
+                key_fetch_errors,
+                key_fetch_failures,
                 unknown_kid,
                 policy_reloads,
                 tls_reloads,
@@ -327,9 +347,31 @@ impl Metrics {
                 .key_refreshes
                 .with_label_values(&[issuer, outcome]);
         }
-        for outcome in ["started", "joined", "rate_limited"] {
+        for outcome in ["started", "joined", "rate_limited", "backoff"] {
             self.inner.unknown_kid.with_label_values(&[issuer, outcome]);
         }
+        for kind in crate::keys::FetchError::KINDS {
+            self.inner
+                .key_fetch_errors
+                .with_label_values(&[issuer, kind]);
+        }
+        self.inner.key_fetch_failures.with_label_values(&[issuer]);
+    }
+
+    /// One failed fetch; `kind` is one of [`crate::keys::FetchError::KINDS`].
+    pub fn key_fetch_error(&self, issuer: &str, kind: &'static str) {
+        self.inner
+            .key_fetch_errors
+            .with_label_values(&[issuer, kind])
+            .inc();
+    }
+
+    /// Failed fetches since the last success.
+    pub fn key_fetch_failures(&self, issuer: &str, n: u32) {
+        self.inner
+            .key_fetch_failures
+            .with_label_values(&[issuer])
+            .set(i64::from(n));
     }
 
     pub fn key_refresh(&self, issuer: &str, outcome: &str) {

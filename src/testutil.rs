@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{
@@ -201,11 +201,32 @@ pub struct FakeIdp {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What the JWKS endpoint does instead of answering normally (the fault tests).
+#[derive(Debug, Clone, Default)]
+pub enum JwksFault {
+    #[default]
+    None,
+    /// Waits this long, then answers normally: an IdP slower than `fetch_timeout`.
+    Delay(Duration),
+    /// Answers 200 at once, then drips the body a byte every 100 ms for this long: headers
+    /// fast, body slower than `fetch_timeout`.
+    Drip(Duration),
+    /// Answers this status, with this `Retry-After` when given.
+    Status(u16, Option<String>),
+    /// Answers 200 `application/json` with exactly these bytes (malformed JSON, odd keys).
+    Body(String),
+    /// Answers 200 with a body of this many bytes, streamed in 64 KiB chunks without a
+    /// `content-length`; [`FakeIdp::huge_bytes_sent`] counts what was actually produced.
+    Huge(usize),
+}
+
 #[derive(Default)]
 struct IdpState {
     issuer: Mutex<String>,
     base: Mutex<String>,
     keys: Mutex<Vec<Value>>,
+    fault: Mutex<JwksFault>,
+    huge_sent: Arc<AtomicUsize>,
     failing: AtomicBool,
     oidc_only: AtomicBool,
     cache_control: Mutex<Option<String>>,
@@ -241,6 +262,27 @@ impl FakeIdp {
     /// Replaces the published keys (a rotation).
     pub fn set_keys(&self, keys: &[&TestKey]) {
         *self.state.keys.lock().unwrap() = keys.iter().map(|k| k.public_jwk()).collect();
+    }
+
+    /// Publishes these JWKs verbatim (keys with a wrong `use` or `alg`).
+    pub fn set_raw_keys(&self, keys: Vec<Value>) {
+        *self.state.keys.lock().unwrap() = keys;
+    }
+
+    /// Makes the JWKS endpoint misbehave ([`JwksFault::None`] to recover). Discovery is
+    /// unaffected.
+    pub fn set_jwks_fault(&self, fault: JwksFault) {
+        *self.state.fault.lock().unwrap() = fault;
+    }
+
+    /// Bytes of [`JwksFault::Huge`] bodies produced so far (all requests).
+    pub fn huge_bytes_sent(&self) -> usize {
+        self.state.huge_sent.load(Ordering::SeqCst)
+    }
+
+    /// Every request the IdP received: discovery and JWKS.
+    pub fn hits(&self) -> usize {
+        self.jwks_hits() + self.discovery_hits()
     }
 
     /// Makes every endpoint answer 500 (an outage) or recover.
@@ -303,6 +345,73 @@ async fn jwks(State(state): State<Arc<IdpState>>) -> Response {
     state.jwks_hits.fetch_add(1, Ordering::SeqCst);
     if state.failing.load(Ordering::SeqCst) {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let fault = state.fault.lock().unwrap().clone();
+    match fault {
+        JwksFault::None => {}
+        JwksFault::Delay(d) => tokio::time::sleep(d).await,
+        JwksFault::Drip(total) => {
+            let started = tokio::time::Instant::now();
+            let stream = futures_util::stream::unfold(true, move |first| async move {
+                if !first {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (started.elapsed() < total).then(|| {
+                    let byte: &'static [u8] = if first { b"{" } else { b" " };
+                    (
+                        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(byte)),
+                        false,
+                    )
+                })
+            });
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
+        JwksFault::Status(code, retry_after) => {
+            let mut response = StatusCode::from_u16(code).unwrap().into_response();
+            if let Some(r) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, r.parse().unwrap());
+            }
+            return response;
+        }
+        JwksFault::Body(body) => {
+            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+        JwksFault::Huge(total) => {
+            const CHUNK: usize = 64 << 10;
+            let sent = state.huge_sent.clone();
+            // A JSON-looking start, then filler: only the size matters.
+            let stream = futures_util::stream::unfold(0usize, move |done| {
+                let sent = sent.clone();
+                async move {
+                    if done >= total {
+                        return None;
+                    }
+                    let n = CHUNK.min(total - done);
+                    let mut chunk = if done == 0 {
+                        b"{\"keys\":[".to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    chunk.resize(n, b' ');
+                    sent.fetch_add(n, Ordering::SeqCst);
+                    Some((
+                        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk)),
+                        done + n,
+                    ))
+                }
+            });
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
     }
     let keys = state.keys.lock().unwrap().clone();
     let mut response = axum::Json(json!({ "keys": keys })).into_response();

@@ -2,27 +2,41 @@
 //! Discovery) and JWKS download, with timeouts, size limits and no redirects.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use reqwest::header::{CACHE_CONTROL, HeaderMap};
+use reqwest::header::{CACHE_CONTROL, HeaderMap, RETRY_AFTER};
 use url::Url;
 
-use super::KeySetupError;
+use super::{KeySetError, KeySetupError};
 use crate::config::IssuerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("GET `{url}`: {message}")]
-    Http { url: String, message: String },
+    Http {
+        url: String,
+        message: String,
+        /// `fetch_timeout` elapsed (connecting, waiting, or reading a slow body).
+        timeout: bool,
+    },
     #[error("GET `{url}`: status {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        url: String,
+        status: u16,
+        /// The response's `Retry-After` (RFC 9110 s10.2.3), as a delay from now.
+        retry_after: Option<Duration>,
+    },
     #[error("GET `{url}`: response larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
     #[error("`{url}`: {message}")]
     Metadata { url: String, message: String },
-    #[error("`{url}`: {message}")]
-    KeySet { url: String, message: String },
+    #[error("`{url}`: {source}")]
+    KeySet {
+        url: String,
+        #[source]
+        source: KeySetError,
+    },
     #[error("`{url}`: metadata names issuer `{found}`, expected `{expected}` (RFC 8414 s3.3)")]
     IssuerMismatch {
         url: String,
@@ -30,7 +44,62 @@ pub enum FetchError {
         expected: String,
     },
     #[error("no discovery document found for issuer `{issuer}` ({tried})")]
-    NotDiscovered { issuer: String, tried: String },
+    NotDiscovered {
+        issuer: String,
+        tried: String,
+        /// The longest `Retry-After` among the locations tried.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl FetchError {
+    /// Every value of [`Self::kind`]: the `error` label of `mcp_authz_jwks_fetch_errors_total`.
+    pub const KINDS: [&'static str; 11] = [
+        "timeout",
+        "network",
+        "rate_limited",
+        "server_error",
+        "status",
+        "too_large",
+        "malformed_jwks",
+        "no_usable_keys",
+        "discovery",
+        "issuer_mismatch",
+        "not_discovered",
+    ];
+
+    /// What went wrong, from a fixed set (a metric label and a readiness field): never the
+    /// URL or the IdP's words.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Http { timeout: true, .. } => "timeout",
+            FetchError::Http { .. } => "network",
+            FetchError::Status { status: 429, .. } => "rate_limited",
+            FetchError::Status { status, .. } if *status >= 500 => "server_error",
+            FetchError::Status { .. } => "status",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::KeySet {
+                source: KeySetError::Json(_),
+                ..
+            } => "malformed_jwks",
+            FetchError::KeySet {
+                source: KeySetError::Empty { .. },
+                ..
+            } => "no_usable_keys",
+            FetchError::Metadata { .. } => "discovery",
+            FetchError::IssuerMismatch { .. } => "issuer_mismatch",
+            FetchError::NotDiscovered { .. } => "not_discovered",
+        }
+    }
+
+    /// How long the IdP asked us to wait before the next request, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { retry_after, .. }
+            | FetchError::NotDiscovered { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// The part of RFC 8414 / OIDC discovery metadata this service reads.
@@ -106,6 +175,7 @@ impl Fetcher {
             message: format!("issuer is not a URL: {e}"),
         })?;
         let mut tried = Vec::new();
+        let mut retry_after = None;
         for url in candidates {
             match self.discover_at(&url).await {
                 Ok(jwks) => return Ok(jwks),
@@ -113,12 +183,16 @@ impl Fetcher {
                 // trying elsewhere could not make it right.
                 Err(e @ FetchError::IssuerMismatch { .. }) => return Err(e),
                 // Anything else (404, a gateway's 403, HTML, no `jwks_uri`): try the next form.
-                Err(e) => tried.push(e.to_string()),
+                Err(e) => {
+                    retry_after = retry_after.max(e.retry_after());
+                    tried.push(e.to_string());
+                }
             }
         }
         Err(FetchError::NotDiscovered {
             issuer: issuer.clone(),
             tried: tried.join("; "),
+            retry_after,
         })
     }
 
@@ -152,6 +226,7 @@ impl Fetcher {
     async fn get(&self, url: &Url) -> Result<(Vec<u8>, HeaderMap), FetchError> {
         let http = |e: reqwest::Error| FetchError::Http {
             url: url.to_string(),
+            timeout: e.is_timeout(),
             message: e.to_string(),
         };
         let mut response = self
@@ -166,6 +241,7 @@ impl Fetcher {
             return Err(FetchError::Status {
                 url: url.to_string(),
                 status: status.as_u16(),
+                retry_after: retry_after(response.headers(), SystemTime::now()),
             });
         }
         let too_large = || FetchError::TooLarge {
@@ -180,6 +256,9 @@ impl Fetcher {
         }
         let headers = response.headers().clone();
         let mut body = Vec::new();
+        // Read chunk by chunk and stop at the limit: a 50 MB (or endless) body without a
+        // `content-length` costs at most `max_bytes` plus one chunk, and the connection is
+        // dropped with the response.
         while let Some(chunk) = response.chunk().await.map_err(http)? {
             if body.len() + chunk.len() > self.max_bytes {
                 return Err(too_large());
@@ -232,9 +311,39 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
     result
 }
 
+/// `Retry-After` (RFC 9110 s10.2.3): delay-seconds or an HTTP-date, as a delay from `now`. A
+/// date in the past means "now".
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_seconds_or_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h, now), None);
+        h.insert(RETRY_AFTER, "120".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        h.insert(RETRY_AFTER, later.parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        h.insert(RETRY_AFTER, earlier.parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h, now), None);
+        h.insert(RETRY_AFTER, "-5".parse().unwrap());
+        assert_eq!(retry_after(&h, now), None);
+    }
 
     #[test]
     fn discovery_urls_follow_rfc8414_and_oidc() {

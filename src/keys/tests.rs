@@ -112,3 +112,33 @@ fn jitter_stays_within_ten_percent() {
         assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110));
     }
 }
+
+#[test]
+fn retry_delay_doubles_with_jitter_up_to_min_interval_and_honours_retry_after() {
+    let bounds = KeyRefresh {
+        min_interval: Duration::from_secs(8),
+        max_interval: Duration::from_secs(60),
+        ..KeyRefresh::default()
+    };
+    let secs = |n: f64| Duration::from_secs_f64(n);
+    for _ in 0..100 {
+        // 1 s, 2 s, 4 s, then capped at 8 s; each drawn from its upper half.
+        for (failures, full) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (30, 8.0)] {
+            let d = retry_delay(failures, None, &bounds);
+            assert!(
+                d >= secs(full / 2.0) && d <= secs(full),
+                "{failures}: {d:?}"
+            );
+        }
+        // Retry-After lengthens the wait, never shortens it, and is capped at max_interval.
+        assert_eq!(
+            retry_delay(1, Some(Duration::from_secs(30)), &bounds),
+            secs(30.0)
+        );
+        assert!(retry_delay(4, Some(Duration::ZERO), &bounds) >= secs(4.0));
+        assert_eq!(
+            retry_delay(1, Some(Duration::from_secs(86_400)), &bounds),
+            secs(60.0)
+        );
+    }
+}
