@@ -43,7 +43,7 @@ impl Running {
         self.engine.metrics().set_draining(true);
         tokio::select! {
             _ = tokio::time::sleep(settings.drain_delay) => {}
-            Some(()) = signals.next() => return self.stop_now(),
+            Some(()) = signals.next() => return self.stop_now().await,
             r = self.tasks.join_next() => {
                 let _ = self.shutdown.send(true);
                 return match r {
@@ -76,19 +76,28 @@ impl Running {
                         grace_ms = millis(settings.grace),
                         "shutdown grace period elapsed with requests still in flight"
                     );
+                    self.abort_all().await;
                     Ok(())
                 }
             },
-            Some(()) = signals.next() => self.stop_now(),
+            Some(()) = signals.next() => self.stop_now().await,
         }
     }
 
     /// A second signal: close everything without waiting.
-    fn stop_now(mut self) -> Result<(), ServeError> {
+    async fn stop_now(mut self) -> Result<(), ServeError> {
         tracing::warn!("second signal: stopping without waiting for in-flight checks");
         let _ = self.shutdown.send(true);
-        self.tasks.abort_all();
+        self.abort_all().await;
         Ok(())
+    }
+
+    /// Aborts the servers and waits until each task is gone, so their listeners are closed
+    /// when this returns (an aborted task is only dropped the next time the runtime gets to
+    /// it; a port still open after "stopped" made an in-process test flaky).
+    async fn abort_all(&mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
     }
 
     /// Stops the service at once: no drain delay, 5 s for in-flight requests (tests).
