@@ -259,6 +259,23 @@ async fn jwks_fault(kind: &str, fault: impl FnOnce(&FakeIdp, &TestKey)) -> Fault
     );
     assert!(issuer["last_success"].as_u64().is_some(), "{body}");
     assert!(issuer["keys"].as_u64().unwrap() >= 1, "{body}");
+    // The admin gRPC API (`mcp-authz status`) tells the same.
+    let mut admin = mcp_authz::admin::grpc::pb::admin_client::AdminClient::connect(format!(
+        "http://{}",
+        running.admin_grpc_addr
+    ))
+    .await
+    .unwrap();
+    let status = admin
+        .status(mcp_authz::admin::grpc::pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = &status.issuers[0];
+    assert_eq!(listed.last_error_kind, kind, "{listed:?}");
+    assert!(listed.consecutive_failures >= 1, "{listed:?}");
+    assert!(listed.last_success_unix > 0, "{listed:?}");
+    assert!(!listed.last_error.is_empty(), "{listed:?}");
     assert_eq!(health(running.grpc_addr).await, 1, "still SERVING");
     eprintln!(
         "fault {kind}: {attempts} failed attempts, {hits} IdP requests, {rounds} probe rounds in {WINDOW:?}; last_error: {}",

@@ -56,6 +56,9 @@ impl Admin for AdminService {
                     ready: s.ready,
                     keys: u32::try_from(s.keys).unwrap_or(u32::MAX),
                     last_error: s.last_error.unwrap_or_default(),
+                    last_error_kind: s.last_error_kind.unwrap_or_default().into(),
+                    consecutive_failures: s.consecutive_failures,
+                    last_success_unix: s.last_success.unwrap_or_default(),
                 }
             })
             .collect();

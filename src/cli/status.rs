@@ -40,7 +40,10 @@ pub(super) async fn status(addr: &str) -> ExitCode {
         let error = if i.last_error.is_empty() {
             String::new()
         } else {
-            format!(", last error: {}", i.last_error)
+            format!(
+                ", last error ({}, {} failed fetches in a row): {}",
+                i.last_error_kind, i.consecutive_failures, i.last_error
+            )
         };
         println!(
             "issuer {}: ready {}, {} keys{error}",
