@@ -79,8 +79,7 @@ impl Stats {
             Outcome::Allowed => {
                 self.in_window += u64::from(in_window);
                 if let Some(l) = latency {
-                    self.ok += 1;
-                    self.hist.saturating_record((l.as_micros() as u64).max(1));
+                    self.right(l);
                 }
             }
             Outcome::Wrong(why) => {
@@ -93,6 +92,14 @@ impl Stats {
                 self.first_problem.get_or_insert(format!("error: {why}"));
             }
         }
+    }
+
+    /// Counts one expected decision (an allow here; an allow or the expected denial in the
+    /// soak) and its latency.
+    pub fn right(&mut self, latency: Duration) {
+        self.ok += 1;
+        self.hist
+            .saturating_record((latency.as_micros() as u64).max(1));
     }
 
     pub fn merge(&mut self, other: Stats) {
@@ -318,7 +325,7 @@ impl Worker {
 
 /// Waits until `t`: the timer for the coarse part (it has millisecond resolution), then
 /// yielding to the runtime (which keeps polling sockets) for the last stretch.
-async fn pace(t: Instant) {
+pub async fn pace(t: Instant) {
     loop {
         let now = Instant::now();
         if now >= t {
