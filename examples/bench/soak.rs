@@ -193,6 +193,9 @@ pub async fn run(args: Args) -> Result<bool, String> {
             if at > end + Duration::from_millis(1) {
                 break;
             }
+            // The last reading just before the end: at the end the generator closes its
+            // connections, which is no change of mcp-authz's own.
+            let at = at.min(end - Duration::from_millis(100));
             tokio::time::sleep_until(at.into()).await;
             proc.check_alive()?;
             let r = metrics.read(pid).await?;
@@ -303,8 +306,7 @@ const RESOURCE_URL: &str = crate::tokens::RESOURCE;
 async fn precheck(addr: std::net::SocketAddr, mix: &Arc<Mix>) -> Result<(), String> {
     let mut wrong = Vec::new();
     let first = &mix.generations[0];
-    let (_, anonymous) = mix.pick(99, 0.0);
-    for r in first.each_case().into_iter().chain([anonymous]) {
+    for r in first.each_case().into_iter().chain([mix.no_token()]) {
         let answer = check_once(addr, r.framed.clone()).await;
         if let load::Outcome::Wrong(why) | load::Outcome::Error(why) =
             drive::judge(answer, r.expect, r.what)

@@ -215,10 +215,11 @@ fn what(profile: &Profile, case: &Case) -> &'static str {
     // clone and the report's labels exact.
     Box::leak(
         format!(
-            "{} {} {}",
+            "{}: {} {} (expecting {})",
             profile.name,
             case.http,
-            method_of(case.body).unwrap_or_default()
+            method_of(case.body).unwrap_or_default(),
+            case.expect
         )
         .into_boxed_str(),
     )
@@ -394,10 +395,18 @@ impl Schedule {
         (k >= 1 && into >= self.margin_s && into < self.rotate_s / 2.0 - 1.0).then(|| k - 1)
     }
 
-    /// The withdrawn generation once mcp-authz has surely refreshed its key set since.
+    /// The latest withdrawn generation once mcp-authz has surely refreshed its key set since:
+    /// `k - 1` late in rotation `k`, still `k - 2` early in it (until `k - 1` goes).
     pub fn withdrawn(&self, t: f64) -> Option<usize> {
         let (k, into) = self.rotation(t);
-        (k >= 1 && into >= self.rotate_s / 2.0 + self.margin_s).then(|| k - 1)
+        let half = self.rotate_s / 2.0;
+        if k >= 1 && into >= half + self.margin_s {
+            Some(k - 1)
+        } else if k >= 2 && into < half {
+            Some(k - 2)
+        } else {
+            None
+        }
     }
 }
 
@@ -431,6 +440,11 @@ impl Mix {
         }))
     }
 
+    /// The request without a token.
+    pub fn no_token(&self) -> Request {
+        self.no_token.clone()
+    }
+
     /// The share of distinct-token requests in the traffic.
     pub fn distinct_share() -> f64 {
         DISTINCT_SHARE as f64 / 100.0
@@ -444,7 +458,9 @@ impl Mix {
     /// The `n`th request of the run, sent `t` seconds after the start.
     pub fn pick(&self, n: u64, t: f64) -> (Kind, Request) {
         let h = splitmix(n);
-        let slot = h % 100;
+        // Every slot once in any 100 consecutive requests (37 is prime to 100): even a slow
+        // run sends its 2% of withdrawn-key tokens.
+        let slot = n.wrapping_mul(37) % 100;
         let pick_from = |pool: &[Request]| pool[((h >> 8) % pool.len() as u64) as usize].clone();
         let s = &self.schedule;
         let current = self.gen_of(s.current(t));
@@ -508,10 +524,14 @@ mod tests {
                 assert!(s.published(t).contains(&g), "t={t}");
             }
             if let Some(g) = s.withdrawn(t) {
-                // Withdrawn at least `margin` ago.
+                // Withdrawn at least `margin` ago, and not published again.
                 assert!(!s.published(t - s.margin_s).contains(&g), "t={t}");
+                assert!(!s.published(t).contains(&g), "t={t}");
+                assert!(g < s.current(t), "t={t}");
             }
             t += 0.25;
         }
+        assert!(Schedule::new(11.0).is_err());
+        assert!(Schedule::new(12.0).is_ok());
     }
 }
