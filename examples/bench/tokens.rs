@@ -88,7 +88,11 @@ pub fn encoded(method: &str, body: &str, token: Option<&str>) -> Result<Bytes, S
         host: HOST.into(),
         bearer: token.map(str::to_owned),
         headers,
-        body: if post { body.as_bytes().to_vec() } else { vec![] },
+        body: if post {
+            body.as_bytes().to_vec()
+        } else {
+            vec![]
+        },
     })
     .map_err(|e| e.to_string())?;
     Ok(crate::grpc::frame(&request.encode_to_vec()))

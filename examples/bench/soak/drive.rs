@@ -30,9 +30,7 @@ fn status_of(r: &CheckResponse) -> Result<u16, String> {
     let code = r.status.as_ref().map_or(0, |s| s.code);
     match &r.http_response {
         Some(HttpResponse::OkResponse(_)) if code == 0 => Ok(200),
-        Some(HttpResponse::DeniedResponse(d)) => {
-            Ok(d.status.as_ref().map_or(0, |s| s.code) as u16)
-        }
+        Some(HttpResponse::DeniedResponse(d)) => Ok(d.status.as_ref().map_or(0, |s| s.code) as u16),
         _ => Err(format!("status code {code} without an http_response")),
     }
 }
@@ -187,12 +185,7 @@ pub struct KeyEvent {
 }
 
 /// Publishes the schedule's keys until `end`, returning what was published when.
-pub async fn rotate_keys(
-    idp: &FakeIdp,
-    mix: &Mix,
-    start: Instant,
-    end: Instant,
-) -> Vec<KeyEvent> {
+pub async fn rotate_keys(idp: &FakeIdp, mix: &Mix, start: Instant, end: Instant) -> Vec<KeyEvent> {
     let mut events = Vec::new();
     let mut published = Vec::new();
     while Instant::now() < end {
@@ -234,8 +227,8 @@ pub async fn rewrite_policies(
     start: Instant,
     end: Instant,
 ) -> Result<Vec<Rewrite>, String> {
-    let original = std::fs::read_to_string(file)
-        .map_err(|e| format!("`{}`: {e}", file.display()))?;
+    let original =
+        std::fs::read_to_string(file).map_err(|e| format!("`{}`: {e}", file.display()))?;
     let mut rewrites = Vec::new();
     let mut n = 0u64;
     loop {

@@ -52,8 +52,18 @@ impl Metrics {
     pub async fn policy_reloads(&self) -> Result<(u64, u64), String> {
         let text = self.text().await?;
         Ok((
-            sum(&text, "mcp_authz_policy_reloads_total", &["outcome=\"success\""]).unwrap_or(0),
-            sum(&text, "mcp_authz_policy_reloads_total", &["outcome=\"failure\""]).unwrap_or(0),
+            sum(
+                &text,
+                "mcp_authz_policy_reloads_total",
+                &["outcome=\"success\""],
+            )
+            .unwrap_or(0),
+            sum(
+                &text,
+                "mcp_authz_policy_reloads_total",
+                &["outcome=\"failure\""],
+            )
+            .unwrap_or(0),
         ))
     }
 

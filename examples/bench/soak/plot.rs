@@ -8,6 +8,8 @@ use plotters::prelude::*;
 use crate::soak::report::Results;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+/// A legend label, its colour, and (seconds, value) points.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
 const BLUE: RGBColor = RGBColor(31, 119, 180);
 const RED: RGBColor = RGBColor(214, 39, 40);
@@ -83,7 +85,7 @@ fn panel(
     unit: &str,
     t_max: f64,
     marks: &[f64],
-    series: &[(&str, RGBColor, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
 ) -> Result<(), String> {
     let hi = series
         .iter()

@@ -207,7 +207,10 @@ impl Results {
                 first_problem.clone_from(&w.first_problem);
             }
         }
-        let q = |p: f64| all.as_ref().map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1e3);
+        let q = |p: f64| {
+            all.as_ref()
+                .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1e3)
+        };
         let kinds: Vec<KindRow> = tally
             .kinds
             .iter()
@@ -227,8 +230,16 @@ impl Results {
             right: sum(|k| k.right),
             wrong: sum(|k| k.wrong),
             errors: sum(|k| k.errors),
-            allowed: kinds.iter().filter(|k| k.expect == 200).map(|k| k.right).sum(),
-            denied: kinds.iter().filter(|k| k.expect != 200).map(|k| k.right).sum(),
+            allowed: kinds
+                .iter()
+                .filter(|k| k.expect == 200)
+                .map(|k| k.right)
+                .sum(),
+            denied: kinds
+                .iter()
+                .filter(|k| k.expect != 200)
+                .map(|k| k.right)
+                .sum(),
             p50_ms: q(0.5),
             p99_ms: q(0.99),
             p999_ms: q(0.999),
@@ -274,10 +285,16 @@ fn judge(
         .sum();
     // Rotations: publications of a new generation (the first event is the start).
     let rotations = keys.len().saturating_sub(1).div_ceil(2);
-    let rewrites_loaded = rewrites.iter().filter(|r| r.loaded_after_s.is_some()).count();
+    let rewrites_loaded = rewrites
+        .iter()
+        .filter(|r| r.loaded_after_s.is_some())
+        .count();
     let mut problems = Vec::new();
     if samples.len() < 2 {
-        problems.push(format!("only {} readings: too short to judge", samples.len()));
+        problems.push(format!(
+            "only {} readings: too short to judge",
+            samples.len()
+        ));
     }
     if !rss.flat {
         problems.push(format!(
@@ -309,7 +326,8 @@ fn judge(
     }
     let sc = &s.schedule;
     // A run long enough to reach a rotation's withdrawn-key window must have sent there.
-    if s.duration_s > sc.rotate_s * 1.5 + sc.margin_s + s.sample_every_s && withdrawn_key_requests == 0
+    if s.duration_s > sc.rotate_s * 1.5 + sc.margin_s + s.sample_every_s
+        && withdrawn_key_requests == 0
     {
         problems.push("no token of a withdrawn key was sent: the rotation did not run".into());
     }
@@ -374,7 +392,10 @@ pub fn render(r: &Results) -> String {
     if !v.problems.is_empty() {
         out.push('\n');
     }
-    let _ = writeln!(out, "![RSS, open descriptors and p99 over time](soak.svg)\n");
+    let _ = writeln!(
+        out,
+        "![RSS, open descriptors and p99 over time](soak.svg)\n"
+    );
     let _ = writeln!(
         out,
         "Command: `{}`, {}. Binary: `{}`.\n",
