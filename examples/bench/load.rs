@@ -172,26 +172,8 @@ pub async fn run(target: &Target, shape: &Shape, pids: &[u32]) -> Result<Phase, 
     tokio::time::sleep_until(end.into()).await;
     let after = sample(pids)?;
     let mut stats = Stats::new()?;
-    let drained = tokio::time::timeout(DRAIN, async {
-        while let Some(r) = workers.join_next().await {
-            match r {
-                Ok(Ok(s)) => stats.merge(s),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(format!("load worker failed: {e}")),
-            }
-        }
-        Ok(())
-    })
-    .await;
-    match drained {
-        Ok(r) => r?,
-        Err(_) => {
-            workers.abort_all();
-            return Err(format!(
-                "requests still in flight {}s after the phase ended",
-                DRAIN.as_secs()
-            ));
-        }
+    for s in join_all(workers, DRAIN, "phase").await? {
+        stats.merge(s);
     }
     let cpu_ticks = before
         .1
@@ -205,6 +187,32 @@ pub async fn run(target: &Target, shape: &Shape, pids: &[u32]) -> Result<Phase, 
         cpu_ticks,
         generator_ticks: after.0.saturating_sub(before.0),
     })
+}
+
+/// Waits for every worker; after `limit`, aborts those left and fails (a stalled server).
+pub async fn join_all<T: 'static>(
+    mut workers: tokio::task::JoinSet<Result<T, String>>,
+    limit: Duration,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    let mut done = Vec::new();
+    let drained = tokio::time::timeout(limit, async {
+        while let Some(r) = workers.join_next().await {
+            done.push(r.map_err(|e| format!("load worker failed: {e}"))??);
+        }
+        Ok::<_, String>(())
+    })
+    .await;
+    match drained {
+        Ok(r) => r.map(|()| done),
+        Err(_) => {
+            workers.abort_all();
+            Err(format!(
+                "requests still in flight {}s after the {what} ended",
+                limit.as_secs()
+            ))
+        }
+    }
 }
 
 fn sample(pids: &[u32]) -> Result<(u64, Vec<u64>), String> {

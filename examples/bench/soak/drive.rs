@@ -15,7 +15,7 @@ use mcp_authz::testutil::FakeIdp;
 use serde::Serialize;
 
 use crate::grpc::GrpcConn;
-use crate::load::{Outcome, Stats, pace};
+use crate::load::{Outcome, Stats, join_all, pace};
 use crate::soak::mix::{Kind, Mix};
 use crate::soak::observe::Metrics;
 
@@ -100,23 +100,8 @@ pub async fn run(load: &Load, mix: Arc<Mix>, start: Instant) -> Result<Tally, St
         };
         workers.spawn(w.run());
     }
-    let drained = tokio::time::timeout(load.duration + DRAIN, async {
-        while let Some(r) = workers.join_next().await {
-            r.map_err(|e| format!("soak worker failed: {e}"))?;
-        }
-        Ok::<_, String>(())
-    })
-    .await;
-    match drained {
-        Ok(r) => r?,
-        Err(_) => {
-            workers.abort_all();
-            return Err(format!(
-                "requests still in flight {}s after the soak ended",
-                DRAIN.as_secs()
-            ));
-        }
-    }
+    // The workers stop at the end; in-flight requests get `DRAIN` more.
+    join_all(workers, load.duration + DRAIN, "soak").await?;
     let tally = Arc::try_unwrap(tally)
         .map_err(|_| "a worker outlived the run".to_owned())?
         .into_inner()
@@ -136,7 +121,7 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self) {
+    async fn run(mut self) -> Result<(), String> {
         loop {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let intended = self.start + self.interval.mul_f64(n as f64);
@@ -154,9 +139,10 @@ impl Worker {
             let latency = intended.elapsed();
             let outcome = judge(answer, request.expect, request.what);
             let w = ((intended - self.start).as_secs_f64() / self.window.as_secs_f64()) as usize;
-            let Ok(mut tally) = self.tally.lock() else {
-                return;
-            };
+            let mut tally = self
+                .tally
+                .lock()
+                .map_err(|_| "a worker panicked while counting".to_owned())?;
             let count = tally.kinds.entry((kind, request.expect)).or_default();
             count.sent += 1;
             match &outcome {
@@ -171,6 +157,7 @@ impl Worker {
                 other => stats.count(other, None, false),
             }
         }
+        Ok(())
     }
 }
 
