@@ -279,6 +279,7 @@ impl Metrics {
         registry.register(Box::new(policy_last_load.clone()))?;
         registry.register(Box::new(policy_info.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(RuntimeTasks::new()?))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 checks,
@@ -497,10 +498,68 @@ impl Metrics {
     }
 }
 
+/// `mcp_authz_runtime_tasks`: the tokio tasks alive, read when `/metrics` is scraped from the
+/// runtime serving it (the server's one runtime). A task leaked per connection, refresh or
+/// reload shows here long before it shows in memory (the soak watches it).
+struct RuntimeTasks {
+    gauge: IntGauge,
+}
+
+impl RuntimeTasks {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            gauge: IntGauge::with_opts(Opts::new(
+                "mcp_authz_runtime_tasks",
+                "Tokio tasks alive in the server's runtime, read at scrape time.",
+            ))?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for RuntimeTasks {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        // Outside a runtime (a tool gathering offline) the last value stays: 0.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let alive = handle.metrics().num_alive_tasks();
+            self.gauge.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
+        self.gauge.collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use prometheus::Encoder;
+
+    fn text_of(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn runtime_tasks_count_the_tasks_alive_at_scrape_time() {
+        let registry = Registry::new();
+        let _m = Metrics::new(&registry, &["demo"]).unwrap();
+        let tasks: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(std::future::pending::<()>()))
+            .collect();
+        assert!(text_of(&registry).contains("mcp_authz_runtime_tasks 3\n"));
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        assert!(text_of(&registry).contains("mcp_authz_runtime_tasks 0\n"));
+    }
 
     #[test]
     fn counters_land_under_their_labels() {

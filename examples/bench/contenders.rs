@@ -302,27 +302,57 @@ pub async fn start_mcp_authz(
     seq: usize,
     custom: Option<CustomConfig<'_>>,
 ) -> Result<(Proc, SocketAddr), String> {
-    let ports = [free_port(), free_port(), free_port()];
-    let (yaml, envs) = match custom {
-        Some(c) => ((c.yaml)(ports), c.envs),
-        None => (
-            mcp_authz_config(&env.issuer, ports, env.cache_tokens),
-            &[][..],
-        ),
+    let standard = |ports: [u16; 3]| mcp_authz_config(&env.issuer, ports, env.cache_tokens);
+    let (yaml, envs): (&dyn Fn([u16; 3]) -> String, _) = match &custom {
+        Some(c) => (c.yaml, c.envs),
+        None => (&standard, &[][..]),
     };
-    let path = env.dir.join(format!("{seq}-mcp-authz.yaml"));
-    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+    let launched = launch_mcp_authz(
+        &env.mcp_authz,
+        &env.pin,
+        &env.dir.join(format!("{seq}-mcp-authz")),
+        yaml,
+        envs,
+    )
+    .await?;
+    Ok((launched.proc, launched.grpc))
+}
+
+/// A started `mcp-authz serve`.
+pub struct Launched {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    /// The admin HTTP port (`/metrics`, `/readyz`).
+    pub admin: u16,
+}
+
+/// Writes `<stem>.yaml` from `yaml` (given the grpc, admin and admin_grpc ports chosen here),
+/// starts `program serve` with its log in `<stem>.log`, and waits for `/readyz`.
+pub async fn launch_mcp_authz(
+    program: &std::path::Path,
+    pin: &Pinning,
+    stem: &std::path::Path,
+    yaml: &dyn Fn([u16; 3]) -> String,
+    envs: &[(&str, &str)],
+) -> Result<Launched, String> {
+    let ports = [free_port(), free_port(), free_port()];
+    let path = stem.with_extension("yaml");
+    std::fs::write(&path, yaml(ports)).map_err(|e| format!("`{}`: {e}", path.display()))?;
     let mut p = Proc::spawn(
         "mcp-authz",
-        &env.mcp_authz,
+        program,
         &["serve", "--config", &path.to_string_lossy()],
         envs,
-        &env.pin,
-        env.dir.join(format!("{seq}-mcp-authz.log")),
+        pin,
+        stem.with_extension("log"),
     )?;
     p.wait_http_ok(&format!("http://127.0.0.1:{}/readyz", ports[1]))
         .await?;
-    Ok((p, SocketAddr::from(([127, 0, 0, 1], ports[0]))))
+    Ok(Launched {
+        proc: p,
+        grpc: SocketAddr::from(([127, 0, 0, 1], ports[0])),
+        admin: ports[1],
+    })
 }
 
 /// A one-line upstream sanity note for the report.

@@ -79,8 +79,7 @@ impl Stats {
             Outcome::Allowed => {
                 self.in_window += u64::from(in_window);
                 if let Some(l) = latency {
-                    self.ok += 1;
-                    self.hist.saturating_record((l.as_micros() as u64).max(1));
+                    self.right(l);
                 }
             }
             Outcome::Wrong(why) => {
@@ -93,6 +92,14 @@ impl Stats {
                 self.first_problem.get_or_insert(format!("error: {why}"));
             }
         }
+    }
+
+    /// Counts one expected decision (an allow here; an allow or the expected denial in the
+    /// soak) and its latency.
+    pub fn right(&mut self, latency: Duration) {
+        self.ok += 1;
+        self.hist
+            .saturating_record((latency.as_micros() as u64).max(1));
     }
 
     pub fn merge(&mut self, other: Stats) {
@@ -165,26 +172,8 @@ pub async fn run(target: &Target, shape: &Shape, pids: &[u32]) -> Result<Phase, 
     tokio::time::sleep_until(end.into()).await;
     let after = sample(pids)?;
     let mut stats = Stats::new()?;
-    let drained = tokio::time::timeout(DRAIN, async {
-        while let Some(r) = workers.join_next().await {
-            match r {
-                Ok(Ok(s)) => stats.merge(s),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(format!("load worker failed: {e}")),
-            }
-        }
-        Ok(())
-    })
-    .await;
-    match drained {
-        Ok(r) => r?,
-        Err(_) => {
-            workers.abort_all();
-            return Err(format!(
-                "requests still in flight {}s after the phase ended",
-                DRAIN.as_secs()
-            ));
-        }
+    for s in join_all(workers, DRAIN, "phase").await? {
+        stats.merge(s);
     }
     let cpu_ticks = before
         .1
@@ -198,6 +187,32 @@ pub async fn run(target: &Target, shape: &Shape, pids: &[u32]) -> Result<Phase, 
         cpu_ticks,
         generator_ticks: after.0.saturating_sub(before.0),
     })
+}
+
+/// Waits for every worker; after `limit`, aborts those left and fails (a stalled server).
+pub async fn join_all<T: 'static>(
+    mut workers: tokio::task::JoinSet<Result<T, String>>,
+    limit: Duration,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    let mut done = Vec::new();
+    let drained = tokio::time::timeout(limit, async {
+        while let Some(r) = workers.join_next().await {
+            done.push(r.map_err(|e| format!("load worker failed: {e}"))??);
+        }
+        Ok::<_, String>(())
+    })
+    .await;
+    match drained {
+        Ok(r) => r.map(|()| done),
+        Err(_) => {
+            workers.abort_all();
+            Err(format!(
+                "requests still in flight {}s after the {what} ended",
+                limit.as_secs()
+            ))
+        }
+    }
 }
 
 fn sample(pids: &[u32]) -> Result<(u64, Vec<u64>), String> {
@@ -318,7 +333,7 @@ impl Worker {
 
 /// Waits until `t`: the timer for the coarse part (it has millisecond resolution), then
 /// yielding to the runtime (which keeps polling sockets) for the last stretch.
-async fn pace(t: Instant) {
+pub async fn pace(t: Instant) {
     loop {
         let now = Instant::now();
         if now >= t {

@@ -3,6 +3,7 @@
 //! authorization, jwt_authn + rbac, ext_authz to mcp-authz), measured in alternating rounds,
 //! then mcp-authz's memory under a million distinct tokens. Writes `report.md`,
 //! `results.json` and `latency.svg`. Exits 0 only when every decision was right.
+//! `bench soak` is the long run at half saturation (`scripts/soak`, the `soak` module).
 
 #![expect(
     clippy::indexing_slicing,
@@ -20,6 +21,7 @@ mod procs;
 mod report;
 mod results;
 mod round;
+mod soak;
 mod tokens;
 mod upstream;
 
@@ -40,7 +42,10 @@ use tokens::Material;
 /// The load benchmark. Every setting has a full-run default and a smoke default.
 #[derive(Parser)]
 #[command(about = "Side-by-side load benchmark of mcp-authz, an always-allow baseline and Envoy")]
+#[command(args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Rounds; each starts every contender afresh, alternating them [3; smoke 1].
     #[arg(long)]
     rounds: Option<usize>,
@@ -92,6 +97,13 @@ struct Args {
     listen: SocketAddr,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// mcp-authz at half its saturation rate for minutes, with key rotation and policy
+    /// reloads: memory, descriptors and decisions must hold (scripts/soak).
+    Soak(soak::Args),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.upstream {
@@ -116,14 +128,22 @@ fn main() -> ExitCode {
     // Dropping `run` on a signal drops every child process handle, which kills the children.
     let outcome = rt.block_on(async {
         tokio::select! {
-            r = run(args) => r,
+            r = async {
+                match args.command {
+                    Some(Command::Soak(soak)) => soak::run(soak).await,
+                    None => run(args).await,
+                }
+            } => r,
             _ = mcp_authz::server::shutdown_signal() => Err("interrupted".to_owned()),
         }
     });
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("FAILED: a contender decided wrong or did not run (see the report)");
+            eprintln!(
+                "FAILED: a wrong decision, a contender that did not run, or a soak that did \
+                 not hold (see the report)"
+            );
             ExitCode::FAILURE
         }
         Err(e) => {

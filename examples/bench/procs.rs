@@ -230,6 +230,11 @@ pub fn cpu_ticks(pid: u32) -> Result<u64, String> {
 
 /// A `Vm*` line of /proc/<pid>/status, in KiB.
 pub fn vm_kib(pid: u32, key: &str) -> Result<u64, String> {
+    status_value(pid, key)
+}
+
+/// The number of a /proc/<pid>/status line (`VmRSS:   1234 kB`, `Threads:  9`).
+pub fn status_value(pid: u32, key: &str) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(|e| format!("`{path}`: {e}"))?;
     status
@@ -237,4 +242,11 @@ pub fn vm_kib(pid: u32, key: &str) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("`{path}`: no `{key}`"))
+}
+
+/// Open file descriptors of a process: the entries of /proc/<pid>/fd.
+pub fn open_fds(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&path).map_err(|e| format!("`{path}`: {e}"))?;
+    Ok(entries.count() as u64)
 }

@@ -67,16 +67,32 @@ pub fn mint_pool(key: &TestKey, iss: &str, count: usize) -> Vec<String> {
 /// The `CheckRequest` Envoy's ext_authz filter sends for the `tools/call` POST, encoded and
 /// framed for gRPC.
 pub fn encoded_check(token: Option<&str>) -> Result<Bytes, String> {
+    encoded("POST", CALL, token)
+}
+
+/// The `CheckRequest` Envoy sends for an MCP request to the protected server, encoded and
+/// framed for gRPC: a POST of `body` (JSON-RPC), or a GET (the SSE stream; `body` unused).
+pub fn encoded(method: &str, body: &str, token: Option<&str>) -> Result<Bytes, String> {
+    let post = method == "POST";
+    let headers = if post {
+        vec![
+            "content-type: application/json".into(),
+            format!("accept: {ACCEPT}"),
+        ]
+    } else {
+        vec!["accept: text/event-stream".into()]
+    };
     let request = check_request(ClientRequest {
-        method: "POST".into(),
+        method: method.into(),
         path: PATH.into(),
         host: HOST.into(),
         bearer: token.map(str::to_owned),
-        headers: vec![
-            "content-type: application/json".into(),
-            format!("accept: {ACCEPT}"),
-        ],
-        body: CALL.as_bytes().to_vec(),
+        headers,
+        body: if post {
+            body.as_bytes().to_vec()
+        } else {
+            vec![]
+        },
     })
     .map_err(|e| e.to_string())?;
     Ok(crate::grpc::frame(&request.encode_to_vec()))
