@@ -195,4 +195,30 @@ mod tests {
         );
         assert_eq!(extract(&h, "/mcp", Some(b"a=1"), 100), Ok("abc"));
     }
+
+    #[test]
+    fn every_refusal_says_what_is_wrong_in_words_a_challenge_can_carry() {
+        use BearerError::*;
+        let all = [
+            Missing,
+            OtherScheme,
+            Duplicate,
+            NotInHeader,
+            Malformed,
+            TooLarge,
+        ];
+        let descriptions: std::collections::HashSet<_> =
+            all.iter().map(|e| e.description()).collect();
+        // One distinct explanation per refusal, so a client can tell them apart.
+        assert_eq!(descriptions.len(), all.len());
+        for d in descriptions {
+            assert!(!d.is_empty());
+            // RFC 6750 s3: `error_description` characters; nothing is lost when it is rendered.
+            assert!(d.bytes().all(crate::challenge::is_error_char), "{d}");
+        }
+        assert_eq!(
+            NotInHeader.description(),
+            "access tokens are accepted only in the Authorization header"
+        );
+    }
 }

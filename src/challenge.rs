@@ -171,4 +171,26 @@ mod tests {
         assert_eq!(ErrorCode::InvalidToken.status(), 401);
         assert_eq!(ErrorCode::InsufficientScope.status(), 403);
     }
+
+    #[test]
+    fn the_step_up_challenge_names_the_scopes_and_where_the_metadata_is() {
+        let scopes = vec!["mcp:tools".to_string(), "files:write".to_string()];
+        assert_eq!(
+            insufficient_scope(
+                "https://r/.well-known/oauth-protected-resource/mcp",
+                &scopes
+            ),
+            "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:tools files:write\", resource_metadata=\"https://r/.well-known/oauth-protected-resource/mcp\""
+        );
+    }
+
+    #[test]
+    fn resource_metadata_cannot_break_out_of_its_quotes() {
+        // Built from configuration, but filtered like everything else interpolated.
+        let c = Challenge {
+            resource_metadata: Some("https://r/\"x\\y\r\nz\u{e9}"),
+            ..Default::default()
+        };
+        assert_eq!(c.render(), "Bearer resource_metadata=\"https://r/xyz\"");
+    }
 }

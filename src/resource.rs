@@ -664,4 +664,138 @@ mod tests {
             "resource is not an absolute URI"
         );
     }
+
+    #[test]
+    fn on_a_one_server_host_only_the_root_prm_forms_are_its_metadata() {
+        let servers = Servers::new(vec![
+            server(
+                "solo",
+                "https://solo.example.com/mcp",
+                MatchConfig::default(),
+            ),
+            server(
+                "any",
+                "https://any.example.com/mcp",
+                MatchConfig {
+                    hosts: Some(vec!["other.example.com".into(), "*".into()]),
+                    path_prefix: Some("/any/".into()),
+                },
+            ),
+        ]);
+        // `"*"` among the hosts matches every host, so `solo.example.com` has two servers.
+        assert_eq!(
+            route_id(&servers, "anything.example.net:1", "/any/x"),
+            "any"
+        );
+        assert_eq!(route_id(&servers, "solo.example.com", "/mcp"), "solo");
+        assert_eq!(
+            route_id(&servers, "solo.example.com", PRM_PREFIX),
+            "none",
+            "two servers answer on this host"
+        );
+
+        let solo = Servers::new(vec![server(
+            "solo",
+            "https://solo.example.com/mcp",
+            MatchConfig::default(),
+        )]);
+        for root in [PRM_PREFIX, "/.well-known/oauth-protected-resource/"] {
+            assert_eq!(
+                route_id(&solo, "solo.example.com", root),
+                "prm:solo",
+                "{root}"
+            );
+        }
+        // Any other PRM path names a resource that is not configured, even with one server.
+        assert_eq!(
+            route_id(
+                &solo,
+                "solo.example.com",
+                "/.well-known/oauth-protected-resource/other"
+            ),
+            "none"
+        );
+    }
+
+    #[test]
+    fn the_admin_port_serves_each_prm_document_by_its_path_alone() {
+        let servers = Servers::new(vec![
+            server("a", "https://a.example.com/mcp", MatchConfig::default()),
+            server("b", "https://b.example.com/b/mcp", MatchConfig::default()),
+        ]);
+        let id = |s: &Servers, path: &str| s.metadata_for_path(path).map(|s| s.id.clone());
+        assert_eq!(
+            id(&servers, "/.well-known/oauth-protected-resource/mcp").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            id(&servers, "/.well-known/oauth-protected-resource/b/mcp").as_deref(),
+            Some("b")
+        );
+        assert_eq!(id(&servers, PRM_PREFIX), None, "ambiguous with two servers");
+        assert_eq!(
+            id(&servers, "/.well-known/oauth-protected-resource/other"),
+            None
+        );
+
+        let solo = Servers::new(vec![server(
+            "solo",
+            "https://solo.example.com/mcp",
+            MatchConfig::default(),
+        )]);
+        assert_eq!(id(&solo, PRM_PREFIX).as_deref(), Some("solo"));
+        assert_eq!(
+            id(&solo, "/.well-known/oauth-protected-resource/mcp").as_deref(),
+            Some("solo")
+        );
+        assert_eq!(
+            id(&solo, "/.well-known/oauth-protected-resource/other"),
+            None
+        );
+    }
+
+    #[test]
+    fn servers_are_listed_in_configuration_order() {
+        let servers = Servers::new(vec![
+            server("b", "https://mcp.example.com/b", MatchConfig::default()),
+            server("a", "https://mcp.example.com/a", MatchConfig::default()),
+        ]);
+        let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b", "a"]);
+    }
+
+    #[test]
+    fn resources_a_lenient_parser_would_repair_are_refused_at_setup() {
+        // `Url` accepts each of these (percent-encoding, reading `\` as `/`, keeping the query,
+        // fragment or user); audiences are compared without such repairs, so the server is
+        // refused rather than set up with a resource no `aud` could be compared with.
+        for resource in [
+            "https://mcp.example.com/m\u{1}cp",
+            "https://mcp.example.com/m\u{7f}cp",
+            "https://mcp.example.com/mcp?x=1",
+            "https://mcp.example.com/mcp#x",
+            "https://mcp.example.com\\mcp",
+            "https://user@mcp.example.com/mcp",
+        ] {
+            assert!(Url::parse(resource).is_ok(), "{resource:?}");
+            let cfg = ServerConfig {
+                id: "e".into(),
+                resource: resource.into(),
+                authorization_servers: vec![],
+                scopes_supported: vec![],
+                challenge_scopes: vec![],
+                step_up: Default::default(),
+                matching: MatchConfig::default(),
+                tenant: None,
+                tenant_from: None,
+            };
+            assert!(
+                matches!(
+                    ProtectedServer::new(&cfg, |_| None),
+                    Err(ServerSetupError::ResourceNotAbsolute)
+                ),
+                "{resource:?}"
+            );
+        }
+    }
 }

@@ -142,3 +142,49 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
         Ok(Value::Object(members))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_value_reads_as_serde_json_reads_it() {
+        let text = r#" {"t": true, "f": false, "n": null, "neg": -7, "big": 18446744073709551615,
+            "x": 0.5, "e": 1e300, "s": "caf\u00e9 \"q\"", "plain": "a", "a": [1, [], {}],
+            "o": {"k": [null, "v"]}} "#;
+        let expected: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parse(text, 3), Ok(expected));
+        assert_eq!(parse("\"only\"", 0), Ok(Value::from("only")));
+        assert_eq!(parse("false", 0), Ok(Value::Bool(false)));
+        assert_eq!(parse("-1.25", 0), Ok(Value::from(-1.25)));
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_at_any_depth_even_when_spelled_differently() {
+        for text in [
+            r#"{"sub":"alice","sub":"admin"}"#,
+            r#"{"sub":"alice","\u0073ub":"admin"}"#,
+            r#"{"a":[{"k":1,"k":1}]}"#,
+        ] {
+            assert_eq!(parse(text, 8), Err(StrictJsonError::DuplicateKey), "{text}");
+        }
+        assert!(parse(r#"{"a":{"a":1},"b":{"a":1}}"#, 8).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_refused_one_level_past_the_bound() {
+        assert!(parse("[[1]]", 2).is_ok());
+        assert_eq!(parse("[[1]]", 1), Err(StrictJsonError::TooDeep));
+        assert!(parse(r#"{"a":{"b":1}}"#, 2).is_ok());
+        assert_eq!(parse(r#"{"a":{"b":1}}"#, 1), Err(StrictJsonError::TooDeep));
+        assert_eq!(parse("[]", 0), Err(StrictJsonError::TooDeep));
+        assert_eq!(parse("1", 0), Ok(Value::from(1)));
+    }
+
+    #[test]
+    fn anything_but_exactly_one_value_is_invalid() {
+        for text in ["", " ", "{} {}", "[1,]", "{\"a\" 1}", "nul", "1 x"] {
+            assert_eq!(parse(text, 8), Err(StrictJsonError::Invalid), "{text:?}");
+        }
+    }
+}
