@@ -7,6 +7,7 @@
 //! outcome into an answer (`respond`); `log` writes the decision line.
 
 mod caller;
+mod decisions;
 mod log;
 mod reason;
 mod respond;
@@ -27,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::policy::{self, EvalRequest, PolicyStore};
 use crate::resource::{ProtectedServer, Route, ServerSetupError, Servers};
 pub use caller::{Caller, Callers, Credential, verify_jwt};
+pub use decisions::Decisions;
 use log::Facts;
 pub use reason::Reason;
 
@@ -97,6 +99,7 @@ pub struct Engine {
     limits: Limits,
     decision_log: DecisionLog,
     callers: Callers,
+    decisions: Decisions,
     metrics: Metrics,
     /// `mcp_authz_checks_total` by [`Reason`], resolved once so a check touches one atomic.
     /// INVARIANT: indexed by `Reason as usize`, built from `Reason::ALL` (declaration order).
@@ -135,6 +138,7 @@ impl Engine {
             servers: Servers::new(servers),
             issuers,
             callers: Callers::new(config.cache.tokens, policies.clone(), metrics.clone()),
+            decisions: Decisions::new(config.cache.decisions, metrics.clone()),
             policies,
             header_names: config.identity_headers.clone(),
             limits: config.limits.clone(),
@@ -176,6 +180,11 @@ impl Engine {
     /// The verified-caller cache.
     pub fn callers(&self) -> &Callers {
         &self.callers
+    }
+
+    /// The decision cache.
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
     }
 
     /// Ready when every issuer has a key set.
@@ -343,10 +352,12 @@ impl Engine {
             };
             let supported = &server.scopes_supported;
             let rule = server.step_up.scope;
-            let decided = match &caller.principal {
-                Some(principal) => bundle.decide_as(&req, principal, supported, rule),
-                None => bundle.decide(&req, supported, rule),
-            };
+            let decided = self
+                .decisions
+                .get_or_decide(&bundle, &req, caller.digest(), || match &caller.principal {
+                    Some(principal) => bundle.decide_as(&req, principal, supported, rule),
+                    None => bundle.decide(&req, supported, rule),
+                });
             let decision = match decided {
                 Ok(d) => d,
                 // The caller's arguments do not fit the tool's declared types: a bad request,
@@ -385,23 +396,23 @@ impl Engine {
                 ));
             }
             if decision.allowed {
-                for p in decision.determining {
-                    if !allowed_by.contains(&p) {
-                        allowed_by.push(p);
+                for p in &decision.determining {
+                    if !allowed_by.contains(p) {
+                        allowed_by.push(p.clone());
                     }
                 }
                 continue;
             }
-            match (decision.missing_scopes, decision.challenge_scopes) {
+            match (&decision.missing_scopes, &decision.challenge_scopes) {
                 (Some(scopes), Some(challenge)) => {
                     for s in scopes {
-                        if !missing.contains(&s) {
-                            missing.push(s);
+                        if !missing.contains(s) {
+                            missing.push(s.clone());
                         }
                     }
                     for s in challenge {
-                        if !needed.contains(&s) {
-                            needed.push(s);
+                        if !needed.contains(s) {
+                            needed.push(s.clone());
                         }
                     }
                 }
@@ -411,7 +422,7 @@ impl Engine {
                     return Err(respond::forbidden(
                         Reason::PolicyDeny,
                         "the policies do not allow this request",
-                        decision.determining,
+                        decision.determining.clone(),
                     ));
                 }
             }

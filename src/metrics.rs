@@ -85,6 +85,9 @@ struct Inner {
     /// Indexed by `CacheLookup as usize`.
     token_cache_lookups: Vec<IntCounter>,
     token_cache_entries: IntGauge,
+    /// `mcp_authz_decision_cache_lookups_total`: [hit, miss].
+    decision_cache_lookups: [IntCounter; 2],
+    decision_cache_entries: IntGauge,
     build_info: Gauge,
     /// `mcp_authz_checks_shed_total`, by why (see `grpc::admission`).
     checks_shed: IntCounterVec,
@@ -231,6 +234,21 @@ impl Metrics {
             "mcp_authz_token_cache_entries",
             "Verified tokens held in the cache (approximate; at most cache.tokens).",
         ))?;
+        let decision_cache_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_decision_cache_lookups_total",
+                "Decision cache lookups by result: hit (answered without Cedar), miss.",
+            ),
+            &["result"],
+        )?;
+        let decision_cache_lookups = [
+            decision_cache_vec.with_label_values(&["hit"]),
+            decision_cache_vec.with_label_values(&["miss"]),
+        ];
+        let decision_cache_entries = IntGauge::with_opts(Opts::new(
+            "mcp_authz_decision_cache_entries",
+            "Decisions held in the cache for the active policy set (approximate; at most cache.decisions).",
+        ))?;
         let build_info = Gauge::with_opts(
             Opts::new("mcp_authz_build_info", "Build information; always 1.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -272,6 +290,8 @@ impl Metrics {
         registry.register(Box::new(mcp_requests_vec))?;
         registry.register(Box::new(token_cache_vec))?;
         registry.register(Box::new(token_cache_entries.clone()))?;
+        registry.register(Box::new(decision_cache_vec))?;
+        registry.register(Box::new(decision_cache_entries.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -300,6 +320,8 @@ impl Metrics {
                 policy_info,
                 token_cache_lookups,
                 token_cache_entries,
+                decision_cache_lookups,
+                decision_cache_entries,
                 build_info,
                 checks_shed,
                 checks_pending,
@@ -338,6 +360,28 @@ impl Metrics {
     pub fn token_cache_entries(&self, n: u64) {
         self.inner
             .token_cache_entries
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A decision cache lookup: [`CacheLookup::Hit`] or [`CacheLookup::Miss`] (a decision cache
+    /// has no stale entries: a new policy set starts a new cache).
+    pub fn decision_cache(&self, lookup: CacheLookup) {
+        let [hit, miss] = &self.inner.decision_cache_lookups;
+        match lookup {
+            CacheLookup::Hit => hit.inc(),
+            CacheLookup::Miss | CacheLookup::Stale => miss.inc(),
+        }
+    }
+
+    /// `mcp_authz_decision_cache_lookups_total` so far: (hit, miss).
+    pub fn decision_cache_counts(&self) -> (u64, u64) {
+        let [hit, miss] = &self.inner.decision_cache_lookups;
+        (hit.get(), miss.get())
+    }
+
+    pub fn decision_cache_entries(&self, n: u64) {
+        self.inner
+            .decision_cache_entries
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 

@@ -6,6 +6,7 @@
 pub mod arguments;
 pub mod cases;
 mod load;
+mod reads;
 mod vocabulary;
 mod watch;
 
@@ -24,10 +25,14 @@ pub use crate::config::StepUpScope;
 use crate::identity::Identity;
 use crate::mcp::Target;
 pub use load::{Files, LoadError, load_dir, load_files};
-pub use watch::PolicyStore;
+pub use reads::Reads;
+pub use watch::{PolicyStore, Reload};
 
 /// A validated policy set with everything evaluation needs. Immutable; swapped whole.
 pub struct PolicyBundle {
+    /// Unique to this load in this process (a reload of the same files gets a new one): the
+    /// decision cache keys on it, so no decision outlives the set that made it.
+    pub generation: u64,
     /// SHA-256 over the policy files (names and contents), shortened: identifies the set in
     /// logs and `/readyz`.
     pub hash: String,
@@ -64,6 +69,10 @@ pub struct PolicyBundle {
     /// `<server>/<tool>`: their calls are evaluated with that action and typed
     /// `context.arguments` (see `policy/arguments.rs`).
     tools: HashMap<String, arguments::DeclaredTool>,
+    /// What the policies that can apply to each action read of a request (see
+    /// `policy/reads.rs`): the decision cache's key, and whether a tool entity needs its
+    /// argument tags.
+    reads: reads::ReadsByAction,
     /// `tools/call` counters for the tools `entities.json` declares, by server then tool; the
     /// only tool names that become metric labels (see [`crate::metrics::ToolCounters`]).
     pub tool_counters: crate::metrics::ToolCounters,
@@ -285,7 +294,14 @@ impl PolicyBundle {
                     typed_arguments = Some(arguments::convert(arguments, &declared.arguments)?);
                 }
                 let r = uid(&t.tool, &id);
-                let e = self.target_entity(&r, req, ("name", name), &server, tags(arguments))?;
+                // Tags are only observable through `hasTag`/`getTag`: when no policy for the
+                // action reads a non-principal's tags, the entity goes without them.
+                let arg_tags = if self.reads.get(action.id().unescaped()).target_tags {
+                    tags(arguments)
+                } else {
+                    Vec::new()
+                };
+                let e = self.target_entity(&r, req, ("name", name), &server, arg_tags)?;
                 (r, Some(e))
             }
             Target::Prompt { name } => {
@@ -443,7 +459,7 @@ impl Prepared<'_> {
         let response = Authorizer::new().is_authorized(&request, policies, &self.entities);
         let diagnostics = response.diagnostics();
         // `<policy id>: <message>`, so logs and metrics can name the policy.
-        let errors: Vec<String> = diagnostics
+        let mut errors: Vec<String> = diagnostics
             .errors()
             .map(|e| match e {
                 cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
@@ -451,10 +467,15 @@ impl Prepared<'_> {
                 }
             })
             .collect();
+        // Cedar reports both as sets: sorted, the same request always gives the same answer
+        // (the decision cache and the logs depend on it).
+        errors.sort_unstable();
+        let mut determining: Vec<String> = diagnostics.reason().map(|id| id.to_string()).collect();
+        determining.sort_unstable();
         Ok(PolicyDecision {
             // Any evaluation error is a deny: the erroring policy may have been a forbid.
             allowed: response.decision() == Decision::Allow && errors.is_empty(),
-            determining: diagnostics.reason().map(|id| id.to_string()).collect(),
+            determining,
             errors,
             missing_scopes: None,
             challenge_scopes: None,

@@ -16,6 +16,10 @@ pub struct CacheConfig {
     /// Each entry costs about 8.5 KiB (measured with ~400-byte tokens; see docs/benchmarks).
     #[serde(default = "CacheConfig::default_tokens")]
     pub tokens: u64,
+    /// Most policy decisions kept for the active policy set; 0 turns the cache off (every
+    /// check runs Cedar). See `engine::decisions`.
+    #[serde(default = "CacheConfig::default_decisions")]
+    pub decisions: u64,
 }
 
 impl CacheConfig {
@@ -23,10 +27,20 @@ impl CacheConfig {
         4096
     }
 
+    fn default_decisions() -> u64 {
+        16384
+    }
+
     pub(super) fn validate(&self) -> Result<(), Invalid> {
         if self.tokens > 10_000_000 {
             return Err(invalid(
                 "cache.tokens",
+                "must be at most 10000000 (0 turns the cache off)",
+            ));
+        }
+        if self.decisions > 10_000_000 {
+            return Err(invalid(
+                "cache.decisions",
                 "must be at most 10000000 (0 turns the cache off)",
             ));
         }
@@ -38,6 +52,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             tokens: Self::default_tokens(),
+            decisions: Self::default_decisions(),
         }
     }
 }

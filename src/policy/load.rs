@@ -311,7 +311,9 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
 
     let tools = super::arguments::declared_tools(&files.schema.text, &types.action)
         .map_err(|e| file_error(&files.schema.path, e.to_string()))?;
+    let reads = super::reads::ReadsByAction::new(&policies, by_action.iter());
     let bundle = PolicyBundle {
+        generation: next_generation(),
         hash: files.hash,
         loaded_at: SystemTime::now(),
         dir: files.dir,
@@ -326,10 +328,17 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         overlays,
         types,
         tools,
+        reads,
         tool_counters: Default::default(),
     };
     super::vocabulary::check(&bundle, &files.schema.path)?;
     Ok(bundle)
+}
+
+/// A number no other bundle of this process has (see `PolicyBundle::generation`).
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// For each action of the schema, the policies whose action scope can match it (see
