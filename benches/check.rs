@@ -1,6 +1,9 @@
 //! Criterion micro-benchmarks of the parts of a check: MCP body parsing, token verification,
 //! Cedar evaluation, and a whole check in process (the engine, no gRPC). Run with
 //! `cargo bench --bench check`. Numbers go in docs/benchmarks/, never into test assertions.
+//!
+//! A counting global allocator also reports what one whole check allocates (count and bytes),
+//! printed before the timings: `allocations per check: ...`.
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
@@ -8,8 +11,10 @@
     reason = "test code: a failed assumption should stop the test"
 )]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::Algorithm;
@@ -27,7 +32,54 @@ const ISS: &str = "https://idp.bench";
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris","days":3}}}"#;
 
+/// The system allocator, counting allocations (reallocations count as one each).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds `GlobalAlloc`'s contract.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System` with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations and bytes per call of `f`, over `n` calls.
+fn allocations_per_call(n: u64, mut f: impl FnMut()) -> (f64, f64) {
+    let (count, bytes) = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        ALLOCATED_BYTES.load(Ordering::Relaxed),
+    );
+    for _ in 0..n {
+        f();
+    }
+    let count = ALLOCATIONS.load(Ordering::Relaxed) - count;
+    let bytes = ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes;
+    (count as f64 / n as f64, bytes as f64 / n as f64)
+}
+
 fn engine(keys: &[&TestKey], cache_tokens: u64) -> Engine {
+    engine_with(keys, cache_tokens, 16_384)
+}
+
+fn engine_with(keys: &[&TestKey], cache_tokens: u64, cache_decisions: u64) -> Engine {
     let mut config = Config::from_yaml(&format!(
         r#"
 policies: {{dir: {}}}
@@ -47,6 +99,7 @@ servers:
     ))
     .unwrap();
     config.cache.tokens = cache_tokens;
+    config.cache.decisions = cache_decisions;
     let metrics = Metrics::unregistered();
     let jwks = serde_json::json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
     let set = KeySet::from_jwks(
@@ -78,6 +131,9 @@ fn benches(c: &mut Criterion) {
     let ec = TestKey::ec("ec");
     let cached = engine(&[&rsa, &ec], 10_000);
     let uncached = engine(&[&rsa, &ec], 0);
+    // The token cache on, the decision cache off: every check runs Cedar (the path before the
+    // decision cache, and a decision cache miss).
+    let no_decisions = engine_with(&[&rsa, &ec], 10_000, 0);
     let json_headers: HashMap<String, String> =
         HashMap::from([("content-type".into(), "application/json".into())]);
 
@@ -155,6 +211,12 @@ fn benches(c: &mut Criterion) {
     for (name, key, engine, cache) in [
         ("rs256", &rsa, &uncached, "uncached"),
         ("es256", &ec, &uncached, "uncached"),
+        (
+            "rs256",
+            &rsa,
+            &no_decisions,
+            "cached_token_no_decision_cache",
+        ),
         ("rs256", &rsa, &cached, "cached"),
     ] {
         let token = token(key);
@@ -175,6 +237,12 @@ fn benches(c: &mut Criterion) {
             rt.block_on(engine.check(&input)),
             Decision::Allow(_)
         ));
+        let (count, bytes) = allocations_per_call(1000, || {
+            black_box(rt.block_on(engine.check(&input)));
+        });
+        println!(
+            "allocations per check: whole_check_tools_call_{name}_{cache}: {count:.1} allocations, {bytes:.0} bytes"
+        );
         c.bench_function(&format!("whole_check_tools_call_{name}_{cache}"), |b| {
             b.iter(|| {
                 let input = CheckInput {

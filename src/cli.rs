@@ -56,6 +56,9 @@ pub enum Command {
     Serve(ConfigArg),
     /// Load and check a configuration as `serve` would, without serving. Exit 0 when valid.
     Validate(ConfigArg),
+    /// Print the `allowed_headers` block for Envoy's ext_authz filter: every request header a
+    /// check under this configuration reads, so Envoy sends those and no others.
+    EnvoyHeaders(ConfigArg),
     /// Run with an embedded development issuer and a sample resource. NOT FOR PRODUCTION.
     Dev(DevArgs),
     /// Mint an access token from the running dev issuer (reads its state file).
@@ -279,6 +282,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(a) => serve::serve(&a.config).await,
         Command::Validate(a) => serve::validate(&a.config),
+        Command::EnvoyHeaders(a) => serve::envoy_headers(&a.config),
         Command::Dev(a) => dev::dev(a).await,
         Command::Token(a) => dev::token(a),
         Command::Check(a) => check::check(a).await,

@@ -8,6 +8,7 @@
 
 mod caller;
 mod decisions;
+pub mod headers;
 mod log;
 mod reason;
 mod respond;

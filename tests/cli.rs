@@ -412,7 +412,14 @@ fn serve_stops_cleanly_on_sigterm() {
 fn help_describes_every_subcommand() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    for sub in ["serve", "validate", "dev", "token", "check"] {
+    for sub in [
+        "serve",
+        "validate",
+        "envoy-headers",
+        "dev",
+        "token",
+        "check",
+    ] {
         assert!(out.contains(sub), "{out}");
     }
 }
@@ -712,4 +719,47 @@ fn validate_refuses_a_listen_address_in_use() {
     drop(taken);
     let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `envoy-headers` prints a YAML block Envoy accepts as `allowed_headers`, with the headers a
+/// check reads for that file; a tenant header configured there is in it.
+#[test]
+fn envoy_headers_prints_the_allowed_headers_of_a_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let text = std::fs::read_to_string(fixture("valid.yaml"))
+        .unwrap()
+        .replace("../../../policies", policies.to_str().unwrap())
+        .replace(
+            "    resource: https://mcp.example.com/weather/mcp\n",
+            "    resource: https://mcp.example.com/weather/mcp\n    tenant_from: {header: x-tenant-id}\n",
+        );
+    assert!(text.contains("tenant_from"));
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = run(&["envoy-headers", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&out).unwrap();
+    let patterns = yaml["allowed_headers"]["patterns"].as_sequence().unwrap();
+    let names: Vec<&str> = patterns
+        .iter()
+        .filter_map(|p| p["exact"].as_str())
+        .collect();
+    assert!(
+        patterns
+            .iter()
+            .any(|p| p["prefix"].as_str() == Some("mcp-param-")),
+        "{out}"
+    );
+    for needed in [
+        "authorization",
+        "content-type",
+        "mcp-method",
+        "mcp-session-id",
+    ] {
+        assert!(names.contains(&needed), "{names:?}");
+    }
+    assert!(names.contains(&"x-tenant-id"), "{names:?}");
+    let (code, _, err) = run(&["envoy-headers", "--config", "/nonexistent.yaml"]);
+    assert_eq!(code, 64, "{err}");
 }

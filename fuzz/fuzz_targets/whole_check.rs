@@ -1,7 +1,9 @@
 //! A whole check through the gRPC adapter against the shipped policies, from an arbitrary
 //! `CheckRequest` (protobuf bytes) or a structured one carrying real tokens minted for the run, so
 //! the fuzzer reaches token verification, MCP parsing and the policies. Invariants: no panic; an
-//! allow only ever follows a valid token in the `authorization` header; no answer carries a token; within the time budget.
+//! allow only ever follows a valid token in the `authorization` header; no answer carries a token;
+//! the engine with the decision cache answers exactly as one without it (decision ids aside);
+//! within the time budget.
 #![no_main]
 
 #[path = "common/budget.rs"]
@@ -25,6 +27,8 @@ const SECRET: &[u8] = b"fuzzing-secret-fuzzing-secret-32b!";
 struct World {
     rt: tokio::runtime::Runtime,
     service: AuthzService,
+    /// The same engine with `cache.decisions: 0`: every message runs Cedar.
+    uncached: AuthzService,
     /// Tokens that verify (with different scopes).
     valid: Vec<String>,
     /// Tokens that must not: expired, wrong audience, forged.
@@ -63,6 +67,17 @@ servers:
         let issuers = Engine::issuers_from_config(&config, &metrics).unwrap();
         let policies =
             mcp_authz::policy::PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
+        let mut no_cache = config.clone();
+        no_cache.cache.decisions = 0;
+        let uncached = Arc::new(
+            Engine::new(
+                &no_cache,
+                Engine::issuers_from_config(&no_cache, &metrics).unwrap(),
+                policies.clone(),
+                metrics.clone(),
+            )
+            .unwrap(),
+        );
         let engine = Arc::new(Engine::new(&config, issuers, policies, metrics).unwrap());
         let key = TestKey::hmac("k", SECRET, jsonwebtoken::Algorithm::HS256);
         let with_scope = |scope: &str| {
@@ -93,6 +108,7 @@ servers:
                 .build()
                 .unwrap(),
             service: AuthzService::new(engine),
+            uncached: AuthzService::new(uncached),
             valid,
             invalid,
         }
@@ -200,6 +216,18 @@ fuzz_target!(|input: Input| {
     });
     let Ok(response) = answer else { return };
     let response = response.into_inner();
+    // The same request again on both engines: the second time may come from the decision cache
+    // (the first answer above filled it), and must equal what Cedar gives without one.
+    let again = w.rt.block_on(w.service.check(tonic::Request::new(request.clone())));
+    let fresh = w.rt.block_on(w.uncached.check(tonic::Request::new(request.clone())));
+    match (again, fresh) {
+        (Ok(a), Ok(f)) => assert_eq!(
+            without_decision_id(&a.into_inner()),
+            without_decision_id(&f.into_inner()),
+            "the decision cache changed an answer"
+        ),
+        (a, f) => assert_eq!(a.is_ok(), f.is_ok(), "the decision cache changed an answer"),
+    }
     let allowed = response.status.as_ref().is_some_and(|s| s.code == 0)
         && matches!(response.http_response, Some(HttpResponse::OkResponse(_)));
     if allowed {
@@ -217,3 +245,22 @@ fuzz_target!(|input: Input| {
         assert!(!text.contains(signature), "an answer carries a token");
     }
 });
+
+/// The answer's text with its random decision id replaced by a fixed word.
+fn without_decision_id(response: &envoy_types::ext_authz::v3::pb::CheckResponse) -> String {
+    let headers = match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => &ok.headers,
+        Some(HttpResponse::DeniedResponse(denied)) => &denied.headers,
+        _ => return format!("{response:?}"),
+    };
+    let id = headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "x-mcp-authz-decision-id")
+        .map(|h| h.value.clone());
+    let text = format!("{response:?}");
+    match id {
+        Some(id) if !id.is_empty() => text.replace(&id, "<decision id>"),
+        _ => text,
+    }
+}

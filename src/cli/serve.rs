@@ -1,5 +1,6 @@
 //! `mcp-authz serve` and `mcp-authz validate`: load a configuration, then run the service
-//! until a shutdown signal, or build everything it would run and stop there.
+//! until a shutdown signal, or build everything it would run and stop there. Also
+//! `mcp-authz envoy-headers`, which prints what the proxy must send for that configuration.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +20,20 @@ pub(super) async fn serve(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     run_service(&config, None).await
+}
+
+pub(super) fn envoy_headers(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let headers = crate::engine::headers::read_by_checks(&config);
+    print!(
+        "# ext_authz filter (envoy.extensions.filters.http.ext_authz.v3.ExtAuthz), for {}\n{}",
+        path.display(),
+        crate::engine::headers::envoy_allowed_headers(&headers, 0)
+    );
+    ExitCode::SUCCESS
 }
 
 pub(super) fn validate(path: &Path) -> ExitCode {
