@@ -137,6 +137,19 @@ fn benches(c: &mut Criterion) {
     let json_headers: HashMap<String, String> =
         HashMap::from([("content-type".into(), "application/json".into())]);
 
+    let parse_call = || {
+        black_box(
+            parse(&HttpParts {
+                method: "POST",
+                headers: &json_headers,
+                body: CALL.as_bytes(),
+                max_body_bytes: 1 << 20,
+            })
+            .unwrap(),
+        );
+    };
+    let (count, bytes) = allocations_per_call(1000, parse_call);
+    println!("allocations per check: mcp_parse_tools_call: {count:.1} allocations, {bytes:.0} bytes");
     c.bench_function("mcp_parse_tools_call", |b| {
         b.iter(|| {
             parse(&HttpParts {
@@ -200,6 +213,10 @@ fn benches(c: &mut Criterion) {
         // The cached path as a check takes it: lookup plus the per-request revalidation.
         rt.block_on(cached.callers().resolve(&token, server))
             .unwrap();
+        let (count, bytes) = allocations_per_call(1000, || {
+            black_box(rt.block_on(cached.callers().resolve(&token, server)).unwrap());
+        });
+        println!("allocations per check: token_verify_{name}_cached: {count:.1} allocations, {bytes:.0} bytes");
         c.bench_function(&format!("token_verify_{name}_cached"), |b| {
             b.iter(|| {
                 rt.block_on(cached.callers().resolve(black_box(&token), server))

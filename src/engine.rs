@@ -276,18 +276,23 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return respond::mcp_denial(e),
         };
-        match &request {
-            McpRequest::Messages { messages, .. } => {
-                facts.actions = messages.iter().filter_map(|m| m.action).collect();
-                facts.target = messages
-                    .first()
-                    .and_then(|m| m.target.name())
-                    .map(|n| n.chars().take(256).collect());
+        let outcome = self.authorize(server, &caller, &request, input);
+        // What the log line says of the request; an allow is only logged when sampled, so an
+        // unlogged allow does not pay for it.
+        if outcome.is_err() || self.decision_log.allow_sample_rate > 0.0 {
+            match &request {
+                McpRequest::Messages { messages, .. } => {
+                    facts.actions = messages.iter().filter_map(|m| m.action).collect();
+                    facts.target = messages
+                        .first()
+                        .and_then(|m| m.target.name())
+                        .map(|n| n.chars().take(256).collect());
+                }
+                McpRequest::OpenStream => facts.actions = vec!["GET"],
+                McpRequest::EndSession => facts.actions = vec!["DELETE"],
             }
-            McpRequest::OpenStream => facts.actions = vec!["GET"],
-            McpRequest::EndSession => facts.actions = vec!["DELETE"],
         }
-        match self.authorize(server, &caller, &request, input) {
+        match outcome {
             Ok(policies) => Decision::Allow(Box::new(self.allow(
                 server,
                 caller,
