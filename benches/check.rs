@@ -37,22 +37,28 @@ struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed.
+static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call is forwarded unchanged to `System`, which upholds `GlobalAlloc`'s contract.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         ALLOCATED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: forwarded with the caller's layout.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: `ptr` came from `System` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         ALLOCATED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: `ptr` came from `System` with `layout`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -149,7 +155,9 @@ fn benches(c: &mut Criterion) {
         );
     };
     let (count, bytes) = allocations_per_call(1000, parse_call);
-    println!("allocations per check: mcp_parse_tools_call: {count:.1} allocations, {bytes:.0} bytes");
+    println!(
+        "allocations per check: mcp_parse_tools_call: {count:.1} allocations, {bytes:.0} bytes"
+    );
     c.bench_function("mcp_parse_tools_call", |b| {
         b.iter(|| {
             parse(&HttpParts {
@@ -214,9 +222,14 @@ fn benches(c: &mut Criterion) {
         rt.block_on(cached.callers().resolve(&token, server))
             .unwrap();
         let (count, bytes) = allocations_per_call(1000, || {
-            black_box(rt.block_on(cached.callers().resolve(&token, server)).unwrap());
+            black_box(
+                rt.block_on(cached.callers().resolve(&token, server))
+                    .unwrap(),
+            );
         });
-        println!("allocations per check: token_verify_{name}_cached: {count:.1} allocations, {bytes:.0} bytes");
+        println!(
+            "allocations per check: token_verify_{name}_cached: {count:.1} allocations, {bytes:.0} bytes"
+        );
         c.bench_function(&format!("token_verify_{name}_cached"), |b| {
             b.iter(|| {
                 rt.block_on(cached.callers().resolve(black_box(&token), server))
@@ -275,5 +288,50 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(check, benches);
+/// Live heap per decision cache entry: distinct `tools/call` requests (one tool name each, all
+/// denied by default, so Cedar runs and each leaves one entry) from one cached token.
+fn decision_cache_memory(rt: &tokio::runtime::Runtime, key: &TestKey) {
+    const ENTRIES: u64 = 20_000;
+    let engine = engine_with(&[key], 10_000, 2 * ENTRIES);
+    let headers: HashMap<String, String> = HashMap::from([
+        ("authorization".into(), format!("Bearer {}", token(key))),
+        ("content-type".into(), "application/json".into()),
+    ]);
+    let bodies: Vec<String> = (0..ENTRIES)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"tool_{i:05}","arguments":{{}}}}}}"#))
+        .collect();
+    let check = |body: &String| {
+        rt.block_on(engine.check(&CheckInput {
+            method: "POST",
+            path: "/mcp",
+            host: "mcp.example.com",
+            headers: &headers,
+            body: body.as_bytes(),
+        }))
+    };
+    // The token, the first entry and the cache's fixed structures are in place before counting.
+    black_box(check(&bodies[0]));
+    engine.decisions().settle();
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let entries_before = engine.decisions().len();
+    for body in &bodies[1..] {
+        black_box(check(body));
+    }
+    engine.decisions().settle();
+    let grown = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before);
+    let entries = engine.decisions().len() - entries_before;
+    println!(
+        "decision cache memory: {entries} entries, {:.0} bytes per entry",
+        grown as f64 / entries as f64
+    );
+}
+
+fn memory(_: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    decision_cache_memory(&rt, &TestKey::rsa("rsa"));
+}
+
+criterion_group!(check, benches, memory);
 criterion_main!(check);
