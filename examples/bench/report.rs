@@ -314,14 +314,27 @@ fn mix(out: &mut String, r: &RunResults) {
     let decisions = r.median_of(Kind::Mix, |x| {
         x.saturation.as_ref().map(|p| p.allowed as f64)
     });
+    let wrong: u64 = r
+        .rounds
+        .iter()
+        .filter(|x| x.kind == Kind::Mix)
+        .flat_map(|x| [&x.saturation, &x.half, &x.fixed])
+        .flatten()
+        .map(|p| p.wrong)
+        .sum();
+    let judged = if wrong == 0 {
+        "every decision the one it was built to get".to_owned()
+    } else {
+        format!("**{wrong} wrong decisions** (see the rounds below)")
+    };
     let _ = writeln!(
         out,
         "## Realistic mix\n\n\
          {} callers (one token each; every 20th in tenant `globex`, every second of the others \
          without `mcp:tools:files`), {} tools (the shipped weather and file tools plus 16 weather \
          tools added to a copy of the shipped `entities.json`), {} distinct requests. Built to be \
-         denied: {}; denied at saturation: {} of {} decisions (median over rounds), every one \
-         with the 403 it was built to get. Throughput vs the always-allow baseline: {}×.\n",
+         denied: {}; denied at saturation: {} of {} decisions (median over rounds); {judged}. \
+         Throughput vs the always-allow baseline: {}×.\n",
         rate(s.mix_callers as f64),
         s.mix_tools,
         rate(s.mix_requests as f64),
