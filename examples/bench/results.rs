@@ -306,3 +306,46 @@ fn bounded_p99(p: &PhaseResult) -> f64 {
         p.p99_ms
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(allowed: u64, denied: u64) -> PhaseResult {
+        PhaseResult {
+            offered_rps: None,
+            rps: allowed as f64,
+            overloaded: false,
+            allowed,
+            denied,
+            wrong: 0,
+            errors: 0,
+            p50_ms: 1.0,
+            p99_ms: 1.0,
+            p999_ms: 1.0,
+            percentiles_ms: vec![],
+            cpu_us_per_check: vec![],
+            generator_cpu_pct: 0.0,
+            hist: Histogram::new(3).unwrap(),
+        }
+    }
+
+    fn judged(kind: Kind, allowed: u64, denied: u64) -> RoundResult {
+        let mut rr = RoundResult::new(1, kind);
+        rr.saturation = Some(phase(allowed, denied));
+        rr.judge();
+        rr
+    }
+
+    #[test]
+    fn a_mix_round_is_invalid_when_its_share_of_denials_is_far_from_a_tenth() {
+        assert!(judged(Kind::Mix, 10_000, 1_000).valid);
+        assert!(judged(Kind::Mix, 10_000, 600).valid);
+        assert!(!judged(Kind::Mix, 10_000, 300).valid);
+        assert!(!judged(Kind::Mix, 10_000, 3_000).valid);
+        // Too few decisions (a smoke run) say nothing either way.
+        assert!(judged(Kind::Mix, 100, 0).valid);
+        // Only the mix is built with denials.
+        assert!(judged(Kind::Repeated, 10_000, 0).valid);
+    }
+}
