@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
-use mcp_authz::testutil::{config_yaml, free_port};
+use mcp_authz::testutil::{config_yaml, config_yaml_with_policies, free_port};
 
 use crate::load::Target;
 use crate::procs::{Pinning, Proc};
@@ -23,23 +23,28 @@ pub use verify::verify;
 pub enum Kind {
     Baseline,
     Repeated,
+    Mix,
     Rs256,
     Es256,
     Envoy,
     EnvoyJwt,
+    EnvoyMcp,
     EnvoyMcpAuthz,
 }
 
 impl Kind {
-    /// Run order within a round: each group's reference first, so the half-saturation rate
-    /// of the others comes from the same round.
-    pub const ALL: [Kind; 7] = [
-        Kind::Baseline,
+    /// Run order within a round: each group's rate reference first (mcp-authz with a repeated
+    /// token for direct gRPC, Envoy without authorization behind Envoy), so the half rate of
+    /// the others comes from the same round.
+    pub const ALL: [Kind; 9] = [
         Kind::Repeated,
+        Kind::Baseline,
+        Kind::Mix,
         Kind::Rs256,
         Kind::Es256,
         Kind::Envoy,
         Kind::EnvoyJwt,
+        Kind::EnvoyMcp,
         Kind::EnvoyMcpAuthz,
     ];
 
@@ -48,10 +53,12 @@ impl Kind {
         match self {
             Kind::Baseline => "baseline",
             Kind::Repeated => "repeated",
+            Kind::Mix => "mix",
             Kind::Rs256 => "rs256",
             Kind::Es256 => "es256",
             Kind::Envoy => "envoy",
             Kind::EnvoyJwt => "envoy-jwt",
+            Kind::EnvoyMcp => "envoy-mcp",
             Kind::EnvoyMcpAuthz => "envoy-mcp-authz",
         }
     }
@@ -60,10 +67,12 @@ impl Kind {
         match self {
             Kind::Baseline => "baseline (always-allow gRPC server)",
             Kind::Repeated => "mcp-authz, repeated token",
+            Kind::Mix => "mcp-authz, realistic mix",
             Kind::Rs256 => "mcp-authz, distinct RS256",
             Kind::Es256 => "mcp-authz, distinct ES256",
             Kind::Envoy => "Envoy, no authorization",
             Kind::EnvoyJwt => "Envoy + jwt_authn + rbac",
+            Kind::EnvoyMcp => "Envoy + jwt_authn + MCP filter + rbac",
             Kind::EnvoyMcpAuthz => "Envoy + ext_authz mcp-authz",
         }
     }
@@ -73,7 +82,10 @@ impl Kind {
     }
 
     pub fn is_envoy(self) -> bool {
-        matches!(self, Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcpAuthz)
+        matches!(
+            self,
+            Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcp | Kind::EnvoyMcpAuthz
+        )
     }
 
     /// The contender ratios are taken against: the always-allow server for direct gRPC,
@@ -87,9 +99,32 @@ impl Kind {
         }
     }
 
+    /// The contender whose saturation sets the half rate of the group: mcp-authz's own with a
+    /// repeated token for direct gRPC (the always-allow baseline runs at that rate too, for
+    /// comparison), Envoy without authorization behind Envoy.
+    pub fn rate_reference(self) -> Kind {
+        if self.is_envoy() {
+            Kind::Envoy
+        } else {
+            Kind::Repeated
+        }
+    }
+
+    /// Whether the contender also runs at the fixed rate (`--fixed-rate`, 1,000 checks/s):
+    /// the direct gRPC contenders the latency target compares.
+    pub fn runs_fixed_rate(self) -> bool {
+        matches!(self, Kind::Baseline | Kind::Repeated | Kind::Mix)
+    }
+
     /// Whether the contender authorizes (so a missing token must be denied).
     pub fn authorizes(self) -> bool {
         !matches!(self, Kind::Baseline | Kind::Envoy)
+    }
+
+    /// Whether it reads the MCP body (so it must deny a tool or an argument the token does not
+    /// allow); plain jwt_authn + rbac cannot tell one tool from another.
+    pub fn reads_body(self) -> bool {
+        self.authorizes() && self != Kind::EnvoyJwt
     }
 }
 
@@ -108,6 +143,8 @@ pub struct Env {
     /// The `cache: {tokens: N}` key, when the mcp-authz binary knows it.
     pub cache_tokens: Option<usize>,
     pub grpc_connections: usize,
+    /// The realistic mix, when `mix` runs.
+    pub mix: Option<crate::mix::Mix>,
 }
 
 /// A started contender.
@@ -153,6 +190,25 @@ pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String>
             procs.push(p);
             grpc_target(env, addr, env.material.repeated.clone())
         }
+        Kind::Mix => {
+            let mix = env.mix.as_ref().ok_or("the mix was not built")?;
+            let yaml = |ports: [u16; 3]| {
+                mcp_authz_config(&env.issuer, ports, env.cache_tokens, Some(&mix.policies))
+            };
+            let custom = CustomConfig {
+                yaml: &yaml,
+                envs: &[],
+            };
+            let (p, addr) = start_mcp_authz(env, seq, Some(custom)).await?;
+            idle.push(("mcp-authz", crate::procs::vm_kib(p.pid, "VmRSS")?));
+            procs.push(p);
+            Target::Grpc {
+                addr,
+                connections: env.grpc_connections,
+                requests: mix.requests.clone(),
+                expect: Some(mix.expect.clone()),
+            }
+        }
         Kind::Repeated | Kind::Rs256 | Kind::Es256 => {
             let (p, addr) = start_mcp_authz(env, seq, None).await?;
             idle.push(("mcp-authz", crate::procs::vm_kib(p.pid, "VmRSS")?));
@@ -164,7 +220,7 @@ pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String>
             };
             grpc_target(env, addr, pool)
         }
-        Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcpAuthz => {
+        Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcp | Kind::EnvoyMcpAuthz => {
             let mut up = Proc::spawn(
                 "upstream",
                 &env.bench_exe,
@@ -186,6 +242,15 @@ pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String>
                 ),
                 Kind::EnvoyJwt => fill(
                     include_str!("envoy/jwt_authn.yaml"),
+                    listen,
+                    upstream_port,
+                    admin,
+                )
+                .replace("@ISSUER@", &env.issuer)
+                .replace("@AUDIENCE@", RESOURCE)
+                .replace("@JWKS@", &env.material.jwks()),
+                Kind::EnvoyMcp => fill(
+                    include_str!("envoy/jwt_mcp.yaml"),
                     listen,
                     upstream_port,
                     admin,
@@ -254,6 +319,7 @@ fn grpc_target(env: &Env, addr: SocketAddr, requests: std::sync::Arc<Vec<Bytes>>
         addr,
         connections: env.grpc_connections,
         requests,
+        expect: None,
     }
 }
 
@@ -270,10 +336,20 @@ fn shipped_envoy(listen: u16, authz: u16, upstream: u16, admin: u16) -> Result<S
 }
 
 /// The mcp-authz configuration of the benchmark: the fake IdP, server `demo` (tenant
-/// `acme`), the shipped policies, and the verified-token cache when the binary has one.
-pub fn mcp_authz_config(issuer: &str, ports: [u16; 3], cache: Option<usize>) -> String {
+/// `acme`), the shipped policies (or `policies`), the verified-token cache when the binary has
+/// one, and `testutil::TEST_OVERLOAD` (a queue wait of 10 s, so no check is shed under load).
+pub fn mcp_authz_config(
+    issuer: &str,
+    ports: [u16; 3],
+    cache: Option<usize>,
+    policies: Option<&std::path::Path>,
+) -> String {
     let [grpc, admin, admin_grpc] = ports;
-    let mut yaml = config_yaml(issuer, RESOURCE, "")
+    let base = match policies {
+        Some(dir) => config_yaml_with_policies(issuer, RESOURCE, "", dir),
+        None => config_yaml(issuer, RESOURCE, ""),
+    };
+    let mut yaml = base
         .lines()
         .map(|line| match line.trim() {
             "grpc: 127.0.0.1:0" => format!("  grpc: 127.0.0.1:{grpc}\n"),
@@ -302,7 +378,7 @@ pub async fn start_mcp_authz(
     seq: usize,
     custom: Option<CustomConfig<'_>>,
 ) -> Result<(Proc, SocketAddr), String> {
-    let standard = |ports: [u16; 3]| mcp_authz_config(&env.issuer, ports, env.cache_tokens);
+    let standard = |ports: [u16; 3]| mcp_authz_config(&env.issuer, ports, env.cache_tokens, None);
     let (yaml, envs): (&dyn Fn([u16; 3]) -> String, _) = match &custom {
         Some(c) => (c.yaml, c.envs),
         None => (&standard, &[][..]),

@@ -10,7 +10,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 
-use crate::tokens::{ACCEPT, CALL, HOST, PATH};
+use crate::tokens::{ACCEPT, HOST, PATH};
 
 pub type Conn = SendRequest<Full<Bytes>>;
 
@@ -30,10 +30,11 @@ pub async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     Ok(sender)
 }
 
-/// One request on `sender`: (status, body).
+/// One `tools/call` POST of `body` on `sender`: (status, body).
 pub async fn call(
     sender: &mut Conn,
     authorization: Option<&HeaderValue>,
+    body: &'static str,
 ) -> Result<(u16, String), String> {
     let mut req = hyper::Request::post(PATH)
         .header("host", HOST)
@@ -43,7 +44,7 @@ pub async fn call(
         req = req.header("authorization", a.clone());
     }
     let req = req
-        .body(Full::new(Bytes::from_static(CALL.as_bytes())))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
         .map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -61,10 +62,11 @@ pub async fn call(
 pub async fn once(
     addr: SocketAddr,
     authorization: Option<&HeaderValue>,
+    body: &'static str,
 ) -> Result<(u16, String), String> {
     let call = async {
         let mut sender = connect(addr).await?;
-        call(&mut sender, authorization).await
+        call(&mut sender, authorization, body).await
     };
     tokio::time::timeout(Duration::from_secs(10), call)
         .await

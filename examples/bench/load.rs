@@ -25,11 +25,13 @@ const DRAIN: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub enum Target {
     /// ext_authz `Check` calls, cycling through `requests` (framed `CheckRequest`s; one
-    /// entry: a repeated token).
+    /// entry: a repeated token). `expect` holds the HTTP status each request must get, by
+    /// index (200: allowed; a 4xx: denied with it); without it every request must be allowed.
     Grpc {
         addr: SocketAddr,
         connections: usize,
         requests: Arc<Vec<Bytes>>,
+        expect: Option<Arc<Vec<u16>>>,
     },
     /// The `tools/call` POST through Envoy, with this `authorization` header.
     Http {
@@ -41,6 +43,8 @@ pub enum Target {
 /// How one response was judged.
 pub enum Outcome {
     Allowed,
+    /// The denial that request was meant to get (the realistic mix): a right decision.
+    Denied,
     /// A denial where an allow was expected.
     Wrong(String),
     /// No decision at all: transport failure, gRPC error status, HTTP 5xx.
@@ -53,8 +57,11 @@ pub struct Stats {
     pub hist: Histogram<u64>,
     /// Allows whose latency was recorded (sent, or meant to be sent, inside the window).
     pub ok: u64,
-    /// Allows that completed inside the window: the achieved throughput.
+    /// Right decisions (allows, and the expected denials of the mix) that completed inside
+    /// the window: the achieved throughput.
     pub in_window: u64,
+    /// Of `in_window`, the expected denials.
+    pub denied: u64,
     pub wrong: u64,
     pub errors: u64,
     pub first_problem: Option<String>,
@@ -66,6 +73,7 @@ impl Stats {
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
             ok: 0,
             in_window: 0,
+            denied: 0,
             wrong: 0,
             errors: 0,
             first_problem: None,
@@ -75,9 +83,13 @@ impl Stats {
     /// Counts one response; `latency` when it belongs to the measurement, `in_window` when it
     /// completed inside the window.
     pub fn count(&mut self, outcome: Outcome, latency: Option<Duration>, in_window: bool) {
+        let denied = matches!(outcome, Outcome::Denied);
         match outcome {
-            Outcome::Allowed => {
+            Outcome::Allowed | Outcome::Denied => {
                 self.in_window += u64::from(in_window);
+                if in_window && denied {
+                    self.denied += 1;
+                }
                 if let Some(l) = latency {
                     self.right(l);
                 }
@@ -106,6 +118,7 @@ impl Stats {
         let _ = self.hist.add(&other.hist);
         self.ok += other.ok;
         self.in_window += other.in_window;
+        self.denied += other.denied;
         self.wrong += other.wrong;
         self.errors += other.errors;
         if self.first_problem.is_none() {
@@ -137,6 +150,7 @@ impl Phase {
 }
 
 /// The phase's shape: closed loop (`rate: None`) or a constant open-loop rate per second.
+#[derive(Clone)]
 pub struct Shape {
     pub concurrency: usize,
     pub rate: Option<f64>,
@@ -311,15 +325,24 @@ impl Worker {
 
     async fn send(&mut self, n: u64) -> Outcome {
         match (&mut self.conn, &self.target) {
-            (Conn::Grpc(client), Target::Grpc { requests, .. }) => {
-                let body = requests[(n % requests.len() as u64) as usize].clone();
-                match client.check(body).await {
-                    Ok(r) => judge(&r),
+            (
+                Conn::Grpc(client),
+                Target::Grpc {
+                    requests, expect, ..
+                },
+            ) => {
+                let i = (n % requests.len() as u64) as usize;
+                let want = expect
+                    .as_ref()
+                    .and_then(|e| e.get(i).copied())
+                    .unwrap_or(200);
+                match client.check(requests[i].clone()).await {
+                    Ok(r) => judge_expecting(&r, want),
                     Err(e) => Outcome::Error(e),
                 }
             }
             (Conn::Http(sender), Target::Http { authorization, .. }) => {
-                match http::call(sender, authorization.as_ref()).await {
+                match http::call(sender, authorization.as_ref(), crate::tokens::CALL).await {
                     Ok((200, _)) => Outcome::Allowed,
                     Ok((s @ (401 | 403), _)) => Outcome::Wrong(format!("HTTP {s}")),
                     Ok((s, body)) => Outcome::Error(format!("HTTP {s}: {body}")),
@@ -344,6 +367,29 @@ pub async fn pace(t: Instant) {
         } else {
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// The decision `want` (200: an allow, judged by [`judge`]; otherwise a denial with that
+/// HTTP status and a non-OK gRPC status, as mcp-authz denies).
+pub fn judge_expecting(r: &CheckResponse, want: u16) -> Outcome {
+    if want == 200 {
+        return judge(r);
+    }
+    let code = r.status.as_ref().map_or(0, |s| s.code);
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d))
+            if code != 0 && d.status.as_ref().map(|s| s.code) == Some(i32::from(want)) =>
+        {
+            Outcome::Denied
+        }
+        Some(HttpResponse::DeniedResponse(d)) => Outcome::Wrong(format!(
+            "denied with HTTP {} (status code {code}), expected HTTP {want}",
+            d.status.as_ref().map_or(0, |s| s.code)
+        )),
+        _ => Outcome::Wrong(format!(
+            "status code {code} without a denial, expected HTTP {want}"
+        )),
     }
 }
 

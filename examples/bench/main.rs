@@ -1,7 +1,9 @@
 //! The side-by-side load benchmark (`scripts/bench`): an always-allow gRPC baseline, mcp-authz
-//! with a repeated token and with distinct RS256 and ES256 tokens, and three Envoy setups (no
-//! authorization, jwt_authn + rbac, ext_authz to mcp-authz), measured in alternating rounds,
-//! then mcp-authz's memory under a million distinct tokens. Writes `report.md`,
+//! with a repeated token, with a realistic mix (many callers, 20 tools, a tenth denied) and with
+//! distinct RS256 and ES256 tokens, and four Envoy setups (no authorization, jwt_authn + rbac,
+//! jwt_authn + the MCP filter + rbac, ext_authz to mcp-authz), measured in alternating rounds,
+//! with latency at half of mcp-authz's saturation and at a fixed 1,000 checks/s, then
+//! mcp-authz's memory under a million distinct tokens. Writes `report.md`,
 //! `results.json` and `latency.svg`. Exits 0 only when every decision was right.
 //! `bench soak` is the long run at half saturation (`scripts/soak`, the `soak` module).
 
@@ -16,6 +18,7 @@ mod http;
 mod load;
 mod machine;
 mod memory;
+mod mix;
 mod plot;
 mod procs;
 mod report;
@@ -64,6 +67,15 @@ struct Args {
     /// Distinct tokens per pool (RS256, ES256), minted before measuring [50000; smoke 200].
     #[arg(long)]
     pool: Option<usize>,
+    /// Callers of the realistic mix, one RS256 token each [1000; smoke 40].
+    #[arg(long)]
+    mix_callers: Option<usize>,
+    /// Distinct requests of the realistic mix, sent in a cycle [20000; smoke 500].
+    #[arg(long)]
+    mix_requests: Option<usize>,
+    /// The fixed open-loop rate of the latency phase, checks/s (0: none) [1000; smoke 50].
+    #[arg(long)]
+    fixed_rate: Option<f64>,
     /// mcp-authz's verified-token cache size (`cache: {tokens: N}`) [10000; smoke 50].
     #[arg(long)]
     cache: Option<usize>,
@@ -85,8 +97,8 @@ struct Args {
     /// The Envoy binary [.venv/bin/envoy, installed by scripts/install-envoy].
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Run only these (comma-separated): baseline, repeated, rs256, es256, envoy, envoy-jwt,
-    /// envoy-mcp-authz, memory.
+    /// Run only these (comma-separated): repeated, baseline, mix, rs256, es256, envoy,
+    /// envoy-jwt, envoy-mcp, envoy-mcp-authz, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: serve as the HTTP upstream behind Envoy.
@@ -203,6 +215,15 @@ async fn run(args: Args) -> Result<bool, String> {
     let memory_tokens = args
         .memory_tokens
         .unwrap_or(if smoke { 2_000 } else { 1_000_000 });
+    let mix_callers = args
+        .mix_callers
+        .unwrap_or(if smoke { 40 } else { 1_000 })
+        .max(1);
+    let mix_requests = args
+        .mix_requests
+        .unwrap_or(if smoke { 500 } else { 20_000 })
+        .max(1);
+    let fixed_rate = pick(args.fixed_rate, 1_000.0, 50.0).max(0.0);
     let (kinds, run_memory) = selection(&args.only)?;
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = match (&args.out, smoke) {
@@ -230,8 +251,10 @@ async fn run(args: Args) -> Result<bool, String> {
         .clone()
         .unwrap_or_else(|| manifest.join(".venv/bin/envoy"));
     let uses_envoy = kinds.iter().any(|k| k.is_envoy());
-    let needs_mcp_authz =
-        kinds.iter().any(|k| k.authorizes() && *k != Kind::EnvoyJwt) || run_memory;
+    let needs_mcp_authz = kinds
+        .iter()
+        .any(|k| k.authorizes() && !matches!(k, Kind::EnvoyJwt | Kind::EnvoyMcp))
+        || run_memory;
     if needs_mcp_authz {
         must_exist(&mcp_authz, "mcp-authz", build)?;
     }
@@ -262,10 +285,29 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     eprintln!("minting {rs} RS256 and {es} ES256 tokens...");
     let material = Material::mint(keys, &idp.issuer, rs, es)?;
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mix = if kinds.contains(&Kind::Mix) {
+        eprintln!("minting {mix_callers} callers and encoding {mix_requests} mix requests...");
+        let m = mix::build(
+            &material.rsa,
+            &idp.issuer,
+            work.path(),
+            mix_callers,
+            mix_requests,
+        )?;
+        eprintln!(
+            "mix: {} callers, {} tools, {:.1}% of the requests built to be denied",
+            m.callers,
+            m.tools,
+            m.planned_denied_share * 100.0
+        );
+        Some(m)
+    } else {
+        None
+    };
     let pin = Pinning::apply();
     eprintln!("{}", pin.describe());
 
-    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     // `--cache 0` runs mcp-authz with the cache off (`cache: {tokens: 0}`).
     let (cache_tokens, cache_note) = (Some(cache), None);
     let env = Env {
@@ -279,12 +321,14 @@ async fn run(args: Args) -> Result<bool, String> {
         material,
         cache_tokens,
         grpc_connections: args.connections.max(1),
+        mix,
     };
     let opts = round::Opts {
         concurrency: args.concurrency.max(1),
         warmup: Duration::from_secs_f64(warmup.max(0.0)),
         measure: Duration::from_secs_f64(measure.max(0.05)),
         ticks: procs::clock_ticks(),
+        fixed_rate,
     };
 
     let mut results = RunResults {
@@ -297,6 +341,11 @@ async fn run(args: Args) -> Result<bool, String> {
             concurrency: opts.concurrency,
             grpc_connections: env.grpc_connections,
             token_pool: pool,
+            mix_callers,
+            mix_tools: env.mix.as_ref().map_or(0, |m| m.tools),
+            mix_requests,
+            mix_planned_denied_share: env.mix.as_ref().map(|m| m.planned_denied_share),
+            fixed_rate,
             cache_tokens,
             cache_note,
             memory_tokens,
@@ -313,7 +362,7 @@ async fn run(args: Args) -> Result<bool, String> {
             seq += 1;
             let rr = round::run(kind, round, seq, &env, &opts, &refs).await;
             eprintln!("{}", round::progress(&rr));
-            if kind == kind.reference()
+            if kind == kind.rate_reference()
                 && rr.valid
                 && let Some(p) = &rr.saturation
             {

@@ -77,7 +77,7 @@ fn curves(r: &RunResults, envoy: bool, pick: Pick) -> Vec<Curve> {
 }
 
 pub fn draw(r: &RunResults, path: &Path) -> Result<(), String> {
-    let root = SVGBackend::new(path, (1400, 1000)).into_drawing_area();
+    let root = SVGBackend::new(path, (2100, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let title = if r.settings.smoke {
         "mcp-authz load benchmark: latency by percentile (SMOKE RUN: not meaningful)"
@@ -87,21 +87,25 @@ pub fn draw(r: &RunResults, path: &Path) -> Result<(), String> {
     let root = root
         .titled(title, ("sans-serif", 22))
         .map_err(|e| e.to_string())?;
-    let panels = root.split_evenly((2, 2));
-    let specs: [(bool, &str, Pick); 4] = [
+    // Row-major: direct gRPC on top, through Envoy below (its last panel stays empty).
+    let panels = root.split_evenly((2, 3));
+    let specs: [(bool, &str, Pick); 5] = [
+        (false, "direct gRPC, fixed rate (open loop)", |x| {
+            x.fixed.as_ref()
+        }),
         (
             false,
-            "direct gRPC, half the baseline's saturation rate (open loop)",
-            |x| x.half.as_ref(),
-        ),
-        (
-            true,
-            "through Envoy, half of Envoy-no-auth's saturation rate (open loop)",
+            "direct gRPC, half of mcp-authz's saturation rate (open loop)",
             |x| x.half.as_ref(),
         ),
         (false, "direct gRPC, saturation (closed loop)", |x| {
             x.saturation.as_ref()
         }),
+        (
+            true,
+            "through Envoy, half of Envoy-no-auth's saturation rate (open loop)",
+            |x| x.half.as_ref(),
+        ),
         (true, "through Envoy, saturation (closed loop)", |x| {
             x.saturation.as_ref()
         }),

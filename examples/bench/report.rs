@@ -6,7 +6,7 @@ use std::fmt::Write;
 mod targets;
 
 use crate::contenders::Kind;
-use crate::results::{RoundResult, RunResults, half_p99, sat_rps};
+use crate::results::{RoundResult, RunResults, fixed_p99, half_p99, sat_rps};
 
 pub fn render(r: &RunResults) -> String {
     let mut out = String::new();
@@ -28,6 +28,8 @@ pub fn render(r: &RunResults) -> String {
     machine(&mut out, r);
     setup(&mut out, r);
     summary(&mut out, r);
+    latency(&mut out, r);
+    mix(&mut out, r);
     targets::render(&mut out, r);
     memory(&mut out, r);
     raw(&mut out, r);
@@ -67,29 +69,58 @@ fn setup(out: &mut String, r: &RunResults) {
          - Saturation: closed loop, {c} requests in flight ({conns} HTTP/2 connections for gRPC; \
          {c} HTTP/1.1 keep-alive connections through Envoy), {w:.1} s warm-up, then {d:.1} s \
          measured. Latency is per request.\n\
-         - Half rate: open loop at a constant rate of half the group reference's saturation \
-         throughput in the same round (the always-allow baseline for direct gRPC; Envoy without \
-         authorization for the Envoy contenders), latency measured from each request's intended \
-         send time (no coordinated omission).\n\
-         - Every request is the Envoy-shaped `tools/call` of `get_forecast` (POST /mcp, host \
-         mcp.example.com, `authorization: Bearer`, JSON body) that the shipped policies allow \
-         with scope `mcp:connect mcp:tools:weather` in tenant `acme`. A response counts only as \
-         an allow: gRPC status OK with an `ok_response`, or HTTP 200. Before measuring, a request \
-         without a token and one with another tenant's token must be denied (401, 403) by every \
-         contender that authorizes.\n\
+         - Half rate: open loop at a constant rate of half the group's rate reference's \
+         saturation throughput in the same round: mcp-authz with a repeated token for direct \
+         gRPC (the always-allow baseline runs at that same rate), Envoy without authorization \
+         for the Envoy contenders. Fixed rate: open loop at {fixed} checks/s{opa}, for the \
+         baseline and mcp-authz (repeated token, mix). \
+         Open-loop requests are sent on a schedule and their latency is measured from the \
+         intended send time, so a stall cannot hide its queue (no coordinated omission).\n\
+         - Every request but the mix's is the Envoy-shaped `tools/call` of `get_forecast` (POST \
+         /mcp, host mcp.example.com, `authorization: Bearer`, JSON body) that the shipped \
+         policies allow with scope `mcp:connect mcp:tools:weather` in tenant `acme`. A response \
+         counts only as the decision it must be: an allow is gRPC status OK with an \
+         `ok_response`, or HTTP 200. Before measuring, every contender that authorizes must deny \
+         a request without a token (401), another tenant's token and a token without the tool \
+         scope (403); those that read the MCP body must deny another tool (403), mcp-authz a \
+         30-day forecast too (403).\n\
+         - Realistic mix (`mix`): {callers} callers, one RS256 token each (repeating, cached), \
+         {tools} tools, {requests} distinct pre-encoded requests sent in a cycle, arguments \
+         varying per call; {planned} of them built to be denied by policy (another tenant, a \
+         missing tool scope), each judged against its own expected decision (403 for a denial). \
+         Its checks/s count allows and right denials alike.\n\
          - Distinct-token contenders cycle through {pool} pre-minted tokens (distinct `sub` and \
          `jti`); mcp-authz verified-token cache: {cache}.\n\
+         - mcp-authz runs with `{overload}` (`testutil::TEST_OVERLOAD`) appended to its \
+         configuration: with 64 checks in flight on one shared core, the default queue wait \
+         (100 ms) would shed checks as 503s and distort throughput; no check is shed here.\n\
          - CPU per check: utime+stime of each server process (/proc/PID/stat) over the measured \
-         window, divided by the allowed checks in it. Peak RSS: VmHWM at the end of the round; \
+         window, divided by the right decisions in it. Peak RSS: VmHWM at the end of the round; \
          idle RSS: VmRSS once ready, before any load.\n\
          - Envoy {envoy}: `--concurrency 1`, {upstream}; `Envoy + ext_authz mcp-authz` runs the \
-         shipped `deploy/envoy/envoy.yaml`, the other two `examples/bench/envoy/*.yaml`.\n",
+         shipped `deploy/envoy/envoy.yaml`, the others `examples/bench/envoy/*.yaml` \
+         (`jwt_authn.yaml`: jwt_authn with its JWT cache + rbac on scope and tenant; \
+         `jwt_mcp.yaml`: the same plus the MCP filter `envoy.filters.http.mcp`, rbac also on the \
+         method and tool name).\n",
         rounds = s.rounds,
         c = s.concurrency,
         conns = s.grpc_connections,
         w = s.warmup_s,
         d = s.duration_s,
+        fixed = rate(s.fixed_rate),
+        opa = if s.fixed_rate == 1000.0 {
+            " (the rate of OPA-Envoy's published figures)"
+        } else {
+            ""
+        },
+        callers = rate(s.mix_callers as f64),
+        tools = s.mix_tools,
+        requests = rate(s.mix_requests as f64),
+        planned = s
+            .mix_planned_denied_share
+            .map_or("–".into(), |v| format!("{:.1}%", v * 100.0)),
         pool = s.token_pool,
+        overload = mcp_authz::testutil::TEST_OVERLOAD,
         envoy = r.machine.envoy,
         upstream = crate::contenders::upstream_note(),
     );
@@ -203,10 +234,118 @@ fn summary(out: &mut String, r: &RunResults) {
     }
     let _ = writeln!(
         out,
-        "\n*Overloaded*: the contender could not keep up with the half rate (it achieved less \
-         than 90% of it), so its latency there grew for as long as the phase lasted.\n\
+        "\n*Overloaded*: the contender could not keep up with the open-loop rate (it achieved \
+         less than 90% of it), so its latency there grew for as long as the phase lasted.\n\
          A generator CPU near 100% means the load generator, not the server, set the pace of \
          that phase: its throughput is a lower bound.\n"
+    );
+}
+
+/// The open-loop phases of the direct gRPC contenders: the fixed rate and half of mcp-authz's
+/// saturation, each p99 against the baseline's at the same rate in the same round.
+fn latency(out: &mut String, r: &RunResults) {
+    let grpc: Vec<Kind> = kinds(r).into_iter().filter(|k| !k.is_envoy()).collect();
+    if grpc.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Latency at fixed rates (direct gRPC, open loop)\n\n\
+         Latency from each request's intended send time. *× baseline*: the median over rounds of \
+         the contender's p99 over the always-allow baseline's p99 at the same rate.\n\n\
+         | rate | contender | offered /s | achieved /s | p50 ms | p99 ms | p99.9 ms | p99 × baseline |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
+    type PickPhase = fn(&RoundResult) -> Option<&crate::results::PhaseResult>;
+    type P99 = fn(&RoundResult) -> Option<f64>;
+    let phases: [(&str, PickPhase, P99); 2] = [
+        ("fixed rate", |x| x.fixed.as_ref(), fixed_p99),
+        (
+            "half of mcp-authz's saturation",
+            |x| x.half.as_ref(),
+            half_p99,
+        ),
+    ];
+    for (name, pick, p99) in phases {
+        for &k in &grpc {
+            if r.of(k).values().all(|x| pick(x).is_none()) {
+                continue;
+            }
+            let med =
+                |f: fn(&crate::results::PhaseResult) -> f64| r.median_of(k, |x| pick(x).map(f));
+            let overloaded = med(|p| f64::from(u8::from(p.overloaded))).is_some_and(|v| v >= 0.5);
+            let lat = |f: fn(&crate::results::PhaseResult) -> f64| {
+                if overloaded {
+                    "*overloaded*".to_owned()
+                } else {
+                    opt(med(f), ms)
+                }
+            };
+            let ratio = if k == Kind::Baseline {
+                "(ref)".to_owned()
+            } else {
+                opt(r.median_ratio(k, Kind::Baseline, p99), times)
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {} | {ratio} |",
+                k.label(),
+                opt(med(|p| p.offered_rps.unwrap_or(0.0)), rate),
+                opt(med(|p| p.rps), rate),
+                lat(|p| p.p50_ms),
+                lat(|p| p.p99_ms),
+                lat(|p| p.p999_ms),
+            );
+        }
+    }
+    out.push('\n');
+}
+
+/// The realistic mix: the share of denials seen against the share built in, and its
+/// throughput against the baseline.
+fn mix(out: &mut String, r: &RunResults) {
+    if r.rounds.iter().all(|x| x.kind != Kind::Mix) {
+        return;
+    }
+    let s = &r.settings;
+    let seen = r.median_of(Kind::Mix, |x| {
+        x.saturation.as_ref().map(crate::results::denied_share)
+    });
+    let decisions = r.median_of(Kind::Mix, |x| {
+        x.saturation.as_ref().map(|p| p.allowed as f64)
+    });
+    let wrong: u64 = r
+        .rounds
+        .iter()
+        .filter(|x| x.kind == Kind::Mix)
+        .flat_map(|x| [&x.saturation, &x.half, &x.fixed])
+        .flatten()
+        .map(|p| p.wrong)
+        .sum();
+    let judged = if wrong == 0 {
+        "every decision the one it was built to get".to_owned()
+    } else {
+        format!("**{wrong} wrong decisions** (see the rounds below)")
+    };
+    let _ = writeln!(
+        out,
+        "## Realistic mix\n\n\
+         {} callers (one token each; every 20th in tenant `globex`, every second of the others \
+         without `mcp:tools:files`), {} tools (the shipped weather and file tools plus 16 weather \
+         tools added to a copy of the shipped `entities.json`), {} distinct requests. Built to be \
+         denied: {}; denied at saturation: {} of {} decisions (median over rounds); {judged}. \
+         Throughput vs the always-allow baseline: {}×.\n",
+        rate(s.mix_callers as f64),
+        s.mix_tools,
+        rate(s.mix_requests as f64),
+        s.mix_planned_denied_share
+            .map_or("–".into(), |v| format!("{:.1}%", v * 100.0)),
+        opt(seen, |v| format!("{:.1}%", v * 100.0)),
+        opt(decisions, rate),
+        opt(
+            r.median_ratio(Kind::Mix, Kind::Baseline, sat_rps),
+            |v| format!("{v:.2}")
+        ),
     );
 }
 
@@ -286,12 +425,14 @@ fn raw(out: &mut String, r: &RunResults) {
         out,
         "## Every round\n\n\
          | round | contender | valid | checks/s | sat. p50 / p99 / p99.9 ms | half rate /s (achieved) | \
-         half p50 / p99 / p99.9 ms | CPU µs/check | peak RSS MB | errors | problem |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|"
+         half p50 / p99 / p99.9 ms | fixed rate /s (achieved) | fixed p50 / p99 / p99.9 ms | \
+         CPU µs/check | peak RSS MB | errors | problem |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for x in &r.rounds {
         let sat = x.saturation.as_ref();
         let half = x.half.as_ref();
+        let fixed = x.fixed.as_ref();
         let three = |p: Option<&crate::results::PhaseResult>| match p {
             None => "–".to_owned(),
             Some(p) if p.overloaded && p.hist.is_empty() => "*overloaded*".to_owned(),
@@ -312,21 +453,26 @@ fn raw(out: &mut String, r: &RunResults) {
             })
             .unwrap_or_default();
         let rss: Vec<(&str, f64)> = x.peak_rss_kib.iter().map(|v| (v.role, v.value)).collect();
-        let errors = sat.map_or(0, |p| p.errors) + half.map_or(0, |p| p.errors);
+        let errors = sat.map_or(0, |p| p.errors)
+            + half.map_or(0, |p| p.errors)
+            + fixed.map_or(0, |p| p.errors);
+        let offered = |p: Option<&crate::results::PhaseResult>| {
+            p.map_or("–".into(), |p| {
+                format!("{} ({})", rate(p.offered_rps.unwrap_or(0.0)), rate(p.rps))
+            })
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.round,
             x.label,
             if x.valid { "yes" } else { "**no**" },
             sat.map_or("–".into(), |p| rate(p.rps)),
             three(sat),
-            half.map_or("–".into(), |p| format!(
-                "{} ({})",
-                rate(p.offered_rps.unwrap_or(0.0)),
-                rate(p.rps)
-            )),
+            offered(half),
             three(half),
+            offered(fixed),
+            three(fixed),
             roles_text(&cpu, |v| format!("{v:.1}")),
             roles_text(&rss, |v| format!("{:.1}", v / 1024.0)),
             errors,

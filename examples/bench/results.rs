@@ -26,8 +26,11 @@ pub struct PhaseResult {
     /// Open loop only: the contender achieved less than 90% of the offered rate, so its
     /// latency grew for as long as the phase lasted (and its percentiles say little).
     pub overloaded: bool,
-    /// Allows completed inside the window (what CPU per check divides by).
+    /// Right decisions completed inside the window (what CPU per check divides by): allows,
+    /// and for the realistic mix the expected denials too.
     pub allowed: u64,
+    /// Of `allowed`, the expected denials (the realistic mix; 0 elsewhere).
+    pub denied: u64,
     /// Wrong decisions and errors over the whole phase, warm-up included.
     pub wrong: u64,
     pub errors: u64,
@@ -63,6 +66,7 @@ impl PhaseResult {
             rps,
             overloaded: offered.is_some_and(|o| rps < 0.9 * o),
             allowed: p.stats.in_window,
+            denied: p.stats.denied,
             wrong: p.stats.wrong,
             errors: p.stats.errors,
             p50_ms: p.stats.ms(0.50),
@@ -95,7 +99,10 @@ pub struct RoundResult {
     pub problem: Option<String>,
     pub saturation: Option<PhaseResult>,
     pub half: Option<PhaseResult>,
-    /// Where the half rate came from: the group reference of this round, or (when that did not
+    /// Open loop at the fixed rate (`--fixed-rate`), for the direct gRPC contenders of the
+    /// latency target.
+    pub fixed: Option<PhaseResult>,
+    /// Where the half rate came from: the rate reference of this round, or (when that did not
     /// run) the contender's own saturation throughput.
     pub half_rate_basis: Option<String>,
     pub idle_rss_kib: Vec<RoleValue>,
@@ -114,6 +121,7 @@ impl RoundResult {
             problem: None,
             saturation: None,
             half: None,
+            fixed: None,
             half_rate_basis: None,
             idle_rss_kib: vec![],
             peak_rss_kib: vec![],
@@ -126,9 +134,15 @@ impl RoundResult {
         self.problem.get_or_insert(why);
     }
 
-    /// Marks the round invalid on any wrong decision or on too many errors.
+    /// Marks the round invalid on any wrong decision, on too many errors, or (the realistic
+    /// mix) on a share of denials far from the tenth it is built with.
     pub fn judge(&mut self) {
-        for (name, p) in [("saturation", &self.saturation), ("half rate", &self.half)] {
+        let phases = [
+            ("saturation", &self.saturation),
+            ("half rate", &self.half),
+            ("fixed rate", &self.fixed),
+        ];
+        for (name, p) in phases {
             let Some(p) = p else { continue };
             let total = p.allowed + p.wrong + p.errors;
             if p.wrong > 0 {
@@ -141,7 +155,27 @@ impl RoundResult {
                 self.problem.get_or_insert(why);
             }
         }
+        if self.kind == Kind::Mix
+            && let Some(p) = &self.saturation
+            && p.allowed >= MIN_FOR_SHARE
+            && !(0.05..=0.15).contains(&denied_share(p))
+        {
+            let why = format!(
+                "saturation: {:.1}% of the decisions were denials, not about 10%",
+                denied_share(p) * 100.0
+            );
+            self.valid = false;
+            self.problem.get_or_insert(why);
+        }
     }
+}
+
+/// Decisions below which a phase's share of denials says too little to be judged (a smoke run).
+const MIN_FOR_SHARE: u64 = 500;
+
+/// The share of a phase's right decisions that were (expected) denials.
+pub fn denied_share(p: &PhaseResult) -> f64 {
+    p.denied as f64 / p.allowed.max(1) as f64
 }
 
 #[derive(Serialize, Default)]
@@ -166,6 +200,14 @@ pub struct Settings {
     pub concurrency: usize,
     pub grpc_connections: usize,
     pub token_pool: usize,
+    /// The realistic mix: callers (one token each), tools, distinct requests, and the share of
+    /// them built to be denied.
+    pub mix_callers: usize,
+    pub mix_tools: usize,
+    pub mix_requests: usize,
+    pub mix_planned_denied_share: Option<f64>,
+    /// The fixed open-loop rate of the latency target (checks/s).
+    pub fixed_rate: f64,
     pub cache_tokens: Option<usize>,
     pub cache_note: Option<String>,
     pub memory_tokens: u64,
@@ -249,11 +291,61 @@ pub fn sat_rps(r: &RoundResult) -> Option<f64> {
 
 /// p99 at half rate; unbounded (infinite) when the contender could not keep that rate.
 pub fn half_p99(r: &RoundResult) -> Option<f64> {
-    r.half.as_ref().map(|p| {
-        if p.overloaded {
-            f64::INFINITY
-        } else {
-            p.p99_ms
+    r.half.as_ref().map(bounded_p99)
+}
+
+/// p99 at the fixed rate; unbounded when the contender could not keep it.
+pub fn fixed_p99(r: &RoundResult) -> Option<f64> {
+    r.fixed.as_ref().map(bounded_p99)
+}
+
+fn bounded_p99(p: &PhaseResult) -> f64 {
+    if p.overloaded {
+        f64::INFINITY
+    } else {
+        p.p99_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(allowed: u64, denied: u64) -> PhaseResult {
+        PhaseResult {
+            offered_rps: None,
+            rps: allowed as f64,
+            overloaded: false,
+            allowed,
+            denied,
+            wrong: 0,
+            errors: 0,
+            p50_ms: 1.0,
+            p99_ms: 1.0,
+            p999_ms: 1.0,
+            percentiles_ms: vec![],
+            cpu_us_per_check: vec![],
+            generator_cpu_pct: 0.0,
+            hist: Histogram::new(3).unwrap(),
         }
-    })
+    }
+
+    fn judged(kind: Kind, allowed: u64, denied: u64) -> RoundResult {
+        let mut rr = RoundResult::new(1, kind);
+        rr.saturation = Some(phase(allowed, denied));
+        rr.judge();
+        rr
+    }
+
+    #[test]
+    fn a_mix_round_is_invalid_when_its_share_of_denials_is_far_from_a_tenth() {
+        assert!(judged(Kind::Mix, 10_000, 1_000).valid);
+        assert!(judged(Kind::Mix, 10_000, 600).valid);
+        assert!(!judged(Kind::Mix, 10_000, 300).valid);
+        assert!(!judged(Kind::Mix, 10_000, 3_000).valid);
+        // Too few decisions (a smoke run) say nothing either way.
+        assert!(judged(Kind::Mix, 100, 0).valid);
+        // Only the mix is built with denials.
+        assert!(judged(Kind::Repeated, 10_000, 0).valid);
+    }
 }

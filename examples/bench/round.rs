@@ -1,5 +1,6 @@
 //! One contender in one round: start its processes, check its decisions, measure saturation,
-//! then latency at half the group reference's rate, read peak memory, stop everything.
+//! then latency at half the group's rate reference's saturation and (direct gRPC contenders of
+//! the latency target) at the fixed rate, read peak memory, stop everything.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,9 +16,11 @@ pub struct Opts {
     pub measure: Duration,
     /// Clock ticks per second of /proc times.
     pub ticks: u64,
+    /// The fixed open-loop rate (`--fixed-rate`, 1,000 checks/s), 0 for none.
+    pub fixed_rate: f64,
 }
 
-/// Runs `kind` once. `refs` holds this round's saturation throughput of the group references
+/// Runs `kind` once. `refs` holds this round's saturation throughput of the rate references
 /// measured so far.
 pub async fn run(
     kind: Kind,
@@ -75,7 +78,7 @@ async fn measure(
     let own = sat.rps;
     rr.saturation = Some(sat);
 
-    let reference = kind.reference();
+    let reference = kind.rate_reference();
     let (basis_rps, basis) = match refs.get(&reference) {
         Some(&r) if kind != reference => {
             (r, format!("{} saturation, same round", reference.name()))
@@ -90,7 +93,7 @@ async fn measure(
     rr.half_rate_basis = Some(basis);
     let open = Shape {
         rate: Some(rate),
-        ..closed
+        ..closed.clone()
     };
     let half = load::run(&started.target, &open, &pids).await?;
     started.check_alive()?;
@@ -100,6 +103,20 @@ async fn measure(
         &started.watched,
         opts.ticks,
     ));
+    if kind.runs_fixed_rate() && opts.fixed_rate > 0.0 {
+        let fixed = Shape {
+            rate: Some(opts.fixed_rate),
+            ..closed
+        };
+        let phase = load::run(&started.target, &fixed, &pids).await?;
+        started.check_alive()?;
+        rr.fixed = Some(PhaseResult::from_phase(
+            phase,
+            Some(opts.fixed_rate),
+            &started.watched,
+            opts.ticks,
+        ));
+    }
     rr.peak_rss_kib = started
         .watched
         .iter()
@@ -130,7 +147,9 @@ pub fn progress(rr: &RoundResult) -> String {
             p.generator_cpu_pct
         ));
     }
-    if let Some(p) = &rr.half {
+    for (name, phase) in [("half", &rr.half), ("fixed", &rr.fixed)] {
+        let Some(p) = phase else { continue };
+        line.push_str(&format!("; {name}"));
         let offered = p.offered_rps.unwrap_or(0.0);
         if p.overloaded {
             line.push_str(&format!(
@@ -143,6 +162,12 @@ pub fn progress(rr: &RoundResult) -> String {
                 p.p50_ms, p.p99_ms
             ));
         }
+    }
+    if let Some(p) = rr.saturation.as_ref().filter(|p| p.denied > 0) {
+        line.push_str(&format!(
+            "; {:.1}% denied",
+            p.denied as f64 * 100.0 / p.allowed.max(1) as f64
+        ));
     }
     if !rr.valid {
         line.push_str(&format!(

@@ -348,6 +348,7 @@ async fn measure_saturation(
         addr: launched.grpc,
         connections: args.connections,
         requests: Arc::new(mix.generations[0].allowed()),
+        expect: None,
     };
     let shape = Shape {
         concurrency: args.concurrency,

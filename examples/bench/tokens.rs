@@ -18,6 +18,13 @@ pub const SCOPE: &str = "mcp:connect mcp:tools:weather";
 pub const TENANT: &str = "acme";
 /// A `tools/call` the shipped policies allow with `mcp:tools:weather`.
 pub const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris","days":3}}}"#;
+/// Calls every authorizing contender that reads the MCP body must deny (403) to the token of
+/// the measured requests: a tool outside the weather set (its scope is missing), and
+/// `get_forecast` past the 16 days its argument rule allows.
+pub const OTHER_TOOL_CALL: &str = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/shared/a.txt"}}}"#;
+pub const LONG_FORECAST_CALL: &str = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris","days":30}}}"#;
+/// The scope of a caller that may connect but call no tool set.
+pub const NO_TOOL_SCOPE: &str = "mcp:connect";
 pub const ACCEPT: &str = "application/json, text/event-stream";
 /// Issuer name of the HMAC issuer of the memory phase (signing must be cheap there).
 pub const HS_ISSUER: &str = "https://hs256.bench.invalid";
@@ -26,11 +33,16 @@ const LIFETIME_SECS: i64 = 4 * 3600;
 
 /// Valid claims for `iss`, distinct per `n` (`sub` and `jti`), for `tenant`.
 pub fn bench_claims(iss: &str, n: usize, tenant: &str) -> Value {
+    scoped_claims(iss, n, tenant, SCOPE)
+}
+
+/// [`bench_claims`] with another `scope`.
+pub fn scoped_claims(iss: &str, n: usize, tenant: &str, scope: &str) -> Value {
     let mut c = claims(iss, RESOURCE);
     let now = now();
     c["sub"] = json!(format!("user-{n}"));
     c["jti"] = json!(format!("bench-{n}-{now}"));
-    c["scope"] = json!(SCOPE);
+    c["scope"] = json!(scope);
     c["tenant"] = json!(tenant);
     c["exp"] = json!(now + LIFETIME_SECS);
     c
@@ -39,8 +51,18 @@ pub fn bench_claims(iss: &str, n: usize, tenant: &str) -> Value {
 /// `count` distinct tokens signed by `key`, minted on every available core (RS256 takes about
 /// a millisecond each; this runs before the generator pins itself to one core).
 pub fn mint_pool(key: &TestKey, iss: &str, count: usize) -> Vec<String> {
+    mint_many(key, count, |n| bench_claims(iss, n, TENANT))
+}
+
+/// `count` tokens signed by `key` with the claims `claims(n)`, on every available core.
+pub fn mint_many(
+    key: &TestKey,
+    count: usize,
+    claims: impl Fn(usize) -> Value + Sync,
+) -> Vec<String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = count.div_ceil(threads).max(1);
+    let claims = &claims;
     let mut out = Vec::with_capacity(count);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..count)
@@ -49,7 +71,7 @@ pub fn mint_pool(key: &TestKey, iss: &str, count: usize) -> Vec<String> {
                 let end = (start + chunk).min(count);
                 s.spawn(move || {
                     (start..end)
-                        .map(|n| key.token(&bench_claims(iss, n, TENANT)))
+                        .map(|n| key.token(&claims(n)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -115,9 +137,15 @@ pub struct Material {
     pub token: String,
     /// Same claims but tenant `globex`: policies (and the RBAC filter) must say 403.
     pub other_tenant: String,
+    /// Same tenant, scope `mcp:connect` only: no tool may be called (403).
+    pub no_tool_scope: String,
     pub repeated: Arc<Vec<Bytes>>,
     pub no_token: Bytes,
     pub other_tenant_check: Bytes,
+    pub no_tool_scope_check: Bytes,
+    /// [`OTHER_TOOL_CALL`] and [`LONG_FORECAST_CALL`] with the measured token.
+    pub other_tool_check: Bytes,
+    pub long_forecast_check: Bytes,
     pub rs256_pool: Arc<Vec<Bytes>>,
     pub es256_pool: Arc<Vec<Bytes>>,
     /// The secret of the memory phase's HS256 issuer.
@@ -140,12 +168,16 @@ impl Material {
     ) -> Result<Self, String> {
         let token = rsa.token(&bench_claims(iss, 0, TENANT));
         let other_tenant = rsa.token(&bench_claims(iss, 1, "globex"));
+        let no_tool_scope = rsa.token(&scoped_claims(iss, 2, TENANT, NO_TOOL_SCOPE));
         let rs = mint_pool(&rsa, iss, rs_pool);
         let es = mint_pool(&ec, iss, es_pool);
         Ok(Self {
             repeated: Arc::new(vec![encoded_check(Some(&token))?]),
             no_token: encoded_check(None)?,
             other_tenant_check: encoded_check(Some(&other_tenant))?,
+            no_tool_scope_check: encoded_check(Some(&no_tool_scope))?,
+            other_tool_check: encoded("POST", OTHER_TOOL_CALL, Some(&token))?,
+            long_forecast_check: encoded("POST", LONG_FORECAST_CALL, Some(&token))?,
             rs256_pool: encoded_pool(&rs)?,
             es256_pool: encoded_pool(&es)?,
             hmac_secret: format!("bench-hmac-secret-{:032x}", rand::random::<u128>()),
@@ -153,6 +185,7 @@ impl Material {
             ec,
             token,
             other_tenant,
+            no_tool_scope,
         })
     }
 

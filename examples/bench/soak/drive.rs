@@ -146,14 +146,14 @@ impl Worker {
             let count = tally.kinds.entry((kind, request.expect)).or_default();
             count.sent += 1;
             match &outcome {
-                Outcome::Allowed => count.right += 1,
+                Outcome::Allowed | Outcome::Denied => count.right += 1,
                 Outcome::Wrong(_) => count.wrong += 1,
                 Outcome::Error(_) => count.errors += 1,
             }
             let last = tally.windows.len() - 1;
             let stats = &mut tally.windows[w.min(last)];
             match outcome {
-                Outcome::Allowed => stats.right(latency),
+                Outcome::Allowed | Outcome::Denied => stats.right(latency),
                 other => stats.count(other, None, false),
             }
         }
