@@ -17,9 +17,12 @@
 //!   tokens could.
 //!
 //! Memory: at most `cache.tokens` entries (TinyLFU admission, LRU eviction, moka); each entry
-//! holds the token, its claims and the Cedar principal built from them.
+//! holds the token, its mapped identity with the claims as one JSON text, its audiences, and
+//! the Cedar principal built from them (the largest part: see docs/benchmarks/README.md).
 
 use std::sync::Arc;
+
+use sha2::Digest as _;
 use std::time::{Duration, Instant};
 
 use crate::identity::Identity;
@@ -33,6 +36,9 @@ use crate::token::{Parsed, Revalidation, TokenError, Verified, unix_now};
 /// built from it once.
 pub struct Caller {
     credential: Credential,
+    /// SHA-256 of the token: a fixed-size name for this caller (a decision cache key), computed
+    /// once. The token cache itself still compares whole tokens (see the module docs).
+    digest: [u8; 32],
     /// The Cedar principal for the identity; `None` when it cannot be built (a check then fails
     /// closed in the policy layer, as it would have without the cache).
     pub principal: Option<Principal>,
@@ -65,6 +71,11 @@ impl Caller {
 
     pub fn credential(&self) -> &Credential {
         &self.credential
+    }
+
+    /// SHA-256 of the token this caller presented.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
     }
 
     /// Seconds since the epoch after which the credential is no longer accepted.
@@ -146,6 +157,7 @@ impl Callers {
         let principal = self.policies.load().principal(&verified.identity).ok();
         let caller = Arc::new(Caller {
             credential: Credential::Jwt(verified),
+            digest: sha2::Sha256::digest(token.as_bytes()).into(),
             principal,
         });
         if let Some(cache) = &self.cache {
