@@ -236,7 +236,7 @@ impl VerifyKey {
                     Algorithm::HS512 => hmac::HMAC_SHA512,
                     _ => return None,
                 };
-                Some((a, Verifier::Hmac(hmac::Key::new(h, secret))))
+                Some((a, Verifier::Hmac(Box::new(hmac::Key::new(h, secret)))))
             })
             .collect::<Vec<_>>();
         // Config validation admits only HS* with a secret; anything else is dropped here
@@ -275,7 +275,8 @@ enum Verifier {
     /// aws-lc's parsed public key: its algorithm (padding, digest, curve, RSA key size range
     /// 2048-8192 bits, checked on each verification) is fixed at parse time.
     Public(ParsedPublicKey),
-    Hmac(hmac::Key),
+    /// Boxed: aws-lc's HMAC key holds its precomputed contexts inline (several hundred bytes).
+    Hmac(Box<hmac::Key>),
 }
 
 impl Verifier {
