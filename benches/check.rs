@@ -204,6 +204,20 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // The per-token Cedar principal (tags: the claims of a typical token), built from the
+    // identity and cloned as a check does with the cached one.
+    let mut with_claims = identity.clone();
+    let mut bench_claims = claims(ISS, RESOURCE);
+    bench_claims["scope"] = serde_json::json!("mcp:connect mcp:tools:weather");
+    with_claims.claims = bench_claims.as_object().unwrap().into();
+    c.bench_function("cedar_principal_build", |b| {
+        b.iter(|| bundle.principal(black_box(&with_claims)).unwrap())
+    });
+    let principal = bundle.principal(&with_claims).unwrap();
+    c.bench_function("cedar_principal_clone", |b| {
+        b.iter(|| black_box(&principal).clone())
+    });
+
     let Route::Protected(server) = cached.servers().route("mcp.example.com", "/mcp") else {
         panic!("the bench server routes")
     };

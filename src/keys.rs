@@ -10,8 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use rand::Rng;
 use tokio::sync::watch;
 
@@ -31,11 +35,13 @@ pub enum KeySetupError {
 /// One verification key and the algorithms it may be used with.
 pub struct VerifyKey {
     pub kid: Option<String>,
-    pub key: DecodingKey,
     /// INVARIANT: non-empty, within the issuer's allowlist, and within the key's own type
     /// (a JWK `alg`, an EC curve), so an RSA key is never used as an HMAC secret and a P-256
     /// key never verifies ES384 (RFC 8725 s3.1). JWKS keys get exactly one algorithm.
     pub algorithms: Vec<Algorithm>,
+    /// The key ready to verify, one per entry of `algorithms` and in the same order: parsed
+    /// once when the key set loads, never again per token.
+    verifiers: Vec<Verifier>,
     /// SHA-256 over the key material and its algorithms: what a cached verification remembers,
     /// so the cache can tell whether the key that signed a token is still published (a key
     /// replaced under the same `kid` has another fingerprint).
@@ -203,14 +209,120 @@ fn verify_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyKey> {
         None => allowed.iter().copied().find(|a| own.contains(a)),
     }?;
     let algorithms = vec![algorithm];
-    let key = DecodingKey::from_jwk(jwk).ok()?;
+    // A key that does not parse (bad base64, an RSA modulus with a leading zero byte, an EC
+    // point off its curve) is skipped like an unusable one: no signature could ever verify
+    // with it, and the set must not answer "found" for a key that cannot verify.
+    let verifiers = vec![Verifier::public(&jwk.algorithm, algorithm)?];
     let material = serde_json::to_vec(&jwk.algorithm).ok()?;
     Some(VerifyKey {
         kid: jwk.common.key_id.clone(),
-        key,
         fingerprint: fingerprint(&material, &algorithms),
         algorithms,
+        verifiers,
     })
+}
+
+// === impl VerifyKey ===
+
+impl VerifyKey {
+    /// The key of an HMAC issuer: its shared secret, once per configured algorithm.
+    pub fn secret(secret: &[u8], algorithms: &[Algorithm]) -> Self {
+        let verifiers = algorithms
+            .iter()
+            .filter_map(|&a| {
+                let h = match a {
+                    Algorithm::HS256 => hmac::HMAC_SHA256,
+                    Algorithm::HS384 => hmac::HMAC_SHA384,
+                    Algorithm::HS512 => hmac::HMAC_SHA512,
+                    _ => return None,
+                };
+                Some((a, Verifier::Hmac(Box::new(hmac::Key::new(h, secret)))))
+            })
+            .collect::<Vec<_>>();
+        // Config validation admits only HS* with a secret; anything else is dropped here
+        // rather than kept without a verifier.
+        let (algorithms, verifiers): (Vec<Algorithm>, Vec<Verifier>) =
+            verifiers.into_iter().unzip();
+        Self {
+            kid: None,
+            fingerprint: fingerprint(secret, &algorithms),
+            algorithms,
+            verifiers,
+        }
+    }
+
+    /// Does `signature` (raw bytes, base64url already decoded) sign `message` under `alg`?
+    /// `false` as well when this key does not serve `alg`.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        let Some(verifier) = self
+            .algorithms
+            .iter()
+            .zip(&self.verifiers)
+            .find_map(|(a, v)| (*a == alg).then_some(v))
+        else {
+            return false;
+        };
+        match verifier {
+            Verifier::Public(key) => key.verify_sig(message, signature).is_ok(),
+            // Constant-time comparison of the recomputed tag (RFC 7518 s3.2).
+            Verifier::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+        }
+    }
+}
+
+/// A key parsed for one algorithm.
+enum Verifier {
+    /// aws-lc's parsed public key: its algorithm (padding, digest, curve, RSA key size range
+    /// 2048-8192 bits, checked on each verification) is fixed at parse time.
+    Public(ParsedPublicKey),
+    /// Boxed: aws-lc's HMAC key holds its precomputed contexts inline (several hundred bytes).
+    Hmac(Box<hmac::Key>),
+}
+
+impl Verifier {
+    /// Parses a JWK's public key for `alg`, the algorithm already bound to it (RFC 8725 s3.1).
+    /// `None` when the material does not form a key of that type.
+    fn public(params: &AlgorithmParameters, alg: Algorithm) -> Option<Self> {
+        let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).ok();
+        let key = match (params, alg) {
+            (AlgorithmParameters::RSA(p), _) => {
+                let rsa: &'static sig::RsaParameters = match alg {
+                    Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                    Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                    _ => return None,
+                };
+                RsaPublicKeyComponents {
+                    n: decode(&p.n)?,
+                    e: decode(&p.e)?,
+                }
+                .to_parsed_public_key(rsa)
+                .ok()?
+            }
+            (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256 | Algorithm::ES384) => {
+                let ec: &'static sig::EcdsaVerificationAlgorithm = match (&p.curve, alg) {
+                    (EllipticCurve::P256, Algorithm::ES256) => &sig::ECDSA_P256_SHA256_FIXED,
+                    (EllipticCurve::P384, Algorithm::ES384) => &sig::ECDSA_P384_SHA384_FIXED,
+                    _ => return None,
+                };
+                // SEC 1 uncompressed point: 0x04 || x || y; aws-lc checks it is on the curve.
+                let mut point = vec![0x04];
+                point.extend(decode(&p.x)?);
+                point.extend(decode(&p.y)?);
+                ParsedPublicKey::new(ec, point).ok()?
+            }
+            (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA)
+                if p.curve == EllipticCurve::Ed25519 =>
+            {
+                ParsedPublicKey::new(&sig::ED25519, decode(&p.x)?).ok()?
+            }
+            _ => return None,
+        };
+        Some(Self::Public(key))
+    }
 }
 
 // === IssuerKeys ===
@@ -306,12 +418,7 @@ impl IssuerKeys {
         let (current, fetcher) = match &config.hmac_secret {
             Some(secret) => {
                 let bytes = secret.read()?;
-                let key = VerifyKey {
-                    kid: None,
-                    key: DecodingKey::from_secret(&bytes),
-                    fingerprint: fingerprint(&bytes, &config.algorithms),
-                    algorithms: config.algorithms.clone(),
-                };
+                let key = VerifyKey::secret(&bytes, &config.algorithms);
                 (Some(Arc::new(KeySet::secret(key))), None)
             }
             None => (None, Some(Fetcher::new(config.clone(), max_bytes)?)),

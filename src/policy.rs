@@ -251,7 +251,7 @@ impl PolicyBundle {
             id.groups
                 .iter()
                 .map(|g| EntityUid::from_type_name_and_id(t.group.clone(), EntityId::new(g))),
-            tags(&id.claims),
+            tags(&id.claims.to_map()),
         )
         .map_err(|e| BuildError::Request(e.to_string()))?;
         Ok(Principal { uid, entity })

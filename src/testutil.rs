@@ -159,7 +159,7 @@ pub fn identity(subject: &str, tenant: &str, scopes: &[&str]) -> crate::identity
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         groups: vec![],
         expires_at: 0,
-        claims: serde_json::Map::new(),
+        claims: Default::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 mod verified;
 
 use crate::config::{IssuerConfig, TypPolicy};
-use crate::identity::Identity;
+use crate::identity::{Claims, Identity};
 use crate::keys::{IssuerKeys, KeySet, Lookup};
 use crate::resource::ProtectedServer;
 pub use verified::{KeyBinding, Revalidation, Verified};
@@ -80,6 +80,10 @@ impl TokenError {
         }
     }
 }
+
+/// An RSA signature is as long as the modulus, at most 8,192 bits (aws-lc's limit); ECDSA and
+/// EdDSA signatures and HMAC tags are shorter.
+const MAX_SIGNATURE_BYTES: usize = 1024;
 
 /// A token split and decoded, not yet trusted.
 pub struct Parsed<'a> {
@@ -198,19 +202,26 @@ impl<'a> Parsed<'a> {
             Lookup::Ambiguous => return Err(TokenError::AmbiguousKey),
             Lookup::WrongAlgorithm => return Err(TokenError::KeyAlgorithmMismatch),
         };
-        let valid =
-            jsonwebtoken::crypto::verify(self.signature, self.message.as_bytes(), &key.key, alg)
-                .map_err(|_| TokenError::BadSignature)?;
-        if !valid {
+        // The largest signature accepted is an RSA-8192 one (1,024 bytes); a longer one is bad
+        // before any crypto runs. Decoded on the stack: no allocation per token.
+        // `decode_slice` asks for room for its estimate, up to 2 bytes over the exact length.
+        let mut raw = [0u8; MAX_SIGNATURE_BYTES + 2];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(self.signature, &mut raw)
+            .map_err(|_| TokenError::BadSignature)?;
+        let signature = raw.get(..len).ok_or(TokenError::BadSignature)?;
+        if !key.verify(alg, self.message.as_bytes(), signature) {
             return Err(TokenError::BadSignature);
         }
         let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
         let kid = self.header.kid.clone();
         let fingerprint = key.fingerprint;
+        let audience = audiences(&self.claims);
         let identity = self.check_claims(config, server, now)?;
         Ok(Verified {
             valid_until: identity.expires_at.saturating_add(leeway),
             identity,
+            audience,
             binding: KeyBinding {
                 kid,
                 alg,
@@ -242,7 +253,7 @@ impl<'a> Parsed<'a> {
         {
             return Err(TokenError::IssuedInFuture);
         }
-        if !audience_ok(c, server) {
+        if !audience_ok(&audiences(c), server) {
             return Err(TokenError::WrongAudience);
         }
         // RFC 7519 s4.1.7: `jti` is a string. It may be absent (not every issuer sets it), but
@@ -283,7 +294,7 @@ impl<'a> Parsed<'a> {
             scopes,
             groups,
             expires_at: exp,
-            claims: self.claims,
+            claims: Claims::from(&self.claims),
         })
     }
 }
@@ -296,13 +307,21 @@ pub fn unix_now() -> i64 {
 }
 
 /// RFC 9068 s4: `aud` must contain this resource (RFC 8707 resource indicator).
-fn audience_ok(claims: &Map<String, Value>, server: &ProtectedServer) -> bool {
+fn audience_ok(audience: &[Box<str>], server: &ProtectedServer) -> bool {
+    audience.iter().any(|a| server.is_audience(a))
+}
+
+/// The token's audiences: `aud` as one string or the strings of an array (RFC 7519 s4.1.3);
+/// none for any other shape, which no server then accepts.
+fn audiences(claims: &Map<String, Value>) -> Box<[Box<str>]> {
     match claims.get("aud") {
-        Some(Value::String(a)) => server.is_audience(a),
+        Some(Value::String(a)) => Box::new([a.as_str().into()]),
         Some(Value::Array(list)) => list
             .iter()
-            .any(|a| a.as_str().is_some_and(|a| server.is_audience(a))),
-        _ => false,
+            .filter_map(Value::as_str)
+            .map(Into::into)
+            .collect(),
+        _ => Box::default(),
     }
 }
 

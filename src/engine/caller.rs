@@ -17,11 +17,12 @@
 //!   tokens could.
 //!
 //! Memory: at most `cache.tokens` entries (TinyLFU admission, LRU eviction, moka); each entry
-//! holds the token, its claims and the Cedar principal built from them.
+//! holds the token, its mapped identity with the claims as one JSON text, its audiences, and
+//! the Cedar principal built from them (the largest part: see docs/benchmarks/README.md).
 
 use std::sync::Arc;
 
-use sha2::Digest;
+use sha2::Digest as _;
 use std::time::{Duration, Instant};
 
 use crate::identity::Identity;
@@ -35,9 +36,9 @@ use crate::token::{Parsed, Revalidation, TokenError, Verified, unix_now};
 /// built from it once.
 pub struct Caller {
     credential: Credential,
-    /// SHA-256 of the credential as presented: names the caller in the decision cache's keys
-    /// (a digest, so the cache holds no token; collision-resistant, so two tokens never share
-    /// decisions).
+    /// SHA-256 of the token: names the caller in the decision cache's keys (a digest, so that
+    /// cache holds no token; collision-resistant, so two tokens never share decisions). The
+    /// token cache itself still compares whole tokens (see the module docs).
     digest: [u8; 32],
     /// The Cedar principal for the identity; `None` when it cannot be built (a check then fails
     /// closed in the policy layer, as it would have without the cache).

@@ -66,7 +66,7 @@ pub(super) fn decision(config: &DecisionLog, line: &Line<'_>) {
         client_id = field(|i| i.client_id.as_deref()),
         policies = %line.policies.join(","),
         latency_us = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX),
-        claims = identity.filter(|_| config.include_claims).map(|i| serde_json::to_string(&i.claims).unwrap_or_default()).unwrap_or_default(),
+        claims = identity.filter(|_| config.include_claims).map(|i| i.claims.as_json()).unwrap_or_default(),
         "decision"
     );
 }

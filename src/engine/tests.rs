@@ -739,6 +739,33 @@ servers:
     }
 
     #[tokio::test]
+    async fn a_cached_caller_keeps_its_digest_claims_and_audience() {
+        use sha2::Digest as _;
+        let k = keys();
+        let f = fixture(100, &[&k.rsa]);
+        let mut claims = good();
+        claims["aud"] = serde_json::json!(["https://elsewhere.example", RESOURCE]);
+        claims["nested"] = serde_json::json!({"a": [1, 2.5, null], "b": "x"});
+        let token = k.rsa.token(&claims);
+        let Route::Protected(server) = f.engine.servers().route("mcp.example.com", "/weather/mcp")
+        else {
+            panic!("routes")
+        };
+        let first = f.engine.callers.resolve(&token, server).await.unwrap();
+        let again = f.engine.callers.resolve(&token, server).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second resolve is a hit");
+        let want: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        assert_eq!(first.digest(), &want);
+        // The one form of the claims reads back as the token carried them.
+        assert_eq!(Value::Object(first.identity().claims.to_map()), claims,);
+        let crate::engine::Credential::Jwt(v) = first.credential();
+        assert_eq!(
+            &*v.audience,
+            &["https://elsewhere.example".into(), RESOURCE.into()]
+        );
+    }
+
+    #[tokio::test]
     async fn a_token_that_differs_in_one_character_is_not_a_hit() {
         let k = keys();
         let f = fixture(100, &[&k.rsa]);

@@ -142,3 +142,151 @@ fn retry_delay_doubles_with_jitter_up_to_min_interval_and_honours_retry_after() 
         );
     }
 }
+
+/// Splits a compact JWS into the signed message and the raw signature.
+fn message_and_signature(token: &str) -> (String, Vec<u8>) {
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    (
+        message.to_owned(),
+        URL_SAFE_NO_PAD.decode(signature).unwrap(),
+    )
+}
+
+#[test]
+fn parsed_keys_verify_every_accepted_algorithm_and_only_theirs() {
+    let keys = [
+        TestKey::rsa_with("rs256", Algorithm::RS256),
+        TestKey::rsa_with("rs384", Algorithm::RS384),
+        TestKey::rsa_with("rs512", Algorithm::RS512),
+        TestKey::rsa_with("ps256", Algorithm::PS256),
+        TestKey::rsa_with("ps384", Algorithm::PS384),
+        TestKey::rsa_with("ps512", Algorithm::PS512),
+        TestKey::ec("es256"),
+        TestKey::ec384("es384"),
+        TestKey::ed("eddsa"),
+    ];
+    let allowed: Vec<Algorithm> = keys.iter().map(|k| k.alg).collect();
+    let jwks =
+        serde_json::json!({"keys": keys.iter().map(TestKey::public_jwk).collect::<Vec<_>>()});
+    let (set, skipped) = KeySet::from_jwks(jwks.to_string().as_bytes(), &allowed).unwrap();
+    assert_eq!((set.len(), skipped), (keys.len(), 0));
+    for key in &keys {
+        let (message, signature) = message_and_signature(&key.token(&serde_json::json!({})));
+        let Lookup::Found(found) = set.find(Some(&key.kid), key.alg) else {
+            panic!("{} is in the set", key.kid)
+        };
+        assert!(
+            found.verify(key.alg, message.as_bytes(), &signature),
+            "{}",
+            key.kid
+        );
+        let mut tampered = message.clone().into_bytes();
+        tampered[0] ^= 1;
+        assert!(!found.verify(key.alg, &tampered, &signature), "{}", key.kid);
+        let mut forged = signature.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert!(
+            !found.verify(key.alg, message.as_bytes(), &forged),
+            "{}",
+            key.kid
+        );
+        assert!(
+            !found.verify(key.alg, message.as_bytes(), &[]),
+            "{}",
+            key.kid
+        );
+        // The key serves its one algorithm only, even when asked directly (RFC 8725 s3.1).
+        for other in allowed
+            .iter()
+            .chain(&[Algorithm::HS256])
+            .filter(|a| **a != key.alg)
+        {
+            assert!(
+                !found.verify(*other, message.as_bytes(), &signature),
+                "{} under {other:?}",
+                key.kid
+            );
+        }
+    }
+    // Another key of the same type does not verify it.
+    let (message, signature) =
+        message_and_signature(&TestKey::rsa("x").token(&serde_json::json!({})));
+    let Lookup::Found(rs256) = set.find(Some("rs256"), Algorithm::RS256) else {
+        panic!("rs256 is in the set")
+    };
+    assert!(!rs256.verify(Algorithm::RS256, message.as_bytes(), &signature));
+}
+
+#[test]
+fn hmac_secret_verifies_each_configured_algorithm() {
+    let secret = [7u8; 64];
+    let algorithms = [Algorithm::HS256, Algorithm::HS512];
+    let key = VerifyKey::secret(&secret, &algorithms);
+    assert_eq!(key.algorithms, algorithms);
+    for alg in algorithms {
+        let (message, signature) =
+            message_and_signature(&TestKey::hmac("h", &secret, alg).token(&serde_json::json!({})));
+        assert!(key.verify(alg, message.as_bytes(), &signature));
+        let other = if alg == Algorithm::HS256 {
+            Algorithm::HS512
+        } else {
+            Algorithm::HS256
+        };
+        assert!(!key.verify(other, message.as_bytes(), &signature));
+        assert!(!key.verify(Algorithm::HS384, message.as_bytes(), &signature));
+    }
+    let (message, signature) = message_and_signature(
+        &TestKey::hmac("h", &[8u8; 64], Algorithm::HS256).token(&serde_json::json!({})),
+    );
+    assert!(!key.verify(Algorithm::HS256, message.as_bytes(), &signature));
+}
+
+#[test]
+fn jwks_keys_that_do_not_parse_are_skipped() {
+    let rsa = TestKey::rsa("rsa").public_jwk();
+    let ec = TestKey::ec("ec").public_jwk();
+    let ed = TestKey::ed("ed").public_jwk();
+    let with = |jwk: &serde_json::Value, kid: &str, field: &str, value: String| {
+        let mut jwk = jwk.clone();
+        jwk["kid"] = serde_json::json!(kid);
+        jwk[field] = serde_json::json!(value);
+        jwk
+    };
+    let field = |jwk: &serde_json::Value, name: &str| {
+        URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap()
+    };
+    // An EC point moved off the curve: y + 1.
+    let mut y = field(&ec, "y");
+    *y.last_mut().unwrap() ^= 1;
+    // RSA components must have no leading zero byte (aws-lc rejects the encoding).
+    let mut n = vec![0u8];
+    n.extend(field(&rsa, "n"));
+    let bad = [
+        with(&ec, "off-curve", "y", URL_SAFE_NO_PAD.encode(&y)),
+        with(&ec, "short-x", "x", URL_SAFE_NO_PAD.encode([1u8; 31])),
+        with(&rsa, "leading-zero", "n", URL_SAFE_NO_PAD.encode(&n)),
+        with(&rsa, "not-base64", "n", "!!!".into()),
+        with(&ed, "short-ed", "x", URL_SAFE_NO_PAD.encode([1u8; 31])),
+    ];
+    let mut keys = bad.to_vec();
+    keys.push(rsa.clone());
+    let jwks = serde_json::json!({ "keys": keys });
+    let allowed = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+    let (set, skipped) = KeySet::from_jwks(jwks.to_string().as_bytes(), &allowed).unwrap();
+    assert_eq!((set.len(), skipped), (1, bad.len()));
+    for kid in [
+        "off-curve",
+        "short-x",
+        "leading-zero",
+        "not-base64",
+        "short-ed",
+    ] {
+        assert!(!set.has_kid(kid), "{kid}");
+    }
+    // Only unparsable keys: the set is refused and the last good one stays in use.
+    let jwks = serde_json::json!({ "keys": bad });
+    assert!(matches!(
+        KeySet::from_jwks(jwks.to_string().as_bytes(), &allowed),
+        Err(KeySetError::Empty { skipped: 5 })
+    ));
+}

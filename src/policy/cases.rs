@@ -230,7 +230,7 @@ pub fn evaluate(
         scopes: p.scopes.clone().unwrap_or_default(),
         groups: p.groups.clone().unwrap_or_default(),
         expires_at: 0,
-        claims,
+        claims: claims.into(),
     };
     let target = target(case).map_err(|e| err(e.to_string()))?;
     let req = EvalRequest {

@@ -22,7 +22,7 @@ pub(super) fn check(bundle: &PolicyBundle, schema: &Path) -> Result<(), LoadErro
         scopes: vec!["s".into()],
         groups: vec!["g".into()],
         expires_at: 0,
-        claims: serde_json::Map::from_iter([("k".to_owned(), Value::from("v"))]),
+        claims: serde_json::Map::from_iter([("k".to_owned(), Value::from("v"))]).into(),
     };
     let tool = Target::Tool {
         name: "t".into(),

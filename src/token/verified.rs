@@ -23,6 +23,8 @@ pub struct Verified {
     pub binding: KeyBinding,
     /// `exp` plus the issuer's leeway, in seconds since the epoch.
     pub valid_until: i64,
+    /// The token's `aud` values, checked again for every server the token is presented to.
+    pub audience: Box<[Box<str>]>,
 }
 
 /// Which published key verified a token: enough to tell, later, whether that exact key is still
@@ -69,7 +71,7 @@ impl Verified {
         if now > self.valid_until {
             return Revalidation::Refused(TokenError::Expired);
         }
-        if !audience_ok(&self.identity.claims, server) {
+        if !audience_ok(&self.audience, server) {
             return Revalidation::Refused(TokenError::WrongAudience);
         }
         Revalidation::Valid

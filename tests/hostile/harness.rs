@@ -103,9 +103,12 @@ servers:
     authorization_servers: [{issuer}]
     scopes_supported: [mcp:connect]
     challenge_scopes: [mcp:connect]
+{overload}
 "#,
             policies = shipped_policies().display(),
             issuer = idp.issuer,
+            // A debug build on a machine shared with other builds: a shed check is not an answer.
+            overload = mcp_authz::testutil::TEST_OVERLOAD,
         );
         let config = Config::from_yaml(&yaml).unwrap();
         let running = server::start(&config, None).await.unwrap();
