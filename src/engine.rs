@@ -138,7 +138,7 @@ impl Engine {
         Ok(Self {
             servers: Servers::new(servers),
             issuers,
-            callers: Callers::new(config.cache.tokens, policies.clone(), metrics.clone()),
+            callers: Callers::new(config.cache.tokens, metrics.clone()),
             decisions: Decisions::new(config.cache.decisions, metrics.clone()),
             policies,
             header_names: config.identity_headers.clone(),
@@ -332,6 +332,7 @@ impl Engine {
         };
         let header = |name: &str| input.headers.get(name).map_or("", String::as_str);
         let bundle = self.policies.load();
+        let mut principal = None;
         let mut allowed_by = Vec::new();
         let mut missing: Vec<String> = Vec::new();
         // The scopes each denied message's challenge would name (by `servers[].step_up`).
@@ -358,11 +359,18 @@ impl Engine {
             };
             let supported = &server.scopes_supported;
             let rule = server.step_up.scope;
+            // The Cedar principal is built on the first miss of the request and reused by its
+            // other messages (a batch); a decision cache hit needs none.
             let decided = self
                 .decisions
-                .get_or_decide(&bundle, &req, caller.digest(), || match &caller.principal {
-                    Some(principal) => bundle.decide_as(&req, principal, supported, rule),
-                    None => bundle.decide(&req, supported, rule),
+                .get_or_decide(&bundle, &req, caller.digest(), || {
+                    let p = match principal.take() {
+                        Some(p) => p,
+                        None => bundle.principal(identity)?,
+                    };
+                    let decided = bundle.decide_as(&req, &p, supported, rule);
+                    principal = Some(p);
+                    decided
                 });
             let decision = match decided {
                 Ok(d) => d,

@@ -179,8 +179,8 @@ impl PolicyBundle {
         self.decide_as(req, &principal, scopes_supported, step_up)
     }
 
-    /// [`decide`](Self::decide) with the principal built beforehand (once per token, see
-    /// `engine::caller`).
+    /// [`decide`](Self::decide) with the principal built beforehand (once per check, see
+    /// `engine::authorize`).
     pub fn decide_as(
         &self,
         req: &EvalRequest<'_>,
@@ -231,7 +231,8 @@ impl PolicyBundle {
 
     /// The Cedar principal for a verified identity: a `Mcp::User` with the token's claims as
     /// tags and its groups as parents. Depends only on the identity (the entity type names are
-    /// fixed by the vocabulary), so it is built once per token and reused across bundles.
+    /// fixed by the vocabulary), so a check builds it once for all its messages, and only when
+    /// the decision cache misses (see `engine::caller` for why it is not cached per token).
     pub fn principal(&self, id: &Identity) -> Result<Principal, BuildError> {
         let t = &self.types;
         let uid = EntityUid::from_type_name_and_id(t.user.clone(), EntityId::new(&id.subject));

@@ -1,7 +1,7 @@
 //! Who is calling: the bearer credential of a request resolved to a [`Caller`], through a cache
 //! of callers already established. A client reuses its access token for many requests; the
-//! first one pays for the signature, the claim checks and the Cedar principal, the others for a
-//! hash lookup and the checks that can change between requests.
+//! first one pays for the signature and the claim checks, the others for a hash lookup and the
+//! checks that can change between requests.
 //!
 //! Cache rules (RFC 8725 s3 applies to the cached path as much as to the full one):
 //! - The key is the whole token string and lookups compare it whole, so two tokens never share
@@ -17,8 +17,11 @@
 //!   tokens could.
 //!
 //! Memory: at most `cache.tokens` entries (TinyLFU admission, LRU eviction, moka); each entry
-//! holds the token, its mapped identity with the claims as one JSON text, its audiences, and
-//! the Cedar principal built from them (the largest part: see docs/benchmarks/README.md).
+//! holds the token, its mapped identity with the claims as one JSON text, and its audiences,
+//! about 1.9 KB with a typical token (docs/benchmarks/README.md). The Cedar principal is not
+//! kept: it would more than double that (a Cedar entity's attribute and tag maps cost about
+//! 4 KB), and a check needs it only when the decision cache misses (`engine::decisions`), where
+//! it is built for that check (about 9 µs).
 
 use std::sync::Arc;
 
@@ -28,7 +31,6 @@ use std::time::{Duration, Instant};
 use crate::identity::Identity;
 use crate::keys::Lookup;
 use crate::metrics::{CacheLookup, Metrics};
-use crate::policy::{PolicyStore, Principal};
 use crate::resource::ProtectedServer;
 use crate::token::{Parsed, Revalidation, TokenError, Verified, unix_now};
 
@@ -40,9 +42,6 @@ pub struct Caller {
     /// cache holds no token; collision-resistant, so two tokens never share decisions). The
     /// token cache itself still compares whole tokens (see the module docs).
     digest: [u8; 32],
-    /// The Cedar principal for the identity; `None` when it cannot be built (a check then fails
-    /// closed in the policy layer, as it would have without the cache).
-    pub principal: Option<Principal>,
 }
 
 /// How the caller proved who it is. Each kind says how long it stays valid and what must be
@@ -101,26 +100,20 @@ impl Caller {
 pub struct Callers {
     /// `None` when turned off (`cache.tokens: 0`).
     cache: Option<moka::sync::Cache<Arc<str>, Arc<Caller>>>,
-    /// Where principals are built (the active policy set's vocabulary).
-    policies: Arc<PolicyStore>,
     metrics: Metrics,
 }
 
 // === impl Callers ===
 
 impl Callers {
-    pub fn new(max_entries: u64, policies: Arc<PolicyStore>, metrics: Metrics) -> Self {
+    pub fn new(max_entries: u64, metrics: Metrics) -> Self {
         let cache = (max_entries > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(UntilExpiry)
                 .build()
         });
-        Self {
-            cache,
-            policies,
-            metrics,
-        }
+        Self { cache, metrics }
     }
 
     /// The caller behind `token` for a request to `server`. A token seen before is checked
@@ -154,12 +147,9 @@ impl Callers {
         };
         self.metrics.token_cache(lookup);
         let verified = verify_jwt(token, server, now).await?;
-        // Built once per token; a failure leaves `None` and the policy layer fails closed.
-        let principal = self.policies.load().principal(&verified.identity).ok();
         let caller = Arc::new(Caller {
             credential: Credential::Jwt(verified),
             digest: sha2::Sha256::digest(token.as_bytes()).into(),
-            principal,
         });
         if let Some(cache) = &self.cache {
             cache.insert(Arc::from(token), caller.clone());
