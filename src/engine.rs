@@ -361,17 +361,15 @@ impl Engine {
             let rule = server.step_up.scope;
             // The Cedar principal is built on the first miss of the request and reused by its
             // other messages (a batch); a decision cache hit needs none.
-            let decided = self
-                .decisions
-                .get_or_decide(&bundle, &req, caller.digest(), || {
-                    let p = match principal.take() {
-                        Some(p) => p,
-                        None => bundle.principal(identity)?,
-                    };
-                    let decided = bundle.decide_as(&req, &p, supported, rule);
-                    principal = Some(p);
-                    decided
-                });
+            let decided = self.decisions.get_or_decide(&bundle, &req, caller, || {
+                let p = match principal.take() {
+                    Some(p) => p,
+                    None => bundle.principal(identity)?,
+                };
+                let decided = bundle.decide_as(&req, &p, supported, rule);
+                principal = Some(p);
+                decided
+            });
             let decision = match decided {
                 Ok(d) => d,
                 // The caller's arguments do not fit the tool's declared types: a bad request,

@@ -13,7 +13,7 @@ use super::error::{Invalid, invalid};
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Most verified tokens kept; 0 turns the cache off (every check verifies a signature).
-    /// Each entry costs about 8.5 KiB (measured with ~400-byte tokens; see docs/benchmarks).
+    /// Each entry costs about 1.9 KiB (measured with ~400-byte tokens; see docs/benchmarks).
     #[serde(default = "CacheConfig::default_tokens")]
     pub tokens: u64,
     /// Most policy decisions kept for the active policy set; 0 turns the cache off (every
@@ -28,7 +28,7 @@ impl CacheConfig {
     }
 
     fn default_decisions() -> u64 {
-        16384
+        65536
     }
 
     pub(super) fn validate(&self) -> Result<(), Invalid> {

@@ -24,6 +24,7 @@
 //! it is built for that check (about 9 µs).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::Digest as _;
 use std::time::{Duration, Instant};
@@ -42,6 +43,9 @@ pub struct Caller {
     /// cache holds no token; collision-resistant, so two tokens never share decisions). The
     /// token cache itself still compares whole tokens (see the module docs).
     digest: [u8; 32],
+    /// Set when the token cache answers for this caller: the token came back. Only such
+    /// callers' decisions are worth caching (see `engine::decisions`).
+    returning: AtomicBool,
 }
 
 /// How the caller proved who it is. Each kind says how long it stays valid and what must be
@@ -71,6 +75,11 @@ impl Caller {
 
     pub fn credential(&self) -> &Credential {
         &self.credential
+    }
+
+    /// Whether this caller's token has been presented before (answered by the token cache).
+    pub fn is_returning(&self) -> bool {
+        self.returning.load(Ordering::Relaxed)
     }
 
     /// SHA-256 of the token this caller presented.
@@ -129,6 +138,7 @@ impl Callers {
             Some(hit) => match hit.revalidate(server, now) {
                 Revalidation::Valid => {
                     self.metrics.token_cache(CacheLookup::Hit);
+                    hit.returning.store(true, Ordering::Relaxed);
                     return Ok(hit);
                 }
                 Revalidation::Refused(e) => {
@@ -150,6 +160,7 @@ impl Callers {
         let caller = Arc::new(Caller {
             credential: Credential::Jwt(verified),
             digest: sha2::Sha256::digest(token.as_bytes()).into(),
+            returning: AtomicBool::new(false),
         });
         if let Some(cache) = &self.cache {
             cache.insert(Arc::from(token), caller.clone());

@@ -11,6 +11,9 @@
 //!   not fit a declared tool) is worked out every time.
 //! - A policy or entities reload starts an empty cache; keys also carry the set's generation,
 //!   so a check racing with a reload can never read the other set's decisions.
+//! - Only returning callers (a token the token cache answered for) use it: a token seen once,
+//!   such as each of a flood of distinct tokens, would only fill it with entries never asked
+//!   for again and pay for the key and the insert. With `cache.tokens: 0` it is never used.
 //! - Bounded by `cache.decisions` entries (moka: TinyLFU admission, LRU eviction); lookups take
 //!   no lock.
 
@@ -18,6 +21,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::Caller;
 use crate::metrics::{CacheLookup, Metrics};
 use crate::policy::{BuildError, EvalRequest, PolicyBundle, PolicyDecision};
 
@@ -51,16 +55,15 @@ impl Decisions {
         }
     }
 
-    /// The decision for `req` by the caller whose token hashes to `caller`: from the cache, or
-    /// from `decide` (then cached).
+    /// The decision for `req` by `caller`: from the cache, or from `decide` (then cached).
     pub fn get_or_decide(
         &self,
         bundle: &PolicyBundle,
         req: &EvalRequest<'_>,
-        caller: &[u8; 32],
+        caller: &Caller,
         decide: impl FnOnce() -> Result<PolicyDecision, BuildError>,
     ) -> Result<Arc<PolicyDecision>, BuildError> {
-        let Some(current) = &self.current else {
+        let Some(current) = self.current.as_ref().filter(|_| caller.is_returning()) else {
             return decide().map(Arc::new);
         };
         let mut generation = current.load_full();
@@ -81,7 +84,7 @@ impl Decisions {
             self.metrics.decision_cache_entries(0);
         }
         let mut key = Vec::with_capacity(128);
-        bundle.decision_key(req, caller, &mut key);
+        bundle.decision_key(req, caller.digest(), &mut key);
         if let Some(hit) = generation.map.get(key.as_slice()) {
             self.metrics.decision_cache(CacheLookup::Hit);
             return Ok(hit);
