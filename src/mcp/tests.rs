@@ -495,6 +495,31 @@ fn param_headers_carry_the_arguments_they_name() {
     );
 }
 
+/// Numbers past 2^53 are compared as integers, not as the doubles they round to, and a
+/// fractional number only matches its own value (mutation testing found both unchecked).
+#[test]
+fn param_headers_compare_large_integers_exactly_and_fractions_by_value() {
+    let call = request(
+        "tools/call",
+        json!({"name": "query", "arguments": {"id": 9_007_199_254_740_993_i64, "ratio": 1.5}}),
+    );
+    assert!(post_with(&[("mcp-param-id", "9007199254740993")], &call).is_ok());
+    assert!(post_with(&[("mcp-param-ratio", "1.5")], &call).is_ok());
+    assert!(post_with(&[("mcp-param-ratio", "1.50")], &call).is_ok());
+    for extra in [
+        // The same double as the argument, a different integer.
+        [("mcp-param-id", "9007199254740992")],
+        [("mcp-param-ratio", "2.5")],
+        [("mcp-param-ratio", "NaN")],
+    ] {
+        assert_eq!(
+            post_with(&extra, &call),
+            Err(McpError::HeaderMismatch),
+            "{extra:?}"
+        );
+    }
+}
+
 #[test]
 fn invisible_characters_are_refused_in_names() {
     for c in [
