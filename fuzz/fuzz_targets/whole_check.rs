@@ -246,7 +246,7 @@ fuzz_target!(|input: Input| {
     }
 });
 
-/// The answer's text with its random decision id replaced by a fixed word.
+/// The answer's text with its random decision id replaced by a fixed word, in a fixed order.
 fn without_decision_id(response: &envoy_types::ext_authz::v3::pb::CheckResponse) -> String {
     let headers = match &response.http_response {
         Some(HttpResponse::OkResponse(ok)) => &ok.headers,
@@ -258,7 +258,14 @@ fn without_decision_id(response: &envoy_types::ext_authz::v3::pb::CheckResponse)
         .filter_map(|h| h.header.as_ref())
         .find(|h| h.key == "x-mcp-authz-decision-id")
         .map(|h| h.value.clone());
-    let text = format!("{response:?}");
+    // The dynamic metadata is a hash map: its members printed in a fixed order.
+    let mut response = response.clone();
+    let metadata: std::collections::BTreeMap<String, String> = response
+        .dynamic_metadata
+        .take()
+        .map(|s| s.fields.into_iter().map(|(k, v)| (k, format!("{v:?}"))).collect())
+        .unwrap_or_default();
+    let text = format!("{response:?} {metadata:?}");
     match id {
         Some(id) if !id.is_empty() => text.replace(&id, "<decision id>"),
         _ => text,
