@@ -297,7 +297,12 @@ impl PolicyBundle {
                 let r = uid(&t.tool, &id);
                 // Tags are only observable through `hasTag`/`getTag`: when no policy for the
                 // action reads a non-principal's tags, the entity goes without them.
-                let arg_tags = if self.reads.get(action.id().unescaped()).target_tags {
+                let arg_tags = if self
+                    .reads
+                    .get(req.action)
+                    .target(req.server_id, req.target)
+                    .target_tags
+                {
                     tags(arguments)
                 } else {
                     Vec::new()

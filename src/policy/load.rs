@@ -311,7 +311,32 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
 
     let tools = super::arguments::declared_tools(&files.schema.text, &types.action)
         .map_err(|e| file_error(&files.schema.path, e.to_string()))?;
-    let reads = super::reads::ReadsByAction::new(&policies, by_action.iter());
+    // Every tool, prompt and resource with an identity of its own for the policies, with the
+    // ancestors its per-request entity gets (its parents from entities.json, closed over the
+    // static entities, and its server, which has none): the decision cache's reads per target.
+    let mut targets: super::reads::Targets = overlays
+        .iter()
+        .map(|(uid, overlay)| {
+            let mut ancestors = HashSet::new();
+            for parent in &overlay.parents {
+                ancestors.insert(parent.clone());
+                ancestors.extend(closed.ancestors(parent).into_iter().flatten().cloned());
+            }
+            (uid.clone(), ancestors)
+        })
+        .collect();
+    for p in policies.policies() {
+        match p.resource_constraint() {
+            cedar_policy::ResourceConstraint::Eq(uid)
+            | cedar_policy::ResourceConstraint::In(uid)
+            | cedar_policy::ResourceConstraint::IsIn(_, uid) => {
+                targets.entry(uid).or_default();
+            }
+            cedar_policy::ResourceConstraint::Any | cedar_policy::ResourceConstraint::Is(_) => {}
+        }
+    }
+    let reads =
+        super::reads::ReadsByAction::new(&policies, by_action.iter(), &targets, &tools, &types);
     let bundle = PolicyBundle {
         generation: next_generation(),
         hash: files.hash,

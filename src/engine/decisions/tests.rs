@@ -21,15 +21,29 @@ const DEMO: &str = "https://mcp.example.com/demo/mcp";
 const TEAMS: &str = "https://mcp.example.com/teams/mcp";
 
 /// Policies beyond the shipped ones that read what the shipped ones do not: the session id, a
-/// tool's argument tags and the protocol version, so every part of the key is exercised.
+/// tool's argument tags and the protocol version, so every part of the key is exercised; most
+/// are scoped to some targets (a tool, a tool set, a server), so the key's per-target reads are
+/// exercised as well (a tool those policies cannot apply to leaves those parts out of its key).
 const EXTRA: &str = r#"
 @id("blocked-session")
 forbid (principal, action in Mcp::Action::"session", resource)
 when { context.session_id == "s-blocked" };
 
 @id("alerts-mode")
-forbid (principal, action == Mcp::Action::"tools/call", resource)
+forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"demo/get_alerts")
 when { resource.hasTag("mode") && resource.getTag("mode") == "loud" };
+
+@id("unknown-mode")
+forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"teams/unknown_tool")
+when { resource.hasTag("mode") && resource.getTag("mode") == "quiet" };
+
+@id("dangerous-session")
+forbid (principal, action in Mcp::Action::"tools/call", resource in Mcp::ToolSet::"dangerous")
+when { context.session_id == "s-other" };
+
+@id("teams-old-protocol")
+forbid (principal, action in Mcp::Action::"tools/call", resource in Mcp::Server::"teams")
+when { context.protocol_version == "2024-11-05" };
 
 @id("old-protocol-prompts")
 forbid (principal, action == Mcp::Action::"prompts/get", resource)
@@ -43,8 +57,20 @@ forbid (principal, action in Mcp::Action::"session", resource)
 when { context.session_id == "s-other" };
 
 @id("alerts-mode")
-forbid (principal, action == Mcp::Action::"tools/call", resource)
+forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"demo/get_alerts")
 when { resource.hasTag("mode") && resource.getTag("mode") == "quiet" };
+
+@id("unknown-mode")
+forbid (principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"teams/unknown_tool")
+when { resource.hasTag("mode") && resource.getTag("mode") == "loud" };
+
+@id("dangerous-session")
+forbid (principal, action in Mcp::Action::"tools/call", resource in Mcp::ToolSet::"dangerous")
+when { context.session_id == "s1" };
+
+@id("teams-old-protocol")
+forbid (principal, action in Mcp::Action::"tools/call", resource in Mcp::Server::"teams")
+when { context.protocol_version == "2025-06-18" };
 "#;
 
 fn config(policies: &std::path::Path, decisions: u64) -> Config {
