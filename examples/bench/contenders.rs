@@ -151,6 +151,8 @@ pub struct Env {
 pub struct Started {
     pub procs: Vec<Proc>,
     pub target: Target,
+    /// The mix's first pass, sent (and measured) before `target`'s steady state.
+    pub cold: Option<Target>,
     /// Processes reported on, by role (CPU per check, peak RSS).
     pub watched: Vec<(&'static str, u32)>,
     /// mcp-authz's RSS after startup and readiness, before any load.
@@ -174,6 +176,7 @@ impl Started {
 pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String> {
     let mut procs = Vec::new();
     let mut idle = Vec::new();
+    let mut cold = None;
     let authorization = HeaderValue::from_str(&format!("Bearer {}", env.material.token))
         .map_err(|e| e.to_string())?;
     let target = match kind {
@@ -202,11 +205,19 @@ pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String>
             let (p, addr) = start_mcp_authz(env, seq, Some(custom)).await?;
             idle.push(("mcp-authz", crate::procs::vm_kib(p.pid, "VmRSS")?));
             procs.push(p);
+            cold = Some(Target::Grpc {
+                addr,
+                connections: env.grpc_connections,
+                requests: mix.cold.clone(),
+                expect: Some(mix.cold_expect.clone()),
+                cursor: None,
+            });
             Target::Grpc {
                 addr,
                 connections: env.grpc_connections,
                 requests: mix.requests.clone(),
                 expect: Some(mix.expect.clone()),
+                cursor: Some(Default::default()),
             }
         }
         Kind::Repeated | Kind::Rs256 | Kind::Es256 => {
@@ -309,6 +320,7 @@ pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String>
     Ok(Started {
         procs,
         target,
+        cold,
         watched,
         idle_rss_kib: idle,
     })
@@ -320,6 +332,7 @@ fn grpc_target(env: &Env, addr: SocketAddr, requests: std::sync::Arc<Vec<Bytes>>
         connections: env.grpc_connections,
         requests,
         expect: None,
+        cursor: None,
     }
 }
 

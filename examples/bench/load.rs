@@ -32,6 +32,11 @@ pub enum Target {
         connections: usize,
         requests: Arc<Vec<Bytes>>,
         expect: Option<Arc<Vec<u16>>>,
+        /// Shared by every phase sending to this target: each request takes the next index,
+        /// so later phases go on where earlier ones stopped instead of repeating them (the
+        /// mix's steady state, whose arguments must be new on every call). `None`: each phase
+        /// starts at the first request.
+        cursor: Option<Arc<AtomicU64>>,
     },
     /// The `tools/call` POST through Envoy, with this `authorization` header.
     Http {
@@ -328,9 +333,15 @@ impl Worker {
             (
                 Conn::Grpc(client),
                 Target::Grpc {
-                    requests, expect, ..
+                    requests,
+                    expect,
+                    cursor,
+                    ..
                 },
             ) => {
+                let n = cursor
+                    .as_ref()
+                    .map_or(n, |c| c.fetch_add(1, Ordering::Relaxed));
                 let i = (n % requests.len() as u64) as usize;
                 let want = expect
                     .as_ref()

@@ -70,9 +70,13 @@ struct Args {
     /// Callers of the realistic mix, one RS256 token each [1000; smoke 40].
     #[arg(long)]
     mix_callers: Option<usize>,
-    /// Distinct requests of the realistic mix, sent in a cycle [20000; smoke 500].
+    /// Distinct requests of the realistic mix's first pass, sent in a cycle [20000; smoke 500].
     #[arg(long)]
     mix_requests: Option<usize>,
+    /// Requests of the mix's steady state: the first pass's callers and tools with new
+    /// arguments, each sent once while they last (then cycling) [150000; smoke 2000].
+    #[arg(long)]
+    mix_steady_requests: Option<usize>,
     /// The fixed open-loop rate of the latency phase, checks/s (0: none) [1000; smoke 50].
     #[arg(long)]
     fixed_rate: Option<f64>,
@@ -223,6 +227,10 @@ async fn run(args: Args) -> Result<bool, String> {
         .mix_requests
         .unwrap_or(if smoke { 500 } else { 20_000 })
         .max(1);
+    let mix_steady_requests = args
+        .mix_steady_requests
+        .unwrap_or(if smoke { 2_000 } else { 150_000 })
+        .max(1);
     let fixed_rate = pick(args.fixed_rate, 1_000.0, 50.0).max(0.0);
     let (kinds, run_memory) = selection(&args.only)?;
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -287,13 +295,16 @@ async fn run(args: Args) -> Result<bool, String> {
     let material = Material::mint(keys, &idp.issuer, rs, es)?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mix = if kinds.contains(&Kind::Mix) {
-        eprintln!("minting {mix_callers} callers and encoding {mix_requests} mix requests...");
+        eprintln!(
+            "minting {mix_callers} callers and encoding {mix_requests} + {mix_steady_requests} mix requests..."
+        );
         let m = mix::build(
             &material.rsa,
             &idp.issuer,
             work.path(),
             mix_callers,
             mix_requests,
+            mix_steady_requests,
         )?;
         eprintln!(
             "mix: {} callers, {} tools, {:.1}% of the requests built to be denied",
@@ -344,6 +355,7 @@ async fn run(args: Args) -> Result<bool, String> {
             mix_callers,
             mix_tools: env.mix.as_ref().map_or(0, |m| m.tools),
             mix_requests,
+            mix_steady_requests,
             mix_planned_denied_share: env.mix.as_ref().map(|m| m.planned_denied_share),
             fixed_rate,
             cache_tokens,

@@ -7,6 +7,13 @@
 //! one has only `mcp:tools:weather` and is denied the 2 file tools of the 20 (half of 10%, 5%);
 //! the rest have both tool scopes. Each request picks a caller, a tool and its arguments from
 //! a hash of its index, so the sequence is the same in every run and every round.
+//!
+//! Two streams: the *first pass* (`cold`, `--mix-requests` distinct requests, sent in a cycle)
+//! is every caller's token and every caller-tool pair seen for the first time, as right after
+//! a start; the *steady state* (`requests`) then calls the same callers and tools with
+//! arguments never sent before, in one long stream that the measured phases walk through
+//! without repeating, as a running service sees them: tokens and decisions that do not depend
+//! on the arguments are cached, anything a policy reads of the arguments is new.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,9 +57,13 @@ const FIRST_SUB: usize = 1_000_000;
 
 /// Everything the mix sends, made once per run.
 pub struct Mix {
-    /// Framed `CheckRequest`s, sent in order (cycling).
+    /// The first pass: framed `CheckRequest`s, sent in order (cycling).
+    pub cold: Arc<Vec<Bytes>>,
+    /// The status each of `cold` must get: 200 (allowed) or 403 (denied by policy).
+    pub cold_expect: Arc<Vec<u16>>,
+    /// The steady state: request `j` is caller and tool of `cold[j % cold.len()]` with new
+    /// arguments.
     pub requests: Arc<Vec<Bytes>>,
-    /// The status each request must get: 200 (allowed) or 403 (denied by policy).
     pub expect: Arc<Vec<u16>>,
     /// A copy of the shipped policies with the 16 extra weather tools in `entities.json`.
     pub policies: PathBuf,
@@ -106,14 +117,18 @@ fn arguments(tool: &str, i: usize, a: u64) -> Value {
     }
 }
 
+/// Arguments of the steady state are drawn apart from the first pass's.
+const STEADY_SALT: u64 = 0x0005_EED0_FA11_5EED;
+
 /// Mints `callers` tokens with `key` for issuer `iss`, writes the policy copy under `dir` and
-/// encodes `requests` requests.
+/// encodes `requests` first-pass requests and `steady` steady-state ones.
 pub fn build(
     key: &TestKey,
     iss: &str,
     dir: &Path,
     callers: usize,
     requests: usize,
+    steady: usize,
 ) -> Result<Mix, String> {
     let callers = callers.max(1);
     let policies = write_policies(dir)?;
@@ -125,25 +140,41 @@ pub fn build(
         return Err(format!("minted {} of {callers} mix tokens", tokens.len()));
     }
     let tools = tools();
-    let mut bodies = Vec::with_capacity(requests);
-    let mut expect = Vec::with_capacity(requests);
-    for i in 0..requests.max(1) {
+    let requests = requests.max(1);
+    // Request `i` of the first pass, or the steady state's request `j` (`salted`): caller and
+    // tool from the hash of `i`, arguments from the hash of `j` when salted.
+    let encode = |i: usize, args: u64, n: usize| -> Result<(Bytes, u16), String> {
         let h = splitmix(i as u64);
         let c = (h % callers as u64) as usize;
         let tool = tools[((h >> 20) % tools.len() as u64) as usize];
         let body = json!({
             "jsonrpc": "2.0",
-            "id": i,
+            "id": n,
             "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments(tool, i, h >> 36)},
+            "params": {"name": tool, "arguments": arguments(tool, n, args >> 36)},
         })
         .to_string();
-        bodies.push(encoded("POST", &body, Some(&tokens[c]))?);
-        expect.push(expected(c, tool));
+        Ok((encoded("POST", &body, Some(&tokens[c]))?, expected(c, tool)))
+    };
+    let mut cold = Vec::with_capacity(requests);
+    let mut cold_expect = Vec::with_capacity(requests);
+    for i in 0..requests {
+        let (b, e) = encode(i, splitmix(i as u64), i)?;
+        cold.push(b);
+        cold_expect.push(e);
+    }
+    let mut bodies = Vec::with_capacity(steady);
+    let mut expect = Vec::with_capacity(steady);
+    for j in 0..steady.max(1) {
+        let (b, e) = encode(j % requests, splitmix(j as u64 ^ STEADY_SALT), requests + j)?;
+        bodies.push(b);
+        expect.push(e);
     }
     let denied = expect.iter().filter(|&&s| s != 200).count();
     Ok(Mix {
         planned_denied_share: denied as f64 / expect.len() as f64,
+        cold: Arc::new(cold),
+        cold_expect: Arc::new(cold_expect),
         requests: Arc::new(bodies),
         expect: Arc::new(expect),
         policies,
@@ -214,5 +245,20 @@ mod tests {
         let share = denied as f64 / n as f64;
         assert!((0.08..0.12).contains(&share), "denied share {share}");
         assert_eq!(seen.len(), 20);
+    }
+
+    #[test]
+    fn the_steady_state_repeats_callers_and_tools_with_new_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = TestKey::rsa("mix");
+        let m = build(&key, "https://idp.test", dir.path(), 40, 300, 900).unwrap();
+        assert_eq!((m.cold.len(), m.requests.len()), (300, 900));
+        for j in 0..900 {
+            // Same caller and tool, so the same expected decision, but other bytes.
+            assert_eq!(m.expect[j], m.cold_expect[j % 300]);
+            assert_ne!(m.requests[j], m.cold[j % 300]);
+        }
+        let distinct: std::collections::HashSet<&Bytes> = m.requests.iter().collect();
+        assert_eq!(distinct.len(), 900, "every steady-state request is new");
     }
 }

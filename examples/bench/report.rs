@@ -85,10 +85,15 @@ fn setup(out: &mut String, r: &RunResults) {
          scope (403); those that read the MCP body must deny another tool (403), mcp-authz a \
          30-day forecast too (403).\n\
          - Realistic mix (`mix`): {callers} callers, one RS256 token each (repeating, cached), \
-         {tools} tools, {requests} distinct pre-encoded requests sent in a cycle, arguments \
-         varying per call; {planned} of them built to be denied by policy (another tenant, a \
-         missing tool scope), each judged against its own expected decision (403 for a denial). \
-         Its checks/s count allows and right denials alike.\n\
+         {tools} tools, arguments varying per call; {planned} of the requests built to be denied \
+         by policy (another tenant, a missing tool scope), each judged against its own expected \
+         decision (403 for a denial). Its checks/s count allows and right denials alike. A \
+         fresh mcp-authz first gets a *first pass* ({requests} distinct pre-encoded requests, \
+         in a cycle, one closed-loop phase: every token and caller-tool pair new, as after a \
+         start), then the measured *steady state*: the same callers and tools with arguments \
+         never sent before ({steady} pre-encoded requests, which the steady phases walk \
+         through without going back), so what a decision does not read of the arguments is \
+         cached and whatever a policy reads is new on every call.\n\
          - Distinct-token contenders cycle through {pool} pre-minted tokens (distinct `sub` and \
          `jti`); mcp-authz verified-token cache: {cache}.\n\
          - mcp-authz runs with `{overload}` (`testutil::TEST_OVERLOAD`) appended to its \
@@ -116,6 +121,7 @@ fn setup(out: &mut String, r: &RunResults) {
         callers = rate(s.mix_callers as f64),
         tools = s.mix_tools,
         requests = rate(s.mix_requests as f64),
+        steady = rate(s.mix_steady_requests as f64),
         planned = s
             .mix_planned_denied_share
             .map_or("–".into(), |v| format!("{:.1}%", v * 100.0)),
@@ -327,21 +333,42 @@ fn mix(out: &mut String, r: &RunResults) {
     } else {
         format!("**{wrong} wrong decisions** (see the rounds below)")
     };
+    let first_pass = crate::results::median(
+        r.of(Kind::Mix)
+            .iter()
+            .filter_map(|(round, m)| {
+                let base = r.of(Kind::Baseline).get(round).and_then(|b| sat_rps(b))?;
+                Some(m.cold.as_ref()?.rps / base)
+            })
+            .collect(),
+    );
+    let cpu = |f: fn(&RoundResult) -> Option<&crate::results::PhaseResult>| {
+        role_medians(r, Kind::Mix, |x| {
+            f(x).map(|p| p.cpu_us_per_check.clone()).unwrap_or_default()
+        })
+    };
+    let cold_cpu = roles_text(&cpu(|x| x.cold.as_ref()), |v| format!("{v:.0} µs"));
+    let steady_cpu = roles_text(&cpu(|x| x.saturation.as_ref()), |v| format!("{v:.0} µs"));
     let _ = writeln!(
         out,
         "## Realistic mix\n\n\
          {} callers (one token each; every 20th in tenant `globex`, every second of the others \
          without `mcp:tools:files`), {} tools (the shipped weather and file tools plus 16 weather \
-         tools added to a copy of the shipped `entities.json`), {} distinct requests. Built to be \
-         denied: {}; denied at saturation: {} of {} decisions (median over rounds); {judged}. \
-         Throughput vs the always-allow baseline: {}×.\n",
+         tools added to a copy of the shipped `entities.json`), a first pass of {} distinct \
+         requests, then a steady state of {} requests with new arguments. Built to be \
+         denied: {}; denied at saturation: {} of {} decisions (median over rounds); {judged}.\n\n\
+         | phase | throughput vs the always-allow baseline | CPU per check |\n|---|---|---|\n\
+         | first pass (cold: every token and caller-tool pair new) | {}× | {cold_cpu} |\n\
+         | steady state (callers and tools seen, new arguments; the target) | {}× | {steady_cpu} |\n",
         rate(s.mix_callers as f64),
         s.mix_tools,
         rate(s.mix_requests as f64),
+        rate(s.mix_steady_requests as f64),
         s.mix_planned_denied_share
             .map_or("–".into(), |v| format!("{:.1}%", v * 100.0)),
         opt(seen, |v| format!("{:.1}%", v * 100.0)),
         opt(decisions, rate),
+        opt(first_pass, |v| format!("{v:.2}")),
         opt(
             r.median_ratio(Kind::Mix, Kind::Baseline, sat_rps),
             |v| format!("{v:.2}")

@@ -97,6 +97,9 @@ pub struct RoundResult {
     /// Every decision right, and transport errors at most 1% of requests.
     pub valid: bool,
     pub problem: Option<String>,
+    /// The realistic mix's first pass (closed loop, every token and caller-tool pair new),
+    /// before `saturation` measures its steady state.
+    pub cold: Option<PhaseResult>,
     pub saturation: Option<PhaseResult>,
     pub half: Option<PhaseResult>,
     /// Open loop at the fixed rate (`--fixed-rate`), for the direct gRPC contenders of the
@@ -119,6 +122,7 @@ impl RoundResult {
             label: kind.label(),
             valid: true,
             problem: None,
+            cold: None,
             saturation: None,
             half: None,
             fixed: None,
@@ -138,6 +142,7 @@ impl RoundResult {
     /// mix) on a share of denials far from the tenth it is built with.
     pub fn judge(&mut self) {
         let phases = [
+            ("first pass", &self.cold),
             ("saturation", &self.saturation),
             ("half rate", &self.half),
             ("fixed rate", &self.fixed),
@@ -205,6 +210,8 @@ pub struct Settings {
     pub mix_callers: usize,
     pub mix_tools: usize,
     pub mix_requests: usize,
+    /// Requests of the mix's steady state (callers and tools of the first pass, new arguments).
+    pub mix_steady_requests: usize,
     pub mix_planned_denied_share: Option<f64>,
     /// The fixed open-loop rate of the latency target (checks/s).
     pub fixed_rate: f64,

@@ -72,6 +72,17 @@ async fn measure(
         warmup: opts.warmup,
         measure: opts.measure,
     };
+    if let Some(cold) = &started.cold {
+        // The mix's first pass, before the steady state it leaves behind is measured.
+        let phase = load::run(cold, &closed, &pids).await?;
+        started.check_alive()?;
+        rr.cold = Some(PhaseResult::from_phase(
+            phase,
+            None,
+            &started.watched,
+            opts.ticks,
+        ));
+    }
     let sat = load::run(&started.target, &closed, &pids).await?;
     started.check_alive()?;
     let sat = PhaseResult::from_phase(sat, None, &started.watched, opts.ticks);

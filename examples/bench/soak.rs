@@ -349,6 +349,7 @@ async fn measure_saturation(
         connections: args.connections,
         requests: Arc::new(mix.generations[0].allowed()),
         expect: None,
+        cursor: None,
     };
     let shape = Shape {
         concurrency: args.concurrency,

@@ -42,7 +42,7 @@ pub fn render(out: &mut String, r: &RunResults) {
             unit: "×",
         },
         Goal {
-            what: "mcp-authz, realistic mix: throughput vs baseline",
+            what: "mcp-authz, realistic mix (steady state): throughput vs baseline",
             measured: r.median_ratio(Kind::Mix, Kind::Baseline, sat_rps),
             threshold: 0.45,
             at_least: true,
