@@ -328,6 +328,7 @@ async fn cached_decisions_are_the_decisions_cedar_gives() {
     }
     assert!(uncached.decisions().is_empty());
     cached.decisions().settle();
+    assert!(!cached.decisions().is_empty());
     assert!(
         cached.decisions().len() > 50,
         "{}",
