@@ -377,6 +377,23 @@ mod tests {
     }
 
     #[test]
+    fn a_has_test_on_an_attribute_path_reads_its_first_context_attribute() {
+        // Cedar 4 writes `context has a.b` as one `has` over the path `["a", "b"]`.
+        let r = reads(
+            r#"permit(principal, action, resource) when { context has arguments.path };
+               permit(principal, action, resource) when { context has session_id.x.y };"#,
+        );
+        assert_eq!(
+            r,
+            Reads {
+                arguments: true,
+                session_id: true,
+                ..Reads::default()
+            }
+        );
+    }
+
+    #[test]
     fn scopes_client_id_and_principal_tags_read_nothing_extra() {
         let r = reads(
             r#"permit(principal, action, resource) when {
