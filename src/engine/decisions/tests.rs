@@ -337,3 +337,55 @@ async fn cached_decisions_are_the_decisions_cedar_gives() {
     let (hits, misses) = cached.decisions().counts();
     assert!(hits > 400 && misses > 100, "hits {hits}, misses {misses}");
 }
+
+/// One entry per distinct request of a returning caller, counted exactly once settled.
+#[tokio::test]
+async fn a_returning_caller_leaves_one_entry_per_distinct_request() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::testutil::copy_shipped_policies(dir.path());
+    let store = PolicyStore::open(dir.path(), Metrics::unregistered()).unwrap();
+    let key = TestKey::rsa("k1");
+    let engine = engine(&key, &store, dir.path(), 100);
+    let mut c = claims(ISS, DEMO);
+    c["scope"] = json!("mcp:connect mcp:tools:weather");
+    let headers = HashMap::from([
+        (
+            "authorization".to_owned(),
+            format!("Bearer {}", key.token(&c)),
+        ),
+        ("content-type".to_owned(), "application/json".to_owned()),
+    ]);
+    let check = |name: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": name, "arguments": {}}})
+        .to_string();
+        let input_headers = headers.clone();
+        let engine = &engine;
+        async move {
+            engine
+                .check(&CheckInput {
+                    method: "POST",
+                    path: "/demo/mcp",
+                    host: "mcp.example.com",
+                    headers: &input_headers,
+                    body: body.as_bytes(),
+                })
+                .await
+        }
+    };
+    // The token's first use is not cached (a one-off token must leave nothing behind).
+    assert!(matches!(check("get_alerts").await, Decision::Allow(_)));
+    engine.decisions().settle();
+    assert_eq!(engine.decisions().len(), 0);
+    for name in [
+        "get_alerts",
+        "get_alerts",
+        "delete_everything",
+        "get_alerts",
+    ] {
+        check(name).await;
+    }
+    engine.decisions().settle();
+    assert_eq!(engine.decisions().len(), 2);
+    assert_eq!(engine.decisions().counts(), (2, 2));
+}
