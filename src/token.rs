@@ -238,9 +238,10 @@ impl<'a> Parsed<'a> {
     ) -> Result<Identity, TokenError> {
         let c = &self.claims;
         let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
-        // RFC 9068 s2.2: exp is required.
+        // RFC 9068 s2.2: exp is required. RFC 7519 s4.1.4: the token is valid only *before*
+        // `exp` (plus the leeway): at `exp + leeway` it has expired.
         let exp = numeric_date(c, "exp")?.ok_or(TokenError::MissingExpiry)?;
-        if now > exp.saturating_add(leeway) {
+        if now >= exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
         }
         if let Some(nbf) = numeric_date(c, "nbf")?
@@ -539,6 +540,96 @@ mod tests {
                 "{header} {claims}"
             );
         }
+    }
+
+    /// A token whose signature is never checked: `check_claims` runs on the parsed claims.
+    fn unsigned(claims: &Value) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"at+jwt","kid":"k"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    }
+
+    const ISS: &str = "https://idp.test";
+    const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+    fn check(claims: &Value, now: i64) -> Result<Identity, TokenError> {
+        let config =
+            crate::config::Config::from_yaml(&crate::testutil::config_yaml(ISS, RESOURCE, ""))
+                .unwrap();
+        let issuer = config.issuers[0].clone();
+        let jwk = crate::testutil::TestKey::rsa("k").public_jwk();
+        let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+        let (set, _) = crate::keys::KeySet::from_jwks(jwks.as_bytes(), &issuer.algorithms).unwrap();
+        let keys = crate::keys::IssuerKeys::with_static(
+            issuer,
+            set,
+            crate::metrics::Metrics::unregistered(),
+        );
+        let server = ProtectedServer::new(&config.servers[0], |_| Some(keys.clone())).unwrap();
+        Parsed::parse(&unsigned(claims))
+            .unwrap()
+            .check_claims(&config.issuers[0], &server, now)
+    }
+
+    #[test]
+    fn a_token_is_valid_before_exp_plus_leeway_and_not_at_it() {
+        // RFC 7519 s4.1.4: the current time MUST be before `exp` (plus the leeway it allows).
+        let mut c = crate::testutil::claims(ISS, RESOURCE);
+        let exp = c["exp"].as_i64().unwrap();
+        let config =
+            crate::config::Config::from_yaml(&crate::testutil::config_yaml(ISS, RESOURCE, ""))
+                .unwrap();
+        let leeway = config.issuers[0].leeway.as_secs() as i64;
+        assert!(leeway > 0);
+        c["iat"] = serde_json::json!(exp - 600);
+        assert!(check(&c, exp + leeway - 1).is_ok());
+        assert_eq!(check(&c, exp + leeway).err(), Some(TokenError::Expired));
+        // RFC 7519 s4.1.5: valid from `nbf` on (with the same leeway).
+        c["nbf"] = serde_json::json!(exp - 100);
+        assert!(check(&c, exp - 100 - leeway).is_ok());
+        assert_eq!(
+            check(&c, exp - 101 - leeway).err(),
+            Some(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn the_subject_must_be_a_non_empty_string() {
+        let mut c = crate::testutil::claims(ISS, RESOURCE);
+        let now = c["iat"].as_i64().unwrap();
+        assert_eq!(check(&c, now).unwrap().subject, "alice");
+        c["sub"] = serde_json::json!("");
+        assert_eq!(check(&c, now).err(), Some(TokenError::BadClaim));
+        c["sub"] = serde_json::json!(7);
+        assert_eq!(check(&c, now).err(), Some(TokenError::BadClaim));
+        c.as_object_mut().unwrap().remove("sub");
+        assert_eq!(check(&c, now).err(), Some(TokenError::MissingSubject));
+    }
+
+    #[test]
+    fn unknown_and_none_algorithms_get_their_own_answer() {
+        // RFC 8725 s3.1: `none` and algorithms nobody implements are refused as such.
+        for alg in ["none", "HS1024", "rs256"] {
+            let header = format!(r#"{{"alg":"{alg}","kid":"k"}}"#);
+            let token = format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(r#"{"sub":"alice"}"#)
+            );
+            assert_eq!(
+                Parsed::parse(&token).err(),
+                Some(TokenError::UnsupportedAlgorithm),
+                "{alg}"
+            );
+        }
+        let token = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"kid":"k"}"#),
+            URL_SAFE_NO_PAD.encode(r#"{"sub":"alice"}"#)
+        );
+        assert_eq!(Parsed::parse(&token).err(), Some(TokenError::BadHeader));
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub struct Verified {
     pub identity: Identity,
     /// The key that verified the signature.
     pub binding: KeyBinding,
-    /// `exp` plus the issuer's leeway, in seconds since the epoch.
+    /// `exp` plus the issuer's leeway, in seconds since the epoch: the first second at which
+    /// the token is no longer valid.
     pub valid_until: i64,
     /// The token's `aud` values, checked again for every server the token is presented to.
     pub audience: Box<[Box<str>]>,
@@ -68,7 +69,8 @@ impl Verified {
             Lookup::Found(key) if key.fingerprint == b.fingerprint => {}
             _ => return Revalidation::Stale,
         }
-        if now > self.valid_until {
+        // As at verification (RFC 7519 s4.1.4): expired at `exp + leeway`, not after it.
+        if now >= self.valid_until {
             return Revalidation::Refused(TokenError::Expired);
         }
         if !audience_ok(&self.audience, server) {
