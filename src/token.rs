@@ -444,6 +444,10 @@ mod tests {
         assert!(check_typ(Relaxed, Some("JWT")).is_ok());
         assert!(check_typ(Relaxed, None).is_ok());
         assert!(check_typ(Relaxed, Some("id+jwt")).is_err());
+        // Only `application/` itself may be left off: any other 12-byte prefix stays.
+        assert!(check_typ(Strict, Some("vnd.example/at+jwt")).is_err());
+        assert!(check_typ(Strict, Some("applicationXat+jwt")).is_err());
+        assert!(check_typ(Relaxed, Some("text/plainXXjwt")).is_err());
     }
 
     #[test]
