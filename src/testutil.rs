@@ -42,7 +42,16 @@ impl TestKey {
     }
 
     pub fn rsa_with(kid: &str, alg: Algorithm) -> Self {
-        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        Self::rsa_key(kid, alg, aws_lc_rs::rsa::KeySize::Rsa2048)
+    }
+
+    /// RS256 with a key of `size` (8192 bits take a few seconds to generate).
+    pub fn rsa_sized(kid: &str, size: aws_lc_rs::rsa::KeySize) -> Self {
+        Self::rsa_key(kid, Algorithm::RS256, size)
+    }
+
+    fn rsa_key(kid: &str, alg: Algorithm, size: aws_lc_rs::rsa::KeySize) -> Self {
+        let pair = aws_lc_rs::rsa::KeyPair::generate(size).unwrap();
         let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().unwrap();
         let pem = pem("PRIVATE KEY", der.as_ref());
         Self {

@@ -528,6 +528,16 @@ mod tests {
             ),
             (ok, "[1]", TokenError::BadPayload),
             (
+                r#"{"alg":"RS256","kid":"k","zip":"DEF"}"#,
+                r#"{"sub":"alice"}"#,
+                TokenError::Encrypted,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","enc":"A256GCM"}"#,
+                r#"{"sub":"alice"}"#,
+                TokenError::Encrypted,
+            ),
+            (
                 r#"{"alg":"RS256","kid":"k","cty":"JWT"}"#,
                 r#"{"sub":"alice"}"#,
                 TokenError::NestedToken,
@@ -558,23 +568,121 @@ mod tests {
     const ISS: &str = "https://idp.test";
     const RESOURCE: &str = "https://mcp.example.com/mcp";
 
-    fn check(claims: &Value, now: i64) -> Result<Identity, TokenError> {
+    /// The test configuration's issuer, with `keys` as its key set, and its one server.
+    fn setup(keys: &[&crate::testutil::TestKey]) -> (IssuerConfig, KeySet, ProtectedServer) {
         let config =
             crate::config::Config::from_yaml(&crate::testutil::config_yaml(ISS, RESOURCE, ""))
                 .unwrap();
         let issuer = config.issuers[0].clone();
-        let jwk = crate::testutil::TestKey::rsa("k").public_jwk();
-        let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
-        let (set, _) = crate::keys::KeySet::from_jwks(jwks.as_bytes(), &issuer.algorithms).unwrap();
-        let keys = crate::keys::IssuerKeys::with_static(
-            issuer,
-            set,
+        let jwks = serde_json::json!({
+            "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()
+        })
+        .to_string();
+        let set = || {
+            KeySet::from_jwks(jwks.as_bytes(), &issuer.algorithms)
+                .unwrap()
+                .0
+        };
+        let published = crate::keys::IssuerKeys::with_static(
+            issuer.clone(),
+            set(),
             crate::metrics::Metrics::unregistered(),
         );
-        let server = ProtectedServer::new(&config.servers[0], |_| Some(keys.clone())).unwrap();
+        let server = ProtectedServer::new(&config.servers[0], |_| Some(published.clone())).unwrap();
+        let set = set();
+        (issuer, set, server)
+    }
+
+    fn check(claims: &Value, now: i64) -> Result<Identity, TokenError> {
+        let (issuer, _, server) = setup(&[&crate::testutil::TestKey::rsa("k")]);
         Parsed::parse(&unsigned(claims))
             .unwrap()
-            .check_claims(&config.issuers[0], &server, now)
+            .check_claims(&issuer, &server, now)
+    }
+
+    #[test]
+    fn a_token_is_verified_with_the_key_its_kid_names() {
+        use crate::testutil::TestKey;
+        let (k1, k2) = (TestKey::rsa("k1"), TestKey::rsa("k2"));
+        let (issuer, set, server) = setup(&[&k1, &k2]);
+        let claims = crate::testutil::claims(ISS, RESOURCE);
+        let now = claims["iat"].as_i64().unwrap();
+        let token = k2.token(&claims);
+        let parsed = Parsed::parse(&token).unwrap();
+        assert_eq!(parsed.kid(), Some("k2"));
+        assert_eq!(parsed.alg(), Algorithm::RS256);
+        let verified = parsed.verify(&issuer, &set, &server, now).unwrap();
+        assert_eq!(verified.binding.kid.as_deref(), Some("k2"));
+        assert_eq!(verified.identity.subject, "alice");
+        // Signed by neither published key under k1's name: a bad signature, not a pass.
+        let forged = TestKey::rsa("k1").token(&claims);
+        assert_eq!(
+            Parsed::parse(&forged)
+                .unwrap()
+                .verify(&issuer, &set, &server, now)
+                .err(),
+            Some(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_largest_rsa_keys_verify() {
+        // RSA-8192 signatures are 1,024 bytes, the most `verify` decodes.
+        let big = crate::testutil::TestKey::rsa_sized("big", aws_lc_rs::rsa::KeySize::Rsa8192);
+        let (issuer, set, server) = setup(&[&big]);
+        let claims = crate::testutil::claims(ISS, RESOURCE);
+        let now = claims["iat"].as_i64().unwrap();
+        let token = big.token(&claims);
+        assert_eq!(token.rsplit('.').next().unwrap().len(), 1366);
+        assert!(
+            Parsed::parse(&token)
+                .unwrap()
+                .verify(&issuer, &set, &server, now)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_refetch_is_worthwhile_only_for_tokens_the_header_checks_would_pass() {
+        let (issuer, _, _) = setup(&[&crate::testutil::TestKey::rsa("k")]);
+        let claims = crate::testutil::claims(ISS, RESOURCE);
+        let token = |header: &str| {
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            )
+        };
+        let worthwhile = |header: &str| {
+            Parsed::parse(&token(header))
+                .unwrap()
+                .refetch_worthwhile(&issuer)
+        };
+        assert!(worthwhile(r#"{"alg":"RS256","typ":"at+jwt","kid":"new"}"#));
+        // An algorithm the issuer does not allow, or a `typ` its policy refuses.
+        assert!(!worthwhile(r#"{"alg":"RS512","typ":"at+jwt","kid":"new"}"#));
+        assert!(!worthwhile(r#"{"alg":"RS256","typ":"id+jwt","kid":"new"}"#));
+    }
+
+    #[test]
+    fn optional_claims_and_lists_take_their_documented_shapes() {
+        let mut c = crate::testutil::claims(ISS, RESOURCE);
+        let now = c["iat"].as_i64().unwrap();
+        // An empty tenant is no tenant (never an empty header value).
+        c["tenant"] = serde_json::json!("");
+        assert_eq!(check(&c, now).unwrap().tenant, None);
+        c["tenant"] = serde_json::json!(null);
+        assert_eq!(check(&c, now).unwrap().tenant, None);
+        assert_eq!(string_list(&Value::Null).unwrap(), Vec::<String>::new());
+        // Array members are single values: one with a space would read as two scopes later.
+        assert_eq!(
+            string_list(&serde_json::json!(["a b"])).err(),
+            Some(TokenError::BadClaim)
+        );
+        assert_eq!(
+            string_list(&serde_json::json!(["a", "b"])).unwrap(),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
     }
 
     #[test]
