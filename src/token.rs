@@ -569,7 +569,14 @@ mod tests {
     const RESOURCE: &str = "https://mcp.example.com/mcp";
 
     /// The test configuration's issuer, with `keys` as its key set, and its one server.
-    fn setup(keys: &[&crate::testutil::TestKey]) -> (IssuerConfig, KeySet, ProtectedServer) {
+    fn setup(
+        keys: &[&crate::testutil::TestKey],
+    ) -> (
+        IssuerConfig,
+        KeySet,
+        ProtectedServer,
+        std::sync::Arc<IssuerKeys>,
+    ) {
         let config =
             crate::config::Config::from_yaml(&crate::testutil::config_yaml(ISS, RESOURCE, ""))
                 .unwrap();
@@ -590,11 +597,11 @@ mod tests {
         );
         let server = ProtectedServer::new(&config.servers[0], |_| Some(published.clone())).unwrap();
         let set = set();
-        (issuer, set, server)
+        (issuer, set, server, published)
     }
 
     fn check(claims: &Value, now: i64) -> Result<Identity, TokenError> {
-        let (issuer, _, server) = setup(&[&crate::testutil::TestKey::rsa("k")]);
+        let (issuer, _, server, _) = setup(&[&crate::testutil::TestKey::rsa("k")]);
         Parsed::parse(&unsigned(claims))
             .unwrap()
             .check_claims(&issuer, &server, now)
@@ -604,7 +611,7 @@ mod tests {
     fn a_token_is_verified_with_the_key_its_kid_names() {
         use crate::testutil::TestKey;
         let (k1, k2) = (TestKey::rsa("k1"), TestKey::rsa("k2"));
-        let (issuer, set, server) = setup(&[&k1, &k2]);
+        let (issuer, set, server, _) = setup(&[&k1, &k2]);
         let claims = crate::testutil::claims(ISS, RESOURCE);
         let now = claims["iat"].as_i64().unwrap();
         let token = k2.token(&claims);
@@ -626,10 +633,40 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_verification_holds_while_its_key_is_published_and_before_expiry() {
+        use crate::testutil::TestKey;
+        let k1 = TestKey::rsa("k1");
+        let (issuer, set, server, published) = setup(&[&k1]);
+        let claims = crate::testutil::claims(ISS, RESOURCE);
+        let now = claims["iat"].as_i64().unwrap();
+        let token = k1.token(&claims);
+        let verified = Parsed::parse(&token)
+            .unwrap()
+            .verify(&issuer, &set, &server, now)
+            .unwrap();
+        assert_eq!(verified.revalidate(&server, now), Revalidation::Valid);
+        // RFC 7519 s4.1.4, as at verification: expired at exp + leeway.
+        let end = verified.valid_until;
+        assert_eq!(verified.revalidate(&server, end - 1), Revalidation::Valid);
+        assert_eq!(
+            verified.revalidate(&server, end),
+            Revalidation::Refused(TokenError::Expired)
+        );
+        // The same kid now names other key material: the binding no longer holds.
+        let jwks = serde_json::json!({"keys": [TestKey::rsa("k1").public_jwk()]}).to_string();
+        published.replace_keys(
+            KeySet::from_jwks(jwks.as_bytes(), &issuer.algorithms)
+                .unwrap()
+                .0,
+        );
+        assert_eq!(verified.revalidate(&server, now), Revalidation::Stale);
+    }
+
+    #[test]
     fn the_largest_rsa_keys_verify() {
         // RSA-8192 signatures are 1,024 bytes, the most `verify` decodes.
         let big = crate::testutil::TestKey::rsa_sized("big", aws_lc_rs::rsa::KeySize::Rsa8192);
-        let (issuer, set, server) = setup(&[&big]);
+        let (issuer, set, server, _) = setup(&[&big]);
         let claims = crate::testutil::claims(ISS, RESOURCE);
         let now = claims["iat"].as_i64().unwrap();
         let token = big.token(&claims);
@@ -644,7 +681,7 @@ mod tests {
 
     #[test]
     fn a_refetch_is_worthwhile_only_for_tokens_the_header_checks_would_pass() {
-        let (issuer, _, _) = setup(&[&crate::testutil::TestKey::rsa("k")]);
+        let (issuer, _, _, _) = setup(&[&crate::testutil::TestKey::rsa("k")]);
         let claims = crate::testutil::claims(ISS, RESOURCE);
         let token = |header: &str| {
             format!(
