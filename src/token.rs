@@ -742,6 +742,13 @@ mod tests {
             check(&c, exp - 101 - leeway).err(),
             Some(TokenError::NotYetValid)
         );
+        // An `iat` up to the leeway ahead of the clock is skew, beyond it a token from the future.
+        c.as_object_mut().unwrap().remove("nbf");
+        let now = exp - 200;
+        c["iat"] = serde_json::json!(now + leeway);
+        assert!(check(&c, now).is_ok());
+        c["iat"] = serde_json::json!(now + leeway + 1);
+        assert_eq!(check(&c, now).err(), Some(TokenError::IssuedInFuture));
     }
 
     #[test]
