@@ -332,6 +332,11 @@ impl Engine {
         };
         let header = |name: &str| input.headers.get(name).map_or("", String::as_str);
         let bundle = self.policies.load();
+        bundle.prebuild(|| {
+            self.servers
+                .iter()
+                .filter_map(|s| Some((s.id.as_str(), s.static_tenant()?)))
+        });
         let mut principal = None;
         let mut allowed_by = Vec::new();
         let mut missing: Vec<String> = Vec::new();

@@ -6,6 +6,7 @@
 pub mod arguments;
 pub mod cases;
 mod load;
+mod prebuilt;
 mod reads;
 mod vocabulary;
 mod watch;
@@ -13,6 +14,7 @@ mod watch;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use cedar_policy::{
@@ -76,6 +78,9 @@ pub struct PolicyBundle {
     /// `tools/call` counters for the tools `entities.json` declares, by server then tool; the
     /// only tool names that become metric labels (see [`crate::metrics::ToolCounters`]).
     pub tool_counters: crate::metrics::ToolCounters,
+    /// Server and declared-target entities built once (see `policy/prebuilt.rs`); empty until
+    /// the engine's first check of this bundle calls [`PolicyBundle::prebuild`].
+    prebuilt: OnceLock<prebuilt::Prebuilt>,
 }
 
 #[derive(Clone, Default)]
@@ -165,6 +170,17 @@ impl PolicyBundle {
             .collect();
         tools.sort();
         tools
+    }
+
+    /// Builds, once per bundle, the entities of these servers (id, configured tenant) and of
+    /// the targets `entities.json` declares for them, so requests clone them instead of
+    /// building them; later calls are one atomic load. Decisions are the same either way.
+    pub fn prebuild<'a, I>(&self, servers: impl FnOnce() -> I)
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        self.prebuilt
+            .get_or_init(|| prebuilt::Prebuilt::build(self, servers()));
     }
 
     /// Decides one message. `scopes_supported` are the candidates for step-up, and `step_up`
@@ -274,15 +290,24 @@ impl PolicyBundle {
         // A call to a declared tool is its own action, with typed arguments in the context.
         let mut typed_arguments = None;
 
-        let server_entity = Entity::new(
-            server.clone(),
-            HashMap::from([
-                ("id".to_owned(), string(req.server_id)),
-                ("tenant".to_owned(), string(req.server_tenant)),
-            ]),
-            HashSet::new(),
-        )
-        .map_err(|e| BuildError::Request(e.to_string()))?;
+        // Clones of what `prebuild` made where it applies (not under `Strict`, which checks
+        // the building itself); the same entities, built here, otherwise.
+        let prebuilt = match conformance {
+            Conformance::AtLoad => self.prebuilt.get(),
+            Conformance::Strict => None,
+        };
+        let site = (req.server_id, req.server_tenant);
+        let server_entity = match prebuilt.and_then(|p| p.server(site.0, site.1)) {
+            Some(e) => e.clone(),
+            None => self.server_entity(site.0, site.1)?,
+        };
+        let target = |r: &EntityUid, attr: (&str, &str), tags: Vec<_>| match prebuilt
+            .filter(|_| tags.is_empty())
+            .and_then(|p| p.target(site.0, site.1, r))
+        {
+            Some(e) => Ok(e.clone()),
+            None => self.target_entity(r, site, attr, &server, tags),
+        };
 
         let (resource, target_entity) = match req.target {
             Target::Server => (server.clone(), None),
@@ -307,17 +332,17 @@ impl PolicyBundle {
                 } else {
                     Vec::new()
                 };
-                let e = self.target_entity(&r, req, ("name", name), &server, arg_tags)?;
+                let e = target(&r, ("name", name), arg_tags)?;
                 (r, Some(e))
             }
             Target::Prompt { name } => {
                 let r = uid(&t.prompt, &format!("{}/{name}", req.server_id));
-                let e = self.target_entity(&r, req, ("name", name), &server, Vec::new())?;
+                let e = target(&r, ("name", name), Vec::new())?;
                 (r, Some(e))
             }
             Target::Resource { uri } => {
                 let r = uid(&t.resource, &format!("{}/{uri}", req.server_id));
-                let e = self.target_entity(&r, req, ("uri", uri), &server, Vec::new())?;
+                let e = target(&r, ("uri", uri), Vec::new())?;
                 (r, Some(e))
             }
             Target::Task { .. } => (server.clone(), None),
@@ -381,10 +406,34 @@ impl PolicyBundle {
         })
     }
 
+    fn server_entity(&self, id: &str, tenant: &str) -> Result<Entity, BuildError> {
+        Entity::new(
+            EntityUid::from_type_name_and_id(self.types.server.clone(), EntityId::new(id)),
+            HashMap::from([
+                ("id".to_owned(), string(id)),
+                ("tenant".to_owned(), string(tenant)),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| BuildError::Request(e.to_string()))
+    }
+
+    /// The attribute a target entity of this type names itself by.
+    fn target_key(&self, uid: &EntityUid) -> Option<&'static str> {
+        let t = uid.type_name();
+        if *t == self.types.tool || *t == self.types.prompt {
+            Some("name")
+        } else if *t == self.types.resource {
+            Some("uri")
+        } else {
+            None
+        }
+    }
+
     fn target_entity(
         &self,
         uid: &EntityUid,
-        req: &EvalRequest<'_>,
+        (server_id, tenant): (&str, &str),
         (key, value): (&str, &str),
         server: &EntityUid,
         tags: Vec<(String, RestrictedExpression)>,
@@ -396,8 +445,8 @@ impl PolicyBundle {
             .into_iter()
             .chain([
                 (key.to_owned(), string(value)),
-                ("tenant".to_owned(), string(req.server_tenant)),
-                ("server".to_owned(), string(req.server_id)),
+                ("tenant".to_owned(), string(tenant)),
+                ("server".to_owned(), string(server_id)),
             ])
             .collect();
         Entity::new_with_tags(

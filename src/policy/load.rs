@@ -355,6 +355,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         tools,
         reads,
         tool_counters: Default::default(),
+        prebuilt: Default::default(),
     };
     super::vocabulary::check(&bundle, &files.schema.path)?;
     Ok(bundle)

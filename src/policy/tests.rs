@@ -617,3 +617,87 @@ fn tool_call<'a>(
         batch: false,
     }
 }
+
+#[test]
+fn prepared_entities_match_fresh_ones() {
+    // Two loads of the same files: one clones prebuilt entities, the other builds every one.
+    let pre = load_dir(&shipped()).unwrap();
+    let fresh = load_dir(&shipped()).unwrap();
+    pre.prebuild(|| [("demo", "acme")]);
+    let built = pre.prebuilt.get().unwrap();
+    let tool = |name: &str| {
+        EntityUid::from_type_name_and_id(
+            pre.types.tool.clone(),
+            EntityId::new(format!("demo/{name}")),
+        )
+    };
+    // Every declared tool of the server is there, as `target_entity` builds it; only for the
+    // tenant it was built with.
+    for (server, name) in pre.declared_tools() {
+        assert_eq!(server, "demo");
+        let uid = tool(&name);
+        let server_uid =
+            EntityUid::from_type_name_and_id(pre.types.server.clone(), EntityId::new("demo"));
+        let want = fresh
+            .target_entity(
+                &uid,
+                ("demo", "acme"),
+                ("name", &name),
+                &server_uid,
+                Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(built.target("demo", "acme", &uid), Some(&want), "{name}");
+        assert!(built.target("demo", "other", &uid).is_none());
+    }
+    assert!(built.target("demo", "acme", &tool("undeclared")).is_none());
+    assert!(built.server("demo", "acme").is_some());
+    assert!(built.server("other", "acme").is_none());
+
+    // The same decisions over declared, undeclared and argument-reading targets, both tenants.
+    let supported: Vec<String> = ["mcp:connect", "mcp:tools:weather", "mcp:tools:files"]
+        .map(String::from)
+        .to_vec();
+    let mut compared = 0;
+    for tenant in ["acme", "other"] {
+        for scopes in [
+            &["mcp:connect"][..],
+            &["mcp:connect", "mcp:tools:weather", "mcp:tools:files"],
+        ] {
+            let identity = crate::testutil::identity("s", tenant, scopes);
+            for name in [
+                "get_forecast",
+                "read_file",
+                "write_file",
+                "delete_everything",
+                "nope",
+            ] {
+                let arguments = match name {
+                    "get_forecast" => serde_json::json!({"city": "Paris"}),
+                    "write_file" => serde_json::json!({"path": "/etc/passwd", "content": ""}),
+                    "delete_everything" => serde_json::json!({}),
+                    _ => serde_json::json!({"path": "/etc/passwd"}),
+                };
+                let serde_json::Value::Object(arguments) = arguments else {
+                    unreachable!()
+                };
+                let target = crate::mcp::Target::Tool {
+                    name: name.into(),
+                    arguments,
+                };
+                for server_tenant in ["acme", "other"] {
+                    let req = EvalRequest {
+                        server_tenant,
+                        ..tool_call(&identity, &target)
+                    };
+                    let rule = StepUpScope::Operation;
+                    let a = pre.decide(&req, &supported, rule).unwrap();
+                    let b = fresh.decide(&req, &supported, rule).unwrap();
+                    assert_eq!(a, b, "{tenant} {scopes:?} {name} {server_tenant}");
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 40);
+}
