@@ -24,7 +24,8 @@ pub use issuer::{
     ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
 };
 pub use server::{
-    MatchConfig, ServerConfig, StepUpConfig, StepUpScope, TenantFrom, UnknownStepUpScope,
+    ListFilterConfig, ListFilterMode, MatchConfig, ServerConfig, StepUpConfig, StepUpScope,
+    TenantFrom, UnknownStepUpScope,
 };
 pub use settings::{
     CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig, TlsConfig,

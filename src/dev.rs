@@ -283,6 +283,7 @@ pub fn dev_config(
             },
             tenant: Some(DEV_TENANT.into()),
             tenant_from: None,
+            list_filter: Default::default(),
         }],
         policies: crate::config::PoliciesConfig {
             dir: policies.to_owned(),

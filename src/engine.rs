@@ -24,6 +24,7 @@ use crate::bearer;
 use crate::config::{Config, DecisionLog, IdentityHeaders, Limits};
 use crate::identity::Identity;
 use crate::keys::{IssuerKeys, KeySetupError};
+use crate::lists::{ListCaller, ListError, ListFilter, ListKind, ListMark};
 use crate::mcp::{self, HttpParts, McpRequest, Target};
 use crate::metrics::Metrics;
 use crate::policy::{self, EvalRequest, PolicyStore};
@@ -67,6 +68,18 @@ pub struct Allow {
     pub set_headers: Vec<(String, String)>,
     /// `authorization` (no token passthrough) and identity headers that have no value.
     pub remove_headers: Vec<String>,
+    /// For a list call (or a GET stream, which may replay one) on a server whose lists are
+    /// filtered: what the list filter needs, carried through Envoy (see `lists`).
+    pub list: Option<ListContext>,
+}
+
+/// What ext_authz hands the list filter, beside the caller's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListContext {
+    pub mark: ListMark,
+    pub server_tenant: String,
+    pub protocol_version: String,
+    pub session_id: String,
 }
 
 #[derive(Debug)]
@@ -297,6 +310,7 @@ impl Engine {
                 server,
                 caller,
                 policies,
+                list_context(server, &request, input),
                 input.headers,
             ))),
             Err(respond) => Decision::Respond(respond),
@@ -460,6 +474,7 @@ impl Engine {
         server: &ProtectedServer,
         caller: Arc<Caller>,
         policies: Vec<String>,
+        list: Option<ListContext>,
         request_headers: &HashMap<String, String>,
     ) -> Allow {
         let identity = caller.identity();
@@ -494,6 +509,11 @@ impl Engine {
                 remove_headers.push(name.clone());
             }
         }
+        if list.is_some() {
+            // The list filter reads the body as sent: no compression (RFC 9110 s12.5.3; an
+            // absent Accept-Encoding would allow any coding).
+            set_headers.push(("accept-encoding".to_owned(), "identity".to_owned()));
+        }
         Allow {
             decision_id: String::new(),
             server_id: server.id.clone(),
@@ -501,8 +521,65 @@ impl Engine {
             policies,
             set_headers,
             remove_headers,
+            list,
         }
     }
+
+    /// The list filter for a marked response's caller, with the live policy set. Fails closed:
+    /// a caller naming a server this instance does not protect gets no filter.
+    pub fn list_filter(&self, caller: ListCaller) -> Result<ListFilter, ListError> {
+        let server = self
+            .servers
+            .iter()
+            .find(|s| s.id == caller.server_id)
+            .ok_or(ListError::UnknownServer)?;
+        ListFilter::new(server, self.policies.load(), caller, self.metrics.clone())
+    }
+}
+
+/// The list mark for an allowed request: its list calls (one, or several in a batch), or
+/// every kind for a GET stream, which may replay a list response on resumption (MCP Streamable
+/// HTTP, "Resumability and Redelivery"). `None` when the server's lists are not filtered.
+fn list_context(
+    server: &ProtectedServer,
+    request: &McpRequest,
+    input: &CheckInput<'_>,
+) -> Option<ListContext> {
+    if server.list_filter == crate::config::ListFilterMode::Off {
+        return None;
+    }
+    let mark = match request {
+        McpRequest::Messages { batch, messages } => {
+            let mut kinds: Vec<ListKind> = Vec::new();
+            for kind in messages
+                .iter()
+                .filter_map(|m| m.action.and_then(ListKind::from_method))
+            {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            if kinds.is_empty() {
+                return None;
+            }
+            ListMark {
+                exact: !batch && kinds.len() == 1,
+                kinds,
+            }
+        }
+        McpRequest::OpenStream => ListMark {
+            kinds: ListKind::ALL.to_vec(),
+            exact: false,
+        },
+        McpRequest::EndSession => return None,
+    };
+    let header = |name: &str| input.headers.get(name).cloned().unwrap_or_default();
+    Some(ListContext {
+        mark,
+        server_tenant: server.tenant_for(input.path, input.headers)?.to_owned(),
+        protocol_version: header("mcp-protocol-version"),
+        session_id: header("mcp-session-id"),
+    })
 }
 
 fn same_modulo_underscore(name: &str, ours: &str) -> bool {

@@ -3,9 +3,11 @@
 //! building the `CheckRequest` Envoy would send.
 
 mod admission;
+pub mod ext_proc;
 mod request;
 
 pub use admission::{Admission, Admitted, Shed};
+pub use ext_proc::ListService;
 pub use request::{ClientRequest, RequestError, check_request, json_rpc_body};
 
 use std::collections::HashMap;
@@ -15,7 +17,7 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
@@ -159,6 +161,29 @@ fn allowed(allow: Allow) -> CheckResponse {
     put("tenant", id.tenant.as_deref());
     put("client_id", id.client_id.as_deref());
     fields.insert("scopes".to_owned(), string_value(&id.scopes.join(" ")));
+    // What the list filter (ext_proc, `grpc/ext_proc.rs`) reads back: only for marked
+    // requests, so other checks do not pay for it. Dynamic metadata is internal to Envoy and
+    // per request: a client cannot set it.
+    if let Some(list) = &allow.list {
+        fields.insert("mcp_list".to_owned(), string_value(&list.mark.encode()));
+        fields.insert(
+            "server_tenant".to_owned(),
+            string_value(&list.server_tenant),
+        );
+        fields.insert(
+            "protocol_version".to_owned(),
+            string_value(&list.protocol_version),
+        );
+        fields.insert("session_id".to_owned(), string_value(&list.session_id));
+        fields.insert("claims".to_owned(), string_value(id.claims.as_json()));
+        let groups = id.groups.iter().map(|g| string_value(g)).collect();
+        fields.insert(
+            "groups".to_owned(),
+            Value {
+                kind: Some(Kind::ListValue(ListValue { values: groups })),
+            },
+        );
+    }
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::Ok as i32,

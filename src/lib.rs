@@ -2,7 +2,9 @@
 //!
 //! A request flows `grpc` (Envoy's `CheckRequest`) -> `engine` (routing via `resource`,
 //! credentials via `bearer`, tokens via `token` and `keys`) -> `Decision` -> `grpc`
-//! (`CheckResponse`), with `challenge` rendering RFC 6750 / RFC 9728 answers.
+//! (`CheckResponse`), with `challenge` rendering RFC 6750 / RFC 9728 answers. List responses
+//! come back through `grpc::ext_proc` (Envoy's external processing) to `lists`, which keeps
+//! only the items the caller may use.
 
 pub mod admin;
 pub mod bearer;
@@ -14,6 +16,7 @@ pub mod engine;
 pub mod grpc;
 pub mod identity;
 pub mod keys;
+pub mod lists;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;

@@ -93,6 +93,10 @@ struct Inner {
     checks_shed: IntCounterVec,
     checks_pending: IntGauge,
     draining: IntGauge,
+    /// `mcp_authz_list_items_removed_total{server, kind}`.
+    list_items_removed: IntCounterVec,
+    /// `mcp_authz_list_responses_total{server, result}`.
+    list_responses: IntCounterVec,
 }
 
 impl Metrics {
@@ -272,6 +276,30 @@ impl Metrics {
             "mcp_authz_draining",
             "1 while shutting down: NOT_SERVING, still answering checks until the drain delay ends.",
         ))?;
+        let list_items_removed = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_list_items_removed_total",
+                "Items removed from tools/list, prompts/list, resources/list and resources/templates/list responses, by server and kind (tools, prompts, resources, resource_templates).",
+            ),
+            &["server", "kind"],
+        )?;
+        let list_responses = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_list_responses_total",
+                "List responses the list filter (ext_proc) handled, by server and result: filtered, error (replaced by a JSON-RPC error: unreadable, too large, compressed, or no caller from ext_authz), passed (not a success, passed as is).",
+            ),
+            &["server", "result"],
+        )?;
+        for server in servers {
+            for kind in crate::lists::ListKind::ALL {
+                list_items_removed.with_label_values(&[server, kind.as_str()]);
+            }
+            for result in ["filtered", "error", "passed"] {
+                list_responses.with_label_values(&[server, result]);
+            }
+        }
+        registry.register(Box::new(list_items_removed.clone()))?;
+        registry.register(Box::new(list_responses.clone()))?;
         registry.register(Box::new(checks_shed.clone()))?;
         registry.register(Box::new(checks_pending.clone()))?;
         registry.register(Box::new(draining.clone()))?;
@@ -326,6 +354,8 @@ impl Metrics {
                 checks_shed,
                 checks_pending,
                 draining,
+                list_items_removed,
+                list_responses,
             }),
         })
     }
@@ -451,6 +481,31 @@ impl Metrics {
 
     /// One authenticated MCP message and whether it was allowed. Lock-free: the counters were
     /// resolved at startup; unknown methods count as `other`, unknown servers not at all.
+    /// Items a list filter removed. `server` must be a configured id (unknown ones are not
+    /// counted, so they cannot create series).
+    pub fn list_items_removed(&self, server: &str, kind: crate::lists::ListKind, n: usize) {
+        if n > 0 && self.inner.servers.iter().any(|s| s == server) {
+            self.inner
+                .list_items_removed
+                .with_label_values(&[server, kind.as_str()])
+                .inc_by(n as u64);
+        }
+    }
+
+    /// One list response handled: `filtered`, `error` or `passed`. Unknown servers count as
+    /// `unknown` (the caller came without one: fail-closed answers are still counted).
+    pub fn list_response(&self, server: &str, result: &'static str) {
+        let server = if self.inner.servers.iter().any(|s| s == server) {
+            server
+        } else {
+            "unknown"
+        };
+        self.inner
+            .list_responses
+            .with_label_values(&[server, result])
+            .inc();
+    }
+
     pub fn mcp_request(&self, server: &str, action: Option<&'static str>, allowed: bool) {
         let method = action.unwrap_or("other");
         if let Some(c) = self

@@ -51,6 +51,9 @@ pub struct PolicyBundle {
     /// nor error for that action: evaluating the subset gives the same decision, reasons and
     /// errors as the whole set, for less work.
     by_action: HashMap<EntityUid, PolicySet>,
+    /// For listing (see [`PolicyBundle::decide_listing`]): each action's policies that read
+    /// nothing of the call's arguments, and whether a permit among the others does.
+    without_arguments: HashMap<EntityUid, (PolicySet, bool)>,
     /// Entities from `entities.json` that stand alone (tool sets, groups...), conformance-checked
     /// and with their ancestors closed transitively at load.
     static_entities: Vec<Entity>,
@@ -183,6 +186,26 @@ impl PolicyBundle {
             .get_or_init(|| prebuilt::Prebuilt::build(self, servers()));
     }
 
+    /// Decides a call whose arguments are unknown (a list item: `tools/call` of a listed tool),
+    /// as an upper bound: the policies that read the arguments are left out, so a forbid that
+    /// reads them cannot deny, and the answer allows (or would allow after a step-up) whenever
+    /// some arguments could. `None` when a permit reads the arguments: then no answer
+    /// without them is an upper bound, and the caller keeps the item.
+    pub fn decide_listing(
+        &self,
+        req: &EvalRequest<'_>,
+        principal: &Principal,
+        scopes_supported: &[String],
+        step_up: StepUpScope,
+    ) -> Result<Option<PolicyDecision>, BuildError> {
+        let prepared = self.prepare(req, principal, Conformance::AtLoad, true)?;
+        if prepared.permits_read_arguments {
+            return Ok(None);
+        }
+        self.finish(req, &prepared, scopes_supported, step_up)
+            .map(Some)
+    }
+
     /// Decides one message. `scopes_supported` are the candidates for step-up, and `step_up`
     /// says which scopes a challenge names; only a deny pays for trying them.
     pub fn decide(
@@ -232,12 +255,23 @@ impl PolicyBundle {
         step_up: StepUpScope,
         conformance: Conformance,
     ) -> Result<PolicyDecision, BuildError> {
-        let prepared = self.prepare(req, principal, conformance)?;
+        let prepared = self.prepare(req, principal, conformance, false)?;
+        self.finish(req, &prepared, scopes_supported, step_up)
+    }
+
+    /// Evaluates a prepared request, and on a deny tries the step-up scopes.
+    fn finish(
+        &self,
+        req: &EvalRequest<'_>,
+        prepared: &Prepared<'_>,
+        scopes_supported: &[String],
+        step_up: StepUpScope,
+    ) -> Result<PolicyDecision, BuildError> {
         let granted = &req.identity.scopes;
-        let mut decision = prepared.evaluate(self, granted.iter())?;
+        let mut decision = prepared.evaluate(granted.iter())?;
         if !decision.allowed
             && decision.errors.is_empty()
-            && let Some(s) = prepared.step_up(self, granted, scopes_supported, step_up)?
+            && let Some(s) = prepared.step_up(granted, scopes_supported, step_up)?
         {
             decision.missing_scopes = Some(s.missing);
             decision.challenge_scopes = Some(s.challenge);
@@ -274,11 +308,14 @@ impl PolicyBundle {
         Ok(Principal { uid, entity })
     }
 
+    /// Builds the request's entities and context. `ignore_arguments` (listing): no typed
+    /// arguments, no argument tags, and only the policies that read neither.
     fn prepare(
         &self,
         req: &EvalRequest<'_>,
         principal: &Principal,
         conformance: Conformance,
+        ignore_arguments: bool,
     ) -> Result<Prepared<'_>, BuildError> {
         let t = &self.types;
         let uid = |ty: &EntityTypeName, id: &str| {
@@ -317,16 +354,19 @@ impl PolicyBundle {
                     && let Some(declared) = self.tools.get(&id)
                 {
                     action = declared.action.clone();
-                    typed_arguments = Some(arguments::convert(arguments, &declared.arguments)?);
+                    if !ignore_arguments {
+                        typed_arguments = Some(arguments::convert(arguments, &declared.arguments)?);
+                    }
                 }
                 let r = uid(&t.tool, &id);
                 // Tags are only observable through `hasTag`/`getTag`: when no policy for the
                 // action reads a non-principal's tags, the entity goes without them.
-                let arg_tags = if self
-                    .reads
-                    .get(req.action)
-                    .target(req.server_id, req.target)
-                    .target_tags
+                let arg_tags = if !ignore_arguments
+                    && self
+                        .reads
+                        .get(req.action)
+                        .target(req.server_id, req.target)
+                        .target_tags
                 {
                     tags(arguments)
                 } else {
@@ -396,6 +436,15 @@ impl PolicyBundle {
         if let Some(arguments) = typed_arguments {
             context.push(("arguments".to_owned(), arguments));
         }
+        let (policies, permits_read_arguments) = if ignore_arguments {
+            match self.without_arguments.get(&action) {
+                Some((set, permits)) => (set, *permits),
+                // An action outside the schema: no policy subset is known to be safe to drop.
+                None => (&self.policies, true),
+            }
+        } else {
+            (self.by_action.get(&action).unwrap_or(&self.policies), false)
+        };
         Ok(Prepared {
             principal: principal.uid.clone(),
             action,
@@ -403,6 +452,8 @@ impl PolicyBundle {
             resource,
             entities,
             context,
+            policies,
+            permits_read_arguments,
         })
     }
 
@@ -483,12 +534,15 @@ struct Prepared<'s> {
     resource: EntityUid,
     entities: Entities,
     context: Vec<(String, RestrictedExpression)>,
+    /// The policies that can apply (see `PolicyBundle::by_action`).
+    policies: &'s PolicySet,
+    /// Listing only: a permit among the policies left out reads the arguments.
+    permits_read_arguments: bool,
 }
 
 impl Prepared<'_> {
     fn evaluate<'s>(
         &self,
-        bundle: &PolicyBundle,
         scopes: impl Iterator<Item = &'s String>,
     ) -> Result<PolicyDecision, BuildError> {
         let scopes = RestrictedExpression::new_set(scopes.map(|s| string(s)));
@@ -507,11 +561,7 @@ impl Prepared<'_> {
             self.schema,
         )
         .map_err(|e| BuildError::Request(e.to_string()))?;
-        let policies = bundle
-            .by_action
-            .get(&self.action)
-            .unwrap_or(&bundle.policies);
-        let response = Authorizer::new().is_authorized(&request, policies, &self.entities);
+        let response = Authorizer::new().is_authorized(&request, self.policies, &self.entities);
         let diagnostics = response.diagnostics();
         // `<policy id>: <message>`, so logs and metrics can name the policy.
         let mut errors: Vec<String> = diagnostics
@@ -543,7 +593,6 @@ impl Prepared<'_> {
     /// on the exact challenge, so it must always work.
     fn step_up(
         &self,
-        bundle: &PolicyBundle,
         granted: &[String],
         supported: &[String],
         rule: StepUpScope,
@@ -553,7 +602,7 @@ impl Prepared<'_> {
             return Ok(None);
         }
         let allows_with = |scopes: &mut dyn Iterator<Item = &String>| -> Result<bool, BuildError> {
-            Ok(self.evaluate(bundle, scopes)?.allowed)
+            Ok(self.evaluate(scopes)?.allowed)
         };
         let allows = |extra: &[&String]| -> Result<bool, BuildError> {
             allows_with(&mut granted.iter().chain(extra.iter().copied()))
@@ -587,9 +636,7 @@ impl Prepared<'_> {
         };
         let missing: Vec<String> = missing.into_iter().cloned().collect();
         let challenge = match rule {
-            StepUpScope::Operation => {
-                self.operation_scopes(bundle, granted, supported, &missing)?
-            }
+            StepUpScope::Operation => self.operation_scopes(granted, supported, &missing)?,
             StepUpScope::GrantedAndOperation => {
                 let named: Vec<String> = granted.iter().chain(&missing).cloned().collect();
                 challenge_scopes(supported, &named)
@@ -622,7 +669,6 @@ impl Prepared<'_> {
     /// but stay in every evaluated set, as they stay in the client's token.
     fn operation_scopes(
         &self,
-        bundle: &PolicyBundle,
         granted: &[String],
         supported: &[String],
         missing: &[String],
@@ -635,7 +681,7 @@ impl Prepared<'_> {
         for scope in supported.iter().filter(|s| granted.contains(s)) {
             let without: Vec<&String> = named.iter().copied().filter(|s| *s != scope).collect();
             let scopes = unnamed.iter().chain(&without).copied();
-            if self.evaluate(bundle, scopes)?.allowed {
+            if self.evaluate(scopes)?.allowed {
                 named = without;
             }
         }

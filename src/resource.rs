@@ -72,6 +72,8 @@ pub struct ProtectedServer {
     tenant: String,
     /// Takes the tenant from the request instead; wins over `tenant` (validation refuses both).
     tenant_from: Option<TenantFrom>,
+    /// `servers[].list_filter.mode`.
+    pub list_filter: crate::config::ListFilterMode,
 }
 
 /// Why a configured server cannot be set up. Configuration validation rules all of these out,
@@ -171,6 +173,7 @@ impl ProtectedServer {
             step_up: config.step_up,
             tenant: config.tenant.clone().unwrap_or_default(),
             tenant_from: config.tenant_from.clone(),
+            list_filter: config.list_filter.mode,
         })
     }
 
@@ -394,6 +397,7 @@ mod tests {
             matching,
             tenant: None,
             tenant_from: None,
+            list_filter: Default::default(),
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }
@@ -409,6 +413,7 @@ mod tests {
             matching: MatchConfig::default(),
             tenant: tenant.map(str::to_owned),
             tenant_from,
+            list_filter: Default::default(),
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }
@@ -643,6 +648,7 @@ mod tests {
             matching: MatchConfig::default(),
             tenant: None,
             tenant_from: None,
+            list_filter: Default::default(),
         };
         let err = |c: ServerConfig| match ProtectedServer::new(&c, |_| None) {
             Ok(_) => panic!("expected an error"),
@@ -788,6 +794,7 @@ mod tests {
                 matching: MatchConfig::default(),
                 tenant: None,
                 tenant_from: None,
+                list_filter: Default::default(),
             };
             assert!(
                 matches!(

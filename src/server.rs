@@ -22,9 +22,10 @@ use crate::admin::http::{self as admin_http, AdminState};
 use crate::config::Config;
 use crate::dev::DevIssuer;
 use crate::engine::Engine;
-use crate::grpc::{Admission, AuthzService};
+use crate::grpc::{Admission, AuthzService, ListService};
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -151,10 +152,18 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(engine.clone(), health, draining.subscribe()));
     let admission = Admission::new(&config.overload, engine.metrics());
+    // The list filter (Envoy ext_proc) on the same port: Envoy opens a stream only for the
+    // responses ext_authz marked (list calls, GET streams).
+    let lists = ExternalProcessorServer::new(ListService::new(
+        engine.clone(),
+        config.limits.max_list_response_bytes,
+    ))
+    .max_decoding_message_size(config.limits.max_check_message_bytes());
     let router = grpc_server_builder()
         .layer(admission)
         .add_service(health_service)
-        .add_service(service);
+        .add_service(service)
+        .add_service(lists);
     serve_grpc(&mut tasks, router, grpc_listener, tls.clone(), &shutdown);
 
     let admin_api = crate::admin::grpc::pb::admin_server::AdminServer::new(

@@ -34,6 +34,33 @@ pub struct ServerConfig {
     /// `{header: x-tenant-id}` or `{path_segment: 2}`.
     #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
     pub tenant_from: Option<TenantFrom>,
+    /// Which items `tools/list`, `prompts/list`, `resources/list` and
+    /// `resources/templates/list` responses keep (through Envoy's ext_proc filter).
+    #[serde(default)]
+    pub list_filter: ListFilterConfig,
+}
+
+/// `servers[].list_filter`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilterConfig {
+    #[serde(default)]
+    pub mode: ListFilterMode,
+}
+
+/// Which list items a caller sees.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListFilterMode {
+    /// Items the caller may use, and those a step-up would open (hiding them would make the
+    /// step-up impossible to discover). Items whose decision depends on the call's arguments
+    /// are kept: the call itself is still checked.
+    #[default]
+    StepUp,
+    /// Only items the caller may use with the scopes it has (and argument-dependent ones).
+    AllowedOnly,
+    /// Lists pass unfiltered; ext_authz does not mark list calls for the processor.
+    Off,
 }
 
 /// `servers[].step_up`: what a step-up 403 asks the client for.

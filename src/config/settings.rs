@@ -285,6 +285,11 @@ pub struct Limits {
     /// long, or shorter than its `content-length`, was cut short on the way and is answered 413.
     #[serde(default = "Limits::default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest list response (`tools/list`...) the list filter reads whole (`application/json`)
+    /// or largest single SSE event it holds; a longer one becomes a JSON-RPC error, never an
+    /// unfiltered list.
+    #[serde(default = "Limits::default_max_list")]
+    pub max_list_response_bytes: usize,
 }
 
 impl Limits {
@@ -297,6 +302,9 @@ impl Limits {
     /// The shipped Envoy configuration's `max_request_bytes`.
     fn default_max_body() -> usize {
         1 << 20
+    }
+    fn default_max_list() -> usize {
+        4 << 20
     }
 
     /// The largest gRPC message the check port decodes: four times the body limit, and at least
@@ -326,6 +334,12 @@ impl Limits {
                 "must be between 1024 and 67108864",
             ));
         }
+        if !(1024..=64 << 20).contains(&self.max_list_response_bytes) {
+            return Err(invalid(
+                "limits.max_list_response_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
         Ok(())
     }
 }
@@ -336,6 +350,7 @@ impl Default for Limits {
             max_token_bytes: Self::default_max_token(),
             max_jwks_bytes: Self::default_max_jwks(),
             max_body_bytes: Self::default_max_body(),
+            max_list_response_bytes: Self::default_max_list(),
         }
     }
 }

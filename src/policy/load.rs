@@ -8,13 +8,13 @@ use std::str::FromStr;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    ActionConstraint, Entities, Entity, EntityUid, PolicyId, PolicySet, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    ActionConstraint, Effect, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Overlay, PolicyBundle, Types};
+use super::{Overlay, PolicyBundle, Reads, Types};
 
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -257,6 +257,18 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
     let actions = actions.into_iter().map(|e| (e.uid(), e)).collect();
     let by_action = policies_by_action(&policies, &closed)
         .map_err(|e| file_error(&files.dir, e.to_string()))?;
+    let without_arguments = by_action
+        .iter()
+        .map(|(action, set)| {
+            let (readers, others): (Vec<&Policy>, Vec<&Policy>) = set
+                .policies()
+                .partition(|p| Reads::of_policy(p).any_arguments());
+            let permits = readers.iter().any(|p| p.effect() == Effect::Permit);
+            let set = PolicySet::from_policies(others.into_iter().cloned())
+                .map_err(|e| file_error(&files.dir, e.to_string()))?;
+            Ok((action.clone(), (set, permits)))
+        })
+        .collect::<Result<HashMap<_, _>, LoadError>>()?;
     let request_statics = static_entities
         .iter()
         .filter(|e| {
@@ -350,6 +362,7 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         request_statics,
         actions,
         by_action,
+        without_arguments,
         overlays,
         types,
         tools,
