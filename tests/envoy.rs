@@ -440,35 +440,117 @@ async fn a_real_mcp_client_and_server_through_envoy() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The official Python SDK's Streamable HTTP server, as the upstream.
-    let upstream = free_port();
-    // Killed when dropped at the end of the test (kill_on_drop).
-    let _server = tokio::process::Command::new(&python)
-        .arg(e2e.join("mcp_server.py"))
-        .arg(upstream.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", upstream))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "MCP server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // The official Python SDK's Streamable HTTP server as the upstream, answering with SSE
+    // (its default) and then with JSON: the list filter reads both.
+    for framing in ["sse", "json"] {
+        let upstream = free_port();
+        // Killed when dropped at the end of the iteration (kill_on_drop).
+        let _server = tokio::process::Command::new(&python)
+            .arg(e2e.join("mcp_server.py"))
+            .arg(upstream.to_string())
+            .arg(framing)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "MCP server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let envoy = Envoy::start(&bin, grpc, upstream).await;
+        let removed_before = list_items_removed(admin).await;
+        real_client_session(&python, &e2e, &idp, &key, &envoy, &log, framing).await;
+        // The server lists six tools; this caller may not use two of them, whatever scope it
+        // asks for: each list the client fetched came back without them.
+        let removed = list_items_removed(admin).await - removed_before;
+        assert!(removed >= 2 && removed % 2 == 0, "{framing}: {removed}");
+        only_list_calls_open_ext_proc_streams(&envoy, &key.token(&weather_claims(&idp))).await;
     }
-    let envoy = Envoy::start(&bin, grpc, upstream).await;
+}
 
-    // A token for the weather tools only.
+fn weather_claims(idp: &FakeIdp) -> Value {
     let mut c = claims(&idp.issuer, RESOURCE);
     c["scope"] = json!("mcp:connect mcp:tools:weather");
-    let token = key.token(&c);
-    let out = tokio::process::Command::new(&python)
+    c
+}
+
+/// `mcp_authz_list_items_removed_total{server="demo",kind="tools"}` from the admin port.
+async fn list_items_removed(admin: u16) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("mcp_authz_list_items_removed_total{")
+                && l.contains("kind=\"tools\"")
+                && l.contains("server=\"demo\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no list metric in:\n{text}"))
+}
+
+/// One of Envoy's counters, from its admin port (0 when it does not exist yet).
+async fn envoy_counter(envoy: &Envoy, name: &str) -> u64 {
+    let text = reqwest::get(format!(
+        "http://127.0.0.1:{}/stats?filter=^{name}$",
+        envoy.admin
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Through the shipped configuration, a `tools/call` opens no ext_proc stream; a `tools/list`
+/// opens one.
+async fn only_list_calls_open_ext_proc_streams(envoy: &Envoy, token: &str) {
+    const STREAMS: &str = "http.mcp.ext_proc.mcp_list.streams_started";
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    let before = envoy_counter(envoy, STREAMS).await;
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris"}}}"#;
+    // Without a session the SDK server refuses the call (400); what matters is that the check
+    // allowed it and Envoy ran no list filter for it.
+    let (status, h, _) = post_body(&envoy.url("/mcp"), &headers, call.into()).await;
+    assert!(h.get("x-mcp-authz-decision-id").is_none(), "{status} {h:?}");
+    assert_eq!(envoy_counter(envoy, STREAMS).await, before);
+    let (_, _, _) = post(&envoy.url("/mcp"), &headers).await;
+    assert_eq!(envoy_counter(envoy, STREAMS).await, before + 1);
+}
+
+/// The Python SDK client through Envoy: lists the tools (filtered), calls an allowed one, and
+/// gets a step-up 403 for one its token does not cover.
+async fn real_client_session(
+    python: &PathBuf,
+    e2e: &std::path::Path,
+    idp: &FakeIdp,
+    key: &TestKey,
+    envoy: &Envoy,
+    log: &std::path::Path,
+    framing: &str,
+) {
+    // A token for the weather tools only.
+    let token = key.token(&weather_claims(idp));
+    let out = tokio::process::Command::new(python)
         .arg(e2e.join("mcp_client.py"))
         .arg(envoy.url("/mcp"))
         .arg(&token)
@@ -478,14 +560,17 @@ async fn a_real_mcp_client_and_server_through_envoy() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "client failed: {stdout}{}",
+        "{framing}: client failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    // Filtered by the list filter: the weather tools (allowed), the file tools (a step-up
+    // opens them); not delete_everything (break-glass group only) nor internal_debug (no
+    // policy permits it).
     assert_eq!(
         report["tools"],
-        json!(["get_forecast", "read_file"]),
-        "{report}"
+        json!(["get_alerts", "get_forecast", "read_file", "write_file"]),
+        "{framing}: {report}"
     );
     assert_eq!(report["forecast"], json!(["sunny in Paris"]), "{report}");
     let step_up = report["responses"]
@@ -506,11 +591,14 @@ async fn a_real_mcp_client_and_server_through_envoy() {
     // The 403 the client got is matched to its decision log line by decision id.
     let id = step_up["decision_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = std::fs::read_to_string(&log).unwrap();
-    let line: Value = logs
+    let logs = std::fs::read_to_string(log).unwrap();
+    let lines: Vec<Value> = logs
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    let line = lines
+        .iter()
         .find(|l| l["decision_id"] == id)
         .unwrap_or_else(|| panic!("no log line for decision {id}:\n{logs}"));
     assert_eq!(line["decision"], "deny");
@@ -525,6 +613,12 @@ async fn a_real_mcp_client_and_server_through_envoy() {
         .filter(|l| l.contains("\"decision\":\"allow\""))
         .count();
     assert!(allows >= 3, "{logs}");
+    // And each filtered list has its line: counts, never the items.
+    let filtered = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "list filtered" || l["message"] == "list filtered")
+        .unwrap_or_else(|| panic!("no list line:\n{logs}"));
+    assert_eq!(filtered.to_string().contains("delete_everything"), false);
 }
 
 /// Reads an HTTP/1.1 response's status code from `stream` (the status line is enough), skipping

@@ -1,6 +1,11 @@
 """A real MCP server (official Python SDK, Streamable HTTP) for the end-to-end tests.
 
-Usage: mcp_server.py PORT
+Usage: mcp_server.py PORT [json]
+
+With `json`, responses are `application/json`; otherwise `text/event-stream` (the SDK's
+default). Six tools: two weather tools and two file tools (two scopes, see policies/), one in
+the `dangerous` set (forbidden without the break-glass group, whatever the scopes), and one no
+policy permits.
 """
 
 import sys
@@ -18,9 +23,33 @@ def get_forecast(city: str) -> str:
 
 
 @server.tool()
+def get_alerts(region: str) -> str:
+    """Weather alerts for a region."""
+    return f"no alerts in {region}"
+
+
+@server.tool()
 def read_file(path: str) -> str:
     """Reads a shared file."""
     return f"contents of {path}"
+
+
+@server.tool()
+def write_file(path: str, content: str) -> str:
+    """Writes a shared file."""
+    return f"wrote {len(content)} bytes to {path}"
+
+
+@server.tool()
+def delete_everything() -> str:
+    """Deletes everything."""
+    return "gone"
+
+
+@server.tool()
+def internal_debug() -> str:
+    """A tool no policy permits."""
+    return "debug"
 
 
 if __name__ == "__main__":
@@ -29,6 +58,7 @@ if __name__ == "__main__":
         host="127.0.0.1",
         port=int(sys.argv[1]),
         streamable_http_path="/mcp",
+        json_response=len(sys.argv) > 2 and sys.argv[2] == "json",
         # Envoy forwards the client's Host (127.0.0.1:<envoy port>); the authorizer in front
         # of this server is what the test is about.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
