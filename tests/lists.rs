@@ -4,7 +4,7 @@
 //! Fail closed: no caller, a compressed or unreadable body, never an unfiltered list.
 #![expect(
     clippy::unwrap_used,
-    clippy::panic,
+    clippy::indexing_slicing,
     reason = "test code: a failed assumption should stop the test"
 )]
 
