@@ -8,6 +8,8 @@
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
     reason = "test code: a failed assumption should stop the test"
 )]
 
