@@ -620,7 +620,9 @@ async fn real_client_session(
         .iter()
         .find(|l| l["fields"]["message"] == "list filtered" || l["message"] == "list filtered")
         .unwrap_or_else(|| panic!("no list line:\n{logs}"));
-    assert_eq!(filtered.to_string().contains("delete_everything"), false);
+    let filtered = filtered.to_string();
+    assert!(filtered.contains("\"removed\":2"), "{filtered}");
+    assert!(!filtered.contains("delete_everything"), "{filtered}");
 }
 
 /// Reads an HTTP/1.1 response's status code from `stream` (the status line is enough), skipping
