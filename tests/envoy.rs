@@ -125,6 +125,19 @@ async fn post(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::Hea
     post_body(
         url,
         headers,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.into(),
+    )
+    .await
+}
+
+/// A `tools/list` through Envoy: its response goes through the list filter.
+async fn post_list(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    post_body(
+        url,
+        headers,
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into(),
     )
     .await
@@ -210,6 +223,17 @@ async fn through_envoy() {
     assert_eq!(prm["resource"], RESOURCE);
     assert_eq!(prm["authorization_servers"], json!([idp.issuer]));
     assert_eq!(prm["bearer_methods_supported"], json!(["header"]));
+
+    // The shipped route that needs no authorization is served without a token (both filters
+    // off for it, per route); only that exact path: a path under it still needs one.
+    let r = reqwest::get(envoy.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["upstream"], true);
+    for path in ["/healthz/x", "/healthz/../mcp"] {
+        let r = reqwest::get(envoy.url(path)).await.unwrap();
+        assert_ne!(r.status(), 200, "{path}");
+    }
 
     // No token: 401 and the challenge, relayed by Envoy.
     let (status, headers, body) = post(&envoy.url("/mcp"), &[]).await;
@@ -535,7 +559,7 @@ async fn only_list_calls_open_ext_proc_streams(envoy: &Envoy, token: &str) {
     let (status, h, _) = post_body(&envoy.url("/mcp"), &headers, call.into()).await;
     assert!(h.get("x-mcp-authz-decision-id").is_none(), "{status} {h:?}");
     assert_eq!(envoy_counter(envoy, STREAMS).await, before);
-    let (_, _, _) = post(&envoy.url("/mcp"), &headers).await;
+    let (_, _, _) = post_list(&envoy.url("/mcp"), &headers).await;
     assert_eq!(envoy_counter(envoy, STREAMS).await, before + 1);
 }
 

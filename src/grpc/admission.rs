@@ -45,6 +45,11 @@ impl Shed {
 /// be marked unhealthy, and its load would move onto the others all at once.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
+/// The list filter's streams (ext_proc) are not shed either: Envoy does not retry them, so a
+/// shed stream would be a 500 for a list call whose check was already admitted; they follow
+/// such a check one for one.
+const LIST_FILTER_PREFIX: &str = "/envoy.service.ext_proc.v3.ExternalProcessor/";
+
 /// The shared counters of one listener.
 struct Gate {
     pending: AtomicUsize,
@@ -169,7 +174,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let ticket = self.ticket.take();
-        if request.uri().path().starts_with(HEALTH_PREFIX) {
+        let path = request.uri().path();
+        if path.starts_with(HEALTH_PREFIX) || path.starts_with(LIST_FILTER_PREFIX) {
             drop(ticket);
             return Box::pin(self.inner.call(request));
         }
