@@ -397,3 +397,49 @@ fn shutdown_timing_chain_and_retries_match_the_deploy_files() {
         0
     );
 }
+
+/// The Istio list filter is the shipped Envoy one, pointed at the mcp-authz Service, on the
+/// workloads the authorization policy covers, right after its ext_authz filter.
+#[test]
+fn the_istio_list_filter_is_the_envoy_one() {
+    let envoy = yaml(&root().join("deploy/envoy/envoy.yaml"));
+    let filters = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"];
+    let mut shipped = filters
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "mcp_list_filter")
+        .unwrap()
+        .clone();
+    let istio = yaml(&root().join("deploy/istio/list-filter.yaml"));
+    let patch = &istio["spec"]["configPatches"][0];
+    assert_eq!(patch["patch"]["operation"], "INSERT_AFTER");
+    assert_eq!(
+        patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.ext_authz"
+    );
+    let policy = yaml(&root().join("deploy/istio/authorization-policy.yaml"));
+    assert_eq!(
+        istio["spec"]["workloadSelector"]["labels"],
+        policy["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(istio["metadata"]["namespace"], policy["metadata"]["namespace"]);
+    let ext_proc = |f: &mut serde_json::Value| {
+        f["typed_config"]["xds_matcher"]["matcher_list"]["matchers"][0]["on_match"]["action"]
+            ["typed_config"]["typed_config"]["typed_config"]
+            .take()
+    };
+    let mut value = patch["patch"]["value"].clone();
+    let mut theirs = ext_proc(&mut value);
+    let mut ours = ext_proc(&mut shipped);
+    assert_eq!(value, shipped, "the filters differ outside ext_proc");
+    let grpc = theirs["grpc_service"]["envoy_grpc"].take();
+    assert_eq!(
+        grpc["cluster_name"],
+        "outbound|9191||mcp-authz.mcp-authz.svc.cluster.local"
+    );
+    assert_eq!(grpc["authority"], "mcp-authz.mcp-authz.svc.cluster.local");
+    ours["grpc_service"]["envoy_grpc"].take();
+    assert_eq!(theirs, ours, "the ext_proc settings differ");
+}
