@@ -24,7 +24,7 @@ use crate::bearer;
 use crate::config::{Config, DecisionLog, IdentityHeaders, Limits};
 use crate::identity::Identity;
 use crate::keys::{IssuerKeys, KeySetupError};
-use crate::lists::{ListCaller, ListError, ListFilter, ListKind, ListMark};
+use crate::lists::{ListCaller, ListError, ListFilter, ListKind, ListMark, ListVerdicts};
 use crate::mcp::{self, HttpParts, McpRequest, Target};
 use crate::metrics::Metrics;
 use crate::policy::{self, EvalRequest, PolicyStore};
@@ -114,6 +114,8 @@ pub struct Engine {
     decision_log: DecisionLog,
     callers: Callers,
     decisions: Decisions,
+    /// Listed items' verdicts (see `lists`).
+    list_verdicts: ListVerdicts,
     metrics: Metrics,
     /// `mcp_authz_checks_total` by [`Reason`], resolved once so a check touches one atomic.
     /// INVARIANT: indexed by `Reason as usize`, built from `Reason::ALL` (declaration order).
@@ -153,6 +155,7 @@ impl Engine {
             issuers,
             callers: Callers::new(config.cache.tokens, metrics.clone()),
             decisions: Decisions::new(config.cache.decisions, metrics.clone()),
+            list_verdicts: ListVerdicts::new(config.cache.decisions),
             policies,
             header_names: config.identity_headers.clone(),
             limits: config.limits.clone(),
@@ -533,7 +536,13 @@ impl Engine {
             .iter()
             .find(|s| s.id == caller.server_id)
             .ok_or(ListError::UnknownServer)?;
-        ListFilter::new(server, self.policies.load(), caller, self.metrics.clone())
+        ListFilter::new(
+            server,
+            self.policies.load(),
+            caller,
+            self.metrics.clone(),
+            self.list_verdicts.clone(),
+        )
     }
 }
 

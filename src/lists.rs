@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::config::{ListFilterMode, StepUpScope};
+use crate::config::ListFilterMode;
 use crate::identity::Identity;
 use crate::mcp::Target;
 use crate::metrics::Metrics;
-use crate::policy::{EvalRequest, PolicyBundle, Principal};
+use crate::policy::{EvalRequest, Listing, PolicyBundle, Principal};
 use crate::resource::ProtectedServer;
 
 /// The four list methods.
@@ -82,9 +82,33 @@ pub enum ListError {
     Compressed,
 }
 
+/// What listed items' calls got, by caller and item, for the live policy generation: a client
+/// lists at every session start and after every `list_changed`, and the same caller asking
+/// about the same item under the same policies gets the same answer. Bounded (moka: TinyLFU
+/// admission, LRU eviction; `cache.decisions` entries); the generation is in the key, so an
+/// entry never outlives its policy set's answers. A verdict is a boolean: about 100 bytes an
+/// entry with the key.
+#[derive(Clone)]
+pub struct ListVerdicts {
+    map: Option<moka::sync::Cache<Box<[u8]>, bool>>,
+}
+
+impl ListVerdicts {
+    /// `capacity` 0 turns the cache off.
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            map: (capacity > 0).then(|| moka::sync::Cache::new(capacity)),
+        }
+    }
+}
+
 /// Filters list results for one caller: built once per response stream.
 pub struct ListFilter {
     bundle: Arc<PolicyBundle>,
+    verdicts: ListVerdicts,
+    /// The policy generation and everything of the caller a listed item's decision can
+    /// depend on, hashed: the prefix of every verdict key.
+    fingerprint: [u8; 40],
     principal: Principal,
     caller: ListCaller,
     mode: ListFilterMode,
@@ -215,12 +239,16 @@ impl ListFilter {
         bundle: Arc<PolicyBundle>,
         caller: ListCaller,
         metrics: Metrics,
+        verdicts: ListVerdicts,
     ) -> Result<Self, ListError> {
         let principal = bundle
             .principal(&caller.identity)
             .map_err(|_| ListError::Principal)?;
+        let fingerprint = fingerprint(&bundle, server, &caller);
         Ok(Self {
             bundle,
+            verdicts,
+            fingerprint,
             principal,
             mode: server.list_filter,
             scopes_supported: server.scopes_supported.clone(),
@@ -298,43 +326,98 @@ impl ListFilter {
         Ok(())
     }
 
-    /// Does the caller see this item?
+    /// Does the caller see this item? From the verdict cache, or decided (then cached).
     fn keeps(&self, kind: ListKind, item: &Value) -> bool {
         let Some((action, target)) = kind.call(item) else {
             return false;
         };
+        let Some(map) = &self.verdicts.map else {
+            return self.decide(kind, action, &target);
+        };
+        let name = target.name().unwrap_or_default();
+        let mut key = Vec::with_capacity(self.fingerprint.len() + 1 + name.len());
+        key.extend_from_slice(&self.fingerprint);
+        key.push(kind as u8);
+        key.extend_from_slice(name.as_bytes());
+        let key = key.into_boxed_slice();
+        if let Some(keep) = map.get(&key) {
+            return keep;
+        }
+        let keep = self.decide(kind, action, &target);
+        map.insert(key, keep);
+        keep
+    }
+
+    fn decide(&self, kind: ListKind, action: &'static str, target: &Target) -> bool {
         let c = &self.caller;
         let req = EvalRequest {
             identity: &c.identity,
             server_id: &c.server_id,
             server_tenant: &c.server_tenant,
             action,
-            target: &target,
+            target,
             protocol_version: &c.protocol_version,
             session_id: &c.session_id,
             batch: false,
         };
-        let (supported, step_up) = match self.mode {
-            ListFilterMode::StepUp => (self.scopes_supported.as_slice(), true),
-            ListFilterMode::AllowedOnly | ListFilterMode::Off => (&[][..], false),
+        let supported = match self.mode {
+            ListFilterMode::StepUp => self.scopes_supported.as_slice(),
+            ListFilterMode::AllowedOnly | ListFilterMode::Off => &[][..],
         };
-        // A listed tool's arguments are unknown: decided with the policies that do not read
-        // them, an upper bound (some arguments could be allowed); see `decide_listing`.
-        let decided = if kind == ListKind::Tools {
-            self.bundle
-                .decide_listing(&req, &self.principal, supported, StepUpScope::Operation)
-        } else {
-            self.bundle
-                .decide_as(&req, &self.principal, supported, StepUpScope::Operation)
-                .map(Some)
-        };
-        match decided {
-            Ok(Some(d)) => d.allowed || (step_up && d.missing_scopes.is_some()),
-            // A permit reads the arguments: only the call can tell.
-            Ok(None) => true,
-            Err(_) => false,
+        let ignore_arguments = kind == ListKind::Tools;
+        match self
+            .bundle
+            .decide_listing(&req, &self.principal, supported, ignore_arguments)
+        {
+            Ok(Listing::Allowed | Listing::StepUp | Listing::Unknown) => true,
+            Ok(Listing::Denied) | Err(_) => false,
         }
     }
+}
+
+/// The policy generation, then SHA-256 over what a listed item's decision can depend on
+/// besides the item: the server, its tenant and list mode, and the whole caller (claims
+/// included: policies can read them as tags). The session id and protocol version only when
+/// some policy reads them, so a client's new session does not start cold.
+fn fingerprint(bundle: &PolicyBundle, server: &ProtectedServer, caller: &ListCaller) -> [u8; 40] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let id = &caller.identity;
+    field(caller.server_id.as_bytes());
+    field(caller.server_tenant.as_bytes());
+    field(&[server.list_filter as u8]);
+    field(id.issuer.as_bytes());
+    field(id.subject.as_bytes());
+    field(id.tenant.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(id.client_id.as_deref().unwrap_or("\u{0}").as_bytes());
+    for scope in &id.scopes {
+        field(scope.as_bytes());
+    }
+    field(b"groups");
+    for group in &id.groups {
+        field(group.as_bytes());
+    }
+    field(id.claims.as_json().as_bytes());
+    let (session, version) = bundle.reads_session_facts();
+    field(if session {
+        caller.session_id.as_bytes()
+    } else {
+        b""
+    });
+    field(if version {
+        caller.protocol_version.as_bytes()
+    } else {
+        b""
+    });
+    let mut out = [0u8; 40];
+    let (generation, digest) = out.split_at_mut(8);
+    generation.copy_from_slice(&bundle.generation.to_le_bytes());
+    digest.copy_from_slice(&h.finalize());
+    out
 }
 
 /// The JSON-RPC error that replaces a list the filter cannot vouch for (JSON-RPC 2.0 s5.1:

@@ -54,6 +54,10 @@ pub struct PolicyBundle {
     /// For listing (see [`PolicyBundle::decide_listing`]): each action's policies that read
     /// nothing of the call's arguments, and whether a permit among the others does.
     without_arguments: HashMap<EntityUid, (PolicySet, bool)>,
+    /// Whether some policy reads `context.session_id`, `context.protocol_version`.
+    session_facts: (bool, bool),
+    /// Some forbid's text mentions `scopes`: more scopes could deny (see `decide_listing`).
+    forbids_mention_scopes: bool,
     /// Entities from `entities.json` that stand alone (tool sets, groups...), conformance-checked
     /// and with their ancestors closed transitively at load.
     static_entities: Vec<Entity>,
@@ -130,6 +134,17 @@ pub struct EvalRequest<'a> {
     pub batch: bool,
 }
 
+/// What a listed item's call would get (see [`PolicyBundle::decide_listing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Allowed,
+    /// Denied now; allowed with more of the server's scopes.
+    StepUp,
+    Denied,
+    /// Depends on the call's arguments.
+    Unknown,
+}
+
 /// The answer for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyDecision {
@@ -186,24 +201,59 @@ impl PolicyBundle {
             .get_or_init(|| prebuilt::Prebuilt::build(self, servers()));
     }
 
-    /// Decides a call whose arguments are unknown (a list item: `tools/call` of a listed tool),
-    /// as an upper bound: the policies that read the arguments are left out, so a forbid that
-    /// reads them cannot deny, and the answer allows (or would allow after a step-up) whenever
-    /// some arguments could. `None` when a permit reads the arguments: then no answer
-    /// without them is an upper bound, and the caller keeps the item.
+    /// Whether some policy reads `context.session_id`, and `context.protocol_version`.
+    pub fn reads_session_facts(&self) -> (bool, bool) {
+        self.session_facts
+    }
+
+    /// Decides a listed item's call (a tool, prompt or resource in a list response): allowed
+    /// now, after a step-up to scopes from `supported`, or not at all. With
+    /// `ignore_arguments` (a tool, whose arguments are unknown when it is listed), the answer
+    /// is an upper bound: the policies that read the arguments are left out, so a forbid that
+    /// reads them cannot deny, and [`Listing::Unknown`] when a permit reads them (then only
+    /// the call can tell).
+    ///
+    /// Cheaper than [`decide`](Self::decide): a step-up is found by evaluating once with every
+    /// supported scope, not by searching the smallest set and the challenge; only when some
+    /// forbid mentions scopes (one could deny with more of them) are single scopes tried too.
     pub fn decide_listing(
         &self,
         req: &EvalRequest<'_>,
         principal: &Principal,
-        scopes_supported: &[String],
-        step_up: StepUpScope,
-    ) -> Result<Option<PolicyDecision>, BuildError> {
-        let prepared = self.prepare(req, principal, Conformance::AtLoad, true)?;
+        supported: &[String],
+        ignore_arguments: bool,
+    ) -> Result<Listing, BuildError> {
+        let prepared = self.prepare(req, principal, Conformance::AtLoad, ignore_arguments)?;
         if prepared.permits_read_arguments {
-            return Ok(None);
+            return Ok(Listing::Unknown);
         }
-        self.finish(req, &prepared, scopes_supported, step_up)
-            .map(Some)
+        let granted = &req.identity.scopes;
+        let decision = prepared.evaluate(granted.iter())?;
+        if decision.allowed {
+            return Ok(Listing::Allowed);
+        }
+        if !decision.errors.is_empty() {
+            return Ok(Listing::Denied);
+        }
+        let candidates: Vec<&String> = supported.iter().filter(|s| !granted.contains(s)).collect();
+        if candidates.is_empty() {
+            return Ok(Listing::Denied);
+        }
+        let allows = |extra: &[&String]| -> Result<bool, BuildError> {
+            let d = prepared.evaluate(granted.iter().chain(extra.iter().copied()))?;
+            Ok(d.allowed)
+        };
+        if allows(&candidates)? {
+            return Ok(Listing::StepUp);
+        }
+        if self.forbids_mention_scopes && candidates.len() > 1 {
+            for c in &candidates {
+                if allows(&[*c])? {
+                    return Ok(Listing::StepUp);
+                }
+            }
+        }
+        Ok(Listing::Denied)
     }
 
     /// Decides one message. `scopes_supported` are the candidates for step-up, and `step_up`

@@ -403,8 +403,8 @@ fn shutdown_timing_chain_and_retries_match_the_deploy_files() {
 #[test]
 fn the_istio_list_filter_is_the_envoy_one() {
     let envoy = yaml(&root().join("deploy/envoy/envoy.yaml"));
-    let filters = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"]["http_filters"];
+    let filters = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"];
     let mut shipped = filters
         .as_array()
         .unwrap()
@@ -424,7 +424,10 @@ fn the_istio_list_filter_is_the_envoy_one() {
         istio["spec"]["workloadSelector"]["labels"],
         policy["spec"]["selector"]["matchLabels"]
     );
-    assert_eq!(istio["metadata"]["namespace"], policy["metadata"]["namespace"]);
+    assert_eq!(
+        istio["metadata"]["namespace"],
+        policy["metadata"]["namespace"]
+    );
     let ext_proc = |f: &mut serde_json::Value| {
         f["typed_config"]["xds_matcher"]["matcher_list"]["matchers"][0]["on_match"]["action"]
             ["typed_config"]["typed_config"]["typed_config"]

@@ -30,13 +30,15 @@ pub enum Kind {
     EnvoyJwt,
     EnvoyMcp,
     EnvoyMcpAuthz,
+    /// The same stack, sending `tools/list`: the list filter (ext_proc) on every response.
+    EnvoyMcpAuthzList,
 }
 
 impl Kind {
     /// Run order within a round: each group's rate reference first (mcp-authz with a repeated
     /// token for direct gRPC, Envoy without authorization behind Envoy), so the half rate of
     /// the others comes from the same round.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Repeated,
         Kind::Baseline,
         Kind::Mix,
@@ -46,6 +48,7 @@ impl Kind {
         Kind::EnvoyJwt,
         Kind::EnvoyMcp,
         Kind::EnvoyMcpAuthz,
+        Kind::EnvoyMcpAuthzList,
     ];
 
     /// The name `--only` takes.
@@ -60,6 +63,7 @@ impl Kind {
             Kind::EnvoyJwt => "envoy-jwt",
             Kind::EnvoyMcp => "envoy-mcp",
             Kind::EnvoyMcpAuthz => "envoy-mcp-authz",
+            Kind::EnvoyMcpAuthzList => "envoy-mcp-authz-list",
         }
     }
 
@@ -74,6 +78,7 @@ impl Kind {
             Kind::EnvoyJwt => "Envoy + jwt_authn + rbac",
             Kind::EnvoyMcp => "Envoy + jwt_authn + MCP filter + rbac",
             Kind::EnvoyMcpAuthz => "Envoy + ext_authz mcp-authz",
+            Kind::EnvoyMcpAuthzList => "Envoy + mcp-authz, tools/list filtered (ext_proc)",
         }
     }
 
@@ -84,7 +89,11 @@ impl Kind {
     pub fn is_envoy(self) -> bool {
         matches!(
             self,
-            Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcp | Kind::EnvoyMcpAuthz
+            Kind::Envoy
+                | Kind::EnvoyJwt
+                | Kind::EnvoyMcp
+                | Kind::EnvoyMcpAuthz
+                | Kind::EnvoyMcpAuthzList
         )
     }
 
@@ -231,7 +240,11 @@ pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String>
             };
             grpc_target(env, addr, pool)
         }
-        Kind::Envoy | Kind::EnvoyJwt | Kind::EnvoyMcp | Kind::EnvoyMcpAuthz => {
+        Kind::Envoy
+        | Kind::EnvoyJwt
+        | Kind::EnvoyMcp
+        | Kind::EnvoyMcpAuthz
+        | Kind::EnvoyMcpAuthzList => {
             let mut up = Proc::spawn(
                 "upstream",
                 &env.bench_exe,
@@ -313,6 +326,11 @@ pub async fn start(kind: Kind, env: &Env, seq: usize) -> Result<Started, String>
             Target::Http {
                 addr: SocketAddr::from(([127, 0, 0, 1], listen)),
                 authorization: Some(authorization),
+                body: if kind == Kind::EnvoyMcpAuthzList {
+                    crate::tokens::LIST
+                } else {
+                    crate::tokens::CALL
+                },
             }
         }
     };

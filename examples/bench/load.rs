@@ -38,10 +38,12 @@ pub enum Target {
         /// starts at the first request.
         cursor: Option<Arc<AtomicU64>>,
     },
-    /// The `tools/call` POST through Envoy, with this `authorization` header.
+    /// A POST of `body` (the `tools/call`, or the `tools/list`) through Envoy, with this
+    /// `authorization` header.
     Http {
         addr: SocketAddr,
         authorization: Option<HeaderValue>,
+        body: &'static str,
     },
 }
 
@@ -352,14 +354,19 @@ impl Worker {
                     Err(e) => Outcome::Error(e),
                 }
             }
-            (Conn::Http(sender), Target::Http { authorization, .. }) => {
-                match http::call(sender, authorization.as_ref(), crate::tokens::CALL).await {
-                    Ok((200, _)) => Outcome::Allowed,
-                    Ok((s @ (401 | 403), _)) => Outcome::Wrong(format!("HTTP {s}")),
-                    Ok((s, body)) => Outcome::Error(format!("HTTP {s}: {body}")),
-                    Err(e) => Outcome::Error(e),
-                }
-            }
+            (
+                Conn::Http(sender),
+                Target::Http {
+                    authorization,
+                    body,
+                    ..
+                },
+            ) => match http::call(sender, authorization.as_ref(), body).await {
+                Ok((200, _)) => Outcome::Allowed,
+                Ok((s @ (401 | 403), _)) => Outcome::Wrong(format!("HTTP {s}")),
+                Ok((s, body)) => Outcome::Error(format!("HTTP {s}: {body}")),
+                Err(e) => Outcome::Error(e),
+            },
             _ => Outcome::Error("connection does not match the target".into()),
         }
     }

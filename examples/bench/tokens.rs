@@ -16,6 +16,9 @@ pub const HOST: &str = "mcp.example.com";
 pub const PATH: &str = "/mcp";
 pub const SCOPE: &str = "mcp:connect mcp:tools:weather";
 pub const TENANT: &str = "acme";
+/// The `tools/list` of the list-filter contender: its response goes through ext_proc.
+pub const LIST: &str = r#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#;
+
 /// A `tools/call` the shipped policies allow with `mcp:tools:weather`.
 pub const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris","days":3}}}"#;
 /// Calls every authorizing contender that reads the MCP body must deny (403) to the token of

@@ -44,7 +44,14 @@ fn filter_for(
         session_id: String::new(),
         mark,
     };
-    ListFilter::new(&server(mode), bundle, caller, Metrics::unregistered()).unwrap()
+    ListFilter::new(
+        &server(mode),
+        bundle,
+        caller,
+        Metrics::unregistered(),
+        ListVerdicts::new(1000),
+    )
+    .unwrap()
 }
 
 fn tools_mark() -> ListMark {
@@ -391,4 +398,60 @@ fn a_refused_body_is_replaced_at_its_end() {
             .unwrap()
             .contains("compressed")
     );
+}
+
+#[test]
+fn cached_verdicts_are_per_caller_and_the_same_as_decided() {
+    let bundle = Arc::new(crate::policy::load_dir(&crate::testutil::shipped_policies()).unwrap());
+    let shared = ListVerdicts::new(1000);
+    let make = |scopes: &[&str], groups: &[&str], verdicts: ListVerdicts| {
+        let mut identity = crate::testutil::identity("alice", "acme", scopes);
+        identity.groups = groups.iter().map(|g| g.to_string()).collect();
+        let caller = ListCaller {
+            identity,
+            server_id: "demo".into(),
+            server_tenant: "acme".into(),
+            protocol_version: String::new(),
+            session_id: String::new(),
+            mark: tools_mark(),
+        };
+        ListFilter::new(
+            &server(ListFilterMode::AllowedOnly),
+            bundle.clone(),
+            caller,
+            Metrics::unregistered(),
+            verdicts,
+        )
+        .unwrap()
+    };
+    let files = ["mcp:connect", "mcp:tools:files"];
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&files, &[]),
+        (&files, &["read-only"]),
+        (&["mcp:connect", "mcp:tools:weather"], &[]),
+        (&files, &[]),
+    ];
+    for (scopes, groups) in cases {
+        let run = |verdicts: ListVerdicts| {
+            let mut v = tools_response();
+            make(scopes, groups, verdicts).apply(&mut v).unwrap();
+            names(&v).into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        // Twice through the shared cache (the second from it), once without any cache.
+        let first = run(shared.clone());
+        assert_eq!(run(shared.clone()), first, "{scopes:?} {groups:?}");
+        assert_eq!(run(ListVerdicts::new(0)), first, "{scopes:?} {groups:?}");
+    }
+    // The callers differ, so their lists differ even through one cache.
+    let lists: Vec<Vec<String>> = cases
+        .iter()
+        .map(|(s, g)| {
+            let mut v = tools_response();
+            make(s, g, shared.clone()).apply(&mut v).unwrap();
+            names(&v).into_iter().map(str::to_owned).collect()
+        })
+        .collect();
+    assert_eq!(lists[0], ["read_file", "write_file"]);
+    assert_eq!(lists[1], ["read_file"]);
+    assert_eq!(lists[2], ["get_forecast"]);
 }

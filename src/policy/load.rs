@@ -349,6 +349,13 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
     }
     let reads =
         super::reads::ReadsByAction::new(&policies, by_action.iter(), &targets, &tools, &types);
+    let forbids_mention_scopes = policies
+        .policies()
+        .any(|p| p.effect() == Effect::Forbid && p.to_string().contains("scopes"));
+    let session_facts = policies.policies().fold((false, false), |(s, v), p| {
+        let r = Reads::of_policy(p);
+        (s || r.session_id, v || r.protocol_version)
+    });
     let bundle = PolicyBundle {
         generation: next_generation(),
         hash: files.hash,
@@ -363,6 +370,8 @@ pub fn load_files(files: Files) -> Result<PolicyBundle, LoadError> {
         actions,
         by_action,
         without_arguments,
+        forbids_mention_scopes,
+        session_facts,
         overlays,
         types,
         tools,

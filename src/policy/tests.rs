@@ -701,3 +701,108 @@ fn prepared_entities_match_fresh_ones() {
     }
     assert_eq!(compared, 40);
 }
+
+#[test]
+fn listing_answers_as_a_decision_would() {
+    // With a forbid that more scopes trigger, so the single-scope search is exercised too.
+    let dir = copy_shipped();
+    std::fs::write(
+        dir.path().join("readonly-scope.cedar"),
+        "@id(\"readonly-scope\")\nforbid (principal, action in Mcp::Action::\"tools/call\", resource in Mcp::ToolSet::\"files\")\nwhen { context.scopes.contains(\"mcp:readonly\") };\n",
+    )
+    .unwrap();
+    for path in [shipped(), dir.path().to_owned()] {
+        let bundle = load_dir(&path).unwrap();
+        let supported: Vec<String> = [
+            "mcp:connect",
+            "mcp:readonly",
+            "mcp:tools:weather",
+            "mcp:tools:files",
+            "mcp:tools:admin",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut seen = [0usize; 3];
+        for tenant in ["acme", "globex"] {
+            for groups in [&[][..], &["break-glass"], &["read-only"]] {
+                for scopes in [
+                    &[][..],
+                    &["mcp:connect"],
+                    &["mcp:connect", "mcp:readonly"],
+                    &["mcp:connect", "mcp:tools:weather", "mcp:tools:files"],
+                ] {
+                    let mut identity = crate::testutil::identity("s", tenant, scopes);
+                    identity.groups = groups.iter().map(|g| g.to_string()).collect();
+                    let principal = bundle.principal(&identity).unwrap();
+                    let targets = [
+                        (
+                            "tools/call",
+                            crate::mcp::Target::Tool {
+                                name: "get_alerts".into(),
+                                arguments: Default::default(),
+                            },
+                        ),
+                        (
+                            "tools/call",
+                            crate::mcp::Target::Tool {
+                                name: "write_file".into(),
+                                arguments:
+                                    serde_json::json!({"path": "/srv/shared/a", "content": ""})
+                                        .as_object()
+                                        .unwrap()
+                                        .clone(),
+                            },
+                        ),
+                        (
+                            "tools/call",
+                            crate::mcp::Target::Tool {
+                                name: "delete_everything".into(),
+                                arguments: Default::default(),
+                            },
+                        ),
+                        (
+                            "prompts/get",
+                            crate::mcp::Target::Prompt { name: "p".into() },
+                        ),
+                        (
+                            "resources/read",
+                            crate::mcp::Target::Resource {
+                                uri: "file:///a".into(),
+                            },
+                        ),
+                    ];
+                    for (action, target) in &targets {
+                        let req = EvalRequest {
+                            action,
+                            ..tool_call(&identity, target)
+                        };
+                        let d = bundle
+                            .decide(&req, &supported, StepUpScope::Operation)
+                            .unwrap();
+                        let l = bundle
+                            .decide_listing(&req, &principal, &supported, false)
+                            .unwrap();
+                        let want = if d.allowed {
+                            Listing::Allowed
+                        } else if d.missing_scopes.is_some() {
+                            Listing::StepUp
+                        } else {
+                            Listing::Denied
+                        };
+                        assert_eq!(
+                            l, want,
+                            "{tenant} {groups:?} {scopes:?} {action} {target:?}"
+                        );
+                        seen[match want {
+                            Listing::Allowed => 0,
+                            Listing::StepUp => 1,
+                            _ => 2,
+                        }] += 1;
+                    }
+                }
+            }
+        }
+        // Every answer came up.
+        assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
+    }
+}

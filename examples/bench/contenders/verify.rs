@@ -67,9 +67,20 @@ pub async fn verify(kind: Kind, started: &Started, env: &Env) -> Result<(), Stri
         Target::Http {
             addr,
             authorization,
+            body: sent,
         } => {
-            let (status, body) = http::once(*addr, authorization.as_ref(), CALL).await?;
-            if status != 200 || !body.contains("upstream: sunny") {
+            let (status, body) = http::once(*addr, authorization.as_ref(), sent).await?;
+            if kind == Kind::EnvoyMcpAuthzList {
+                // The upstream lists twenty tools; the token sees four (see `upstream`).
+                let v: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|e| format!("the list response is not JSON ({e}): `{body}`"))?;
+                let n = v["result"]["tools"].as_array().map_or(0, Vec::len);
+                if status != 200 || n != 4 || body.contains("delete_everything") {
+                    return Err(format!(
+                        "the list came back with HTTP {status} and {n} tools, not the 4 the token may see: `{body}`"
+                    ));
+                }
+            } else if status != 200 || !body.contains("upstream: sunny") {
                 return Err(format!(
                     "the measured request got HTTP {status} `{body}`, not the upstream's 200"
                 ));
