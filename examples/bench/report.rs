@@ -83,7 +83,10 @@ fn setup(out: &mut String, r: &RunResults) {
          `ok_response`, or HTTP 200. Before measuring, every contender that authorizes must deny \
          a request without a token (401), another tenant's token and a token without the tool \
          scope (403); those that read the MCP body must deny another tool (403), mcp-authz a \
-         30-day forecast too (403).\n\
+         30-day forecast too (403). `Envoy + mcp-authz, tools/list filtered` sends a \
+         `tools/list` instead, through the same shipped configuration: the upstream lists 20 \
+         tools (the 5 `entities.json` declares and 15 no policy permits), and the list filter \
+         (ext_proc) must return exactly the 4 the token may use or step up to.\n\
          - Realistic mix (`mix`): {callers} callers, one RS256 token each (repeating, cached), \
          {tools} tools, arguments varying per call; {planned} of the requests built to be denied \
          by policy (another tenant, a missing tool scope), each judged against its own expected \

@@ -184,6 +184,14 @@ pub fn render(out: &mut String, r: &RunResults) {
              parsing): {v:.2}×.\n"
         );
     }
+    if let Some(v) = r.median_ratio(Kind::EnvoyMcpAuthzList, Kind::EnvoyMcpAuthz, sat_rps) {
+        let _ = writeln!(
+            out,
+            "List calls (no goal): Envoy + mcp-authz sending `tools/list` of 20 tools through the \
+             list filter (ext_proc, 16 removed) vs the same stack sending `tools/call`: {v:.2}× \
+             the throughput; their CPU per request is in the table above.\n"
+        );
+    }
     let envoy_cpu = |x: &crate::results::RoundResult| {
         x.saturation.as_ref().and_then(|p| {
             p.cpu_us_per_check
