@@ -54,14 +54,24 @@ impl Setup {
         self.key.token(&c)
     }
 
-    /// A real check; returns (allowed, headers set, dynamic metadata).
+    /// A real check of a POST; returns (allowed, headers set, dynamic metadata).
     async fn check(&self, token: &str, body: &str) -> (bool, HashMap<String, String>, Struct) {
+        self.check_request("POST", token, &[], body).await
+    }
+
+    async fn check_request(
+        &self,
+        method: &str,
+        token: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> (bool, HashMap<String, String>, Struct) {
         let request = mcp_authz::grpc::check_request(mcp_authz::grpc::ClientRequest {
-            method: "POST".into(),
+            method: method.into(),
             path: "/mcp".into(),
             host: "mcp.example.com".into(),
             bearer: Some(token.to_owned()),
-            headers: vec![],
+            headers: headers.iter().map(|h| h.to_string()).collect(),
             body: body.as_bytes().to_vec(),
         })
         .unwrap();
@@ -310,4 +320,52 @@ async fn no_caller_or_an_unreadable_body_is_an_error_never_the_list() {
     assert!(text.contains("get_alerts"), "{text}");
     assert!(!text.contains("delete_everything"), "{text}");
     assert!(!text.contains("internal_debug"), "{text}");
+}
+
+#[tokio::test]
+async fn a_resumed_get_stream_cannot_replay_an_unfiltered_list() {
+    let s = setup().await;
+    let token = s.token("mcp:connect mcp:tools:weather");
+    // The GET stream (here resumed with Last-Event-ID) is marked too: a server replays the
+    // events of an earlier stream on it, a list response among them (MCP Streamable HTTP,
+    // "Resumability and Redelivery").
+    let (allowed, set, metadata) = s
+        .check_request(
+            "GET",
+            &token,
+            &[
+                "accept: text/event-stream",
+                "last-event-id: 41",
+                "mcp-session-id: s1",
+            ],
+            "",
+        )
+        .await;
+    assert!(allowed);
+    assert_eq!(
+        set.get("accept-encoding").map(String::as_str),
+        Some("identity")
+    );
+    assert!(metadata.fields.contains_key("mcp_list"));
+    let answers = process(
+        s.authz.grpc_addr,
+        Some(&metadata),
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        &[
+            "id: 41\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n",
+            &format!("id: 42\ndata: {SIX_TOOLS}\n\n"),
+            // A replayed batch of responses, recognised by shape.
+            &format!("id: 43\ndata: [{SIX_TOOLS}]\n\n"),
+        ],
+    )
+    .await;
+    let text = body_of(&answers);
+    assert!(text.contains("list_changed"), "{text}");
+    assert_eq!(text.matches("get_alerts").count(), 2, "{text}");
+    assert!(!text.contains("delete_everything"), "{text}");
+    assert!(!text.contains("internal_debug"), "{text}");
+    assert!(
+        text.contains("id: 42\n") && text.contains("id: 43\n"),
+        "{text}"
+    );
 }

@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     let part = |r: std::ops::Range<usize>| body.get(r).unwrap_or_default();
     let chunks = [part(0..x), part(x..y), part(y..body.len()), &[][..]];
     let out = budget::within_budget("filtering", || {
-        let mut filter = BodyFilter::new(framing, 4096);
+        let mut filter = BodyFilter::new(framing.clone(), 4096);
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             match filter.push(c, i + 1 == chunks.len(), &mut drop_hidden) {
