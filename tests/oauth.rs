@@ -84,6 +84,18 @@ impl Ports {
     }
 }
 
+/// Beside the shipped policies: `internal_debug` is tenant `globex`'s tool. The callers here are
+/// in `acme`, so no scope opens it for them: it is not in their lists, and a call is a plain 403.
+const TENANT_TOOL: &str = r#"
+@id("internal-debug-globex-only")
+forbid (principal, action in Mcp::Action::"tools/call", resource == Mcp::Tool::"demo/internal_debug")
+unless { principal.tenant == "globex" };
+
+@id("internal-debug")
+permit (principal, action in Mcp::Action::"tools/call", resource == Mcp::Tool::"demo/internal_debug")
+when { context.scopes.contains("mcp:connect") };
+"#;
+
 /// The `mcp-authz` binary trusting the provider for the resource behind Envoy.
 async fn start_mcp_authz(p: &Ports, dir: &Path, step_up: &str) -> Child {
     let config = format!(
@@ -109,7 +121,7 @@ servers:
     match: {{hosts: ["*"]}}
 decision_log: {{allow_sample_rate: 1.0}}
 "#,
-        policies = mcp_authz::testutil::shipped_policies().display(),
+        policies = dir.join("policies").display(),
         grpc = p.grpc,
         admin = p.admin,
         admin_grpc = p.admin_grpc,
@@ -197,7 +209,7 @@ fn assert_discovery_and_first_token(report: &Value, p: &Ports, sdk: &str) {
         assert_eq!(t["status"], 200, "{sdk}: {t}");
     }
     // Filtered by the list filter: not delete_everything (break-glass group only) nor
-    // internal_debug (no policy permits it).
+    // internal_debug (another tenant's tool: see `TENANT_TOOL`).
     assert_eq!(
         report["tools"],
         json!(["get_alerts", "get_forecast", "read_file", "write_file"]),
@@ -228,6 +240,10 @@ async fn real_clients_run_their_own_oauth_through_envoy() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    mcp_authz::testutil::copy_shipped_policies(&policies);
+    std::fs::write(policies.join("tenant-tool.cedar"), TENANT_TOOL).unwrap();
     let p = Ports {
         provider: free_port(),
         listener: free_port(),

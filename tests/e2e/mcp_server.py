@@ -4,8 +4,9 @@ Usage: mcp_server.py PORT [json]
 
 With `json`, responses are `application/json`; otherwise `text/event-stream` (the SDK's
 default). Six tools: two weather tools and two file tools (two scopes, see policies/), one in
-the `dangerous` set (forbidden without the break-glass group, whatever the scopes), and one no
-policy permits.
+the `dangerous` set (forbidden without the break-glass group, whatever the scopes), and
+`internal_debug`, which the shipped policies permit to nobody (tests/oauth.rs makes it tenant
+`globex`'s tool).
 """
 
 import sys
@@ -48,7 +49,8 @@ def delete_everything() -> str:
 
 @server.tool()
 def internal_debug() -> str:
-    """A tool no policy permits."""
+    """Another tenant's tool: the shipped policies permit it to nobody; tests/oauth.rs adds
+    policies that permit it to tenant globex only."""
     return "debug"
 
 
