@@ -72,6 +72,7 @@ pub enum ListError {
     Principal,
     #[error("the list response is not JSON-RPC")]
     NotJsonRpc,
+    /// No list where one was due (`""`: no body at all).
     #[error("the list response has no `{0}` array")]
     Malformed(&'static str),
     #[error("the list response is larger than limits.max_list_response_bytes")]

@@ -128,6 +128,8 @@ async fn process(
         metadata_context: with_metadata(metadata),
         request: Some(processing_request::Request::ResponseHeaders(HttpHeaders {
             headers: Some(headers(response_headers)),
+            // No chunks: a response without a body.
+            end_of_stream: chunks.is_empty(),
             ..Default::default()
         })),
         ..Default::default()
@@ -282,6 +284,9 @@ async fn no_caller_or_an_unreadable_body_is_an_error_never_the_list() {
         &["\u{1f}garbage"],
     )
     .await;
+    assert_eq!(immediate(&answers).unwrap().0, 502);
+    // A success announcing JSON without any body: no list to vouch for.
+    let answers = process(s.authz.grpc_addr, Some(&metadata), &json, &[]).await;
     assert_eq!(immediate(&answers).unwrap().0, 502);
     // Not JSON: the body is replaced by an error.
     let answers = process(

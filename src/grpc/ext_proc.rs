@@ -96,7 +96,8 @@ impl ListService {
         use processing_response::Response as Out;
         let response = match message.request {
             Some(In::ResponseHeaders(h)) => {
-                match self.on_headers(state, &message.metadata_context, h.headers.as_ref()) {
+                let headers = (h.headers.as_ref(), h.end_of_stream);
+                match self.on_headers(state, &message.metadata_context, headers) {
                     Ok(mutation) => Out::ResponseHeaders(HeadersResponse {
                         response: Some(CommonResponse {
                             header_mutation: mutation,
@@ -143,7 +144,7 @@ impl ListService {
         &self,
         state: &mut State,
         metadata: &Option<envoy_types::pb::envoy::config::core::v3::Metadata>,
-        headers: Option<&HeaderMap>,
+        (headers, no_body): (Option<&HeaderMap>, bool),
     ) -> Result<Option<HeaderMutation>, ImmediateResponse> {
         let metrics = self.engine.metrics();
         let fields = metadata
@@ -171,6 +172,10 @@ impl ListService {
                 return Ok(None);
             }
             Framing::Refused(e) => return Err(self.refuse(&server, e, Some(&caller))),
+            // A success with a list's content type and no body at all: no list to vouch for.
+            Framing::Json | Framing::Sse if no_body => {
+                return Err(self.refuse(&server, ListError::Malformed(""), Some(&caller)));
+            }
             Framing::Json | Framing::Sse => match self.engine.list_filter(caller) {
                 Ok(f) => f,
                 Err(e) => return Err(self.refuse(&server, e, None)),
