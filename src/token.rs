@@ -217,11 +217,13 @@ impl<'a> Parsed<'a> {
         let kid = self.header.kid.clone();
         let fingerprint = key.fingerprint;
         let audience = audiences(&self.claims);
-        let identity = self.check_claims(config, server, now)?;
+        let identity = check_claims(&self.claims, config, server, now)?;
+        let confirmation = confirmation(&self.claims)?;
         Ok(Verified {
             valid_until: identity.expires_at.saturating_add(leeway),
             identity,
             audience,
+            confirmation,
             binding: KeyBinding {
                 kid,
                 alg,
@@ -229,74 +231,95 @@ impl<'a> Parsed<'a> {
             },
         })
     }
+}
 
-    fn check_claims(
-        self,
-        config: &IssuerConfig,
-        server: &ProtectedServer,
-        now: i64,
-    ) -> Result<Identity, TokenError> {
-        let c = &self.claims;
-        let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
-        // RFC 9068 s2.2: exp is required. RFC 7519 s4.1.4: the token is valid only *before*
-        // `exp` (plus the leeway): at `exp + leeway` it has expired.
-        let exp = numeric_date(c, "exp")?.ok_or(TokenError::MissingExpiry)?;
-        if now >= exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
+/// The claim checks and the claim mapping, shared by every kind of access token whose claims
+/// are known (a verified JWT's, an introspection response's, RFC 7662 s2.2): time, audience,
+/// `jti`'s type, then the issuer's claim mapping.
+pub fn check_claims(
+    c: &Map<String, Value>,
+    config: &IssuerConfig,
+    server: &ProtectedServer,
+    now: i64,
+) -> Result<Identity, TokenError> {
+    let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
+    // RFC 9068 s2.2: exp is required. RFC 7519 s4.1.4: the token is valid only *before*
+    // `exp` (plus the leeway): at `exp + leeway` it has expired.
+    let exp = numeric_date(c, "exp")?.ok_or(TokenError::MissingExpiry)?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = numeric_date(c, "nbf")?
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if let Some(iat) = numeric_date(c, "iat")?
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if !audience_ok(&audiences(c), server) {
+        return Err(TokenError::WrongAudience);
+    }
+    // RFC 7519 s4.1.7: `jti` is a string. It may be absent (not every issuer sets it), but
+    // a token that has one of another type is not the token its issuer meant to write.
+    if c.get("jti").is_some_and(|jti| !jti.is_string()) {
+        return Err(TokenError::BadClaim);
+    }
+    let map = &config.claims;
+    let subject = match c.get(&map.subject) {
+        Some(Value::String(s)) if !s.is_empty() => header_safe(s)?.to_owned(),
+        None => return Err(TokenError::MissingSubject),
+        _ => return Err(TokenError::BadClaim),
+    };
+    let tenant = match &map.tenant {
+        Some(name) => optional_string(c, name)?,
+        None => None,
+    };
+    let mut client_id = None;
+    for name in &map.client_id {
+        if let Some(v) = optional_string(c, name)? {
+            client_id = Some(v);
+            break;
         }
-        if let Some(nbf) = numeric_date(c, "nbf")?
-            && nbf > now.saturating_add(leeway)
-        {
-            return Err(TokenError::NotYetValid);
+    }
+    let scopes = match map.scopes.iter().find_map(|n| c.get(n)) {
+        Some(v) => string_list(v)?,
+        None => Vec::new(),
+    };
+    let groups = match map.groups.as_ref().and_then(|n| c.get(n)) {
+        Some(v) => string_list(v)?,
+        None => Vec::new(),
+    };
+    Ok(Identity {
+        issuer: config.issuer.clone(),
+        subject,
+        tenant,
+        client_id,
+        scopes,
+        groups,
+        expires_at: exp,
+        claims: Claims::from(c),
+    })
+}
+
+/// RFC 9449 s6 / RFC 7800 s3.1: the `cnf` claim's `jkt`, the SHA-256 JWK thumbprint (RFC 7638)
+/// of the key a DPoP-bound token is bound to. A `cnf` of another shape, or a `jkt` that is not
+/// a base64url SHA-256 digest, makes the token malformed rather than silently unbound.
+pub fn confirmation(c: &Map<String, Value>) -> Result<Option<Box<str>>, TokenError> {
+    let Some(cnf) = c.get("cnf") else {
+        return Ok(None);
+    };
+    let Value::Object(cnf) = cnf else {
+        return Err(TokenError::BadClaim);
+    };
+    match cnf.get("jkt") {
+        None => Ok(None),
+        Some(Value::String(jkt)) if jkt.len() == 43 && URL_SAFE_NO_PAD.decode(jkt).is_ok() => {
+            Ok(Some(jkt.as_str().into()))
         }
-        if let Some(iat) = numeric_date(c, "iat")?
-            && iat > now.saturating_add(leeway)
-        {
-            return Err(TokenError::IssuedInFuture);
-        }
-        if !audience_ok(&audiences(c), server) {
-            return Err(TokenError::WrongAudience);
-        }
-        // RFC 7519 s4.1.7: `jti` is a string. It may be absent (not every issuer sets it), but
-        // a token that has one of another type is not the token its issuer meant to write.
-        if c.get("jti").is_some_and(|jti| !jti.is_string()) {
-            return Err(TokenError::BadClaim);
-        }
-        let map = &config.claims;
-        let subject = match c.get(&map.subject) {
-            Some(Value::String(s)) if !s.is_empty() => header_safe(s)?.to_owned(),
-            None => return Err(TokenError::MissingSubject),
-            _ => return Err(TokenError::BadClaim),
-        };
-        let tenant = match &map.tenant {
-            Some(name) => optional_string(c, name)?,
-            None => None,
-        };
-        let mut client_id = None;
-        for name in &map.client_id {
-            if let Some(v) = optional_string(c, name)? {
-                client_id = Some(v);
-                break;
-            }
-        }
-        let scopes = match map.scopes.iter().find_map(|n| c.get(n)) {
-            Some(v) => string_list(v)?,
-            None => Vec::new(),
-        };
-        let groups = match map.groups.as_ref().and_then(|n| c.get(n)) {
-            Some(v) => string_list(v)?,
-            None => Vec::new(),
-        };
-        Ok(Identity {
-            issuer: config.issuer.clone(),
-            subject,
-            tenant,
-            client_id,
-            scopes,
-            groups,
-            expires_at: exp,
-            claims: Claims::from(&self.claims),
-        })
+        Some(_) => Err(TokenError::BadClaim),
     }
 }
 

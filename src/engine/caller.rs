@@ -73,6 +73,14 @@ impl Caller {
         }
     }
 
+    /// The DPoP key thumbprint (RFC 7638) the credential is bound to (`cnf.jkt`, RFC 9449
+    /// s6), if it is bound: then every request must carry a proof signed by that key.
+    pub fn confirmation(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Jwt(v) => v.confirmation.as_deref(),
+        }
+    }
+
     pub fn credential(&self) -> &Credential {
         &self.credential
     }

@@ -26,6 +26,8 @@ pub struct Verified {
     pub valid_until: i64,
     /// The token's `aud` values, checked again for every server the token is presented to.
     pub audience: Box<[Box<str>]>,
+    /// `cnf.jkt`: the DPoP key this token is bound to (RFC 9449 s6.1), if any.
+    pub confirmation: Option<Box<str>>,
 }
 
 /// Which published key verified a token: enough to tell, later, whether that exact key is still
