@@ -1,5 +1,5 @@
-//! Finding the bearer token in a request (RFC 6750 s2), and refusing every other place a client
-//! might put one.
+//! Finding the access token in a request: `Authorization: Bearer` (RFC 6750 s2.1) or
+//! `Authorization: DPoP` (RFC 9449 s7.1), and refusing every other place a client might put one.
 
 use std::collections::HashMap;
 
@@ -25,18 +25,36 @@ impl BearerError {
     pub fn description(self) -> &'static str {
         match self {
             BearerError::Missing => "a bearer token is required",
-            BearerError::OtherScheme => "only the Bearer authorization scheme is accepted",
+            BearerError::OtherScheme => {
+                "only the Bearer and DPoP authorization schemes are accepted"
+            }
             BearerError::Duplicate => "more than one Authorization header",
             BearerError::NotInHeader => {
                 "access tokens are accepted only in the Authorization header"
             }
-            BearerError::Malformed => "malformed Bearer credentials",
+            BearerError::Malformed => "malformed Bearer or DPoP credentials",
             BearerError::TooLarge => "the access token is too large",
         }
     }
 }
 
-/// Returns the token from `Authorization: Bearer <token>`.
+/// How the access token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// RFC 6750: whoever holds the token may use it.
+    Bearer,
+    /// RFC 9449: the token comes with a proof of the key it is bound to (the `DPoP` header).
+    Dpop,
+}
+
+/// The access token and how it was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    pub scheme: Scheme,
+    pub token: &'a str,
+}
+
+/// Returns the token from `Authorization: Bearer <token>` or `Authorization: DPoP <token>`.
 ///
 /// `headers` are Envoy's lowercased header map, `path` is the raw path with its query, and
 /// `form_body` is the body when the request declares `application/x-www-form-urlencoded`.
@@ -45,7 +63,7 @@ pub fn extract<'a>(
     path: &str,
     form_body: Option<&[u8]>,
     max_len: usize,
-) -> Result<&'a str, BearerError> {
+) -> Result<Credentials<'a>, BearerError> {
     let in_query = path
         .split_once('?')
         .is_some_and(|(_, q)| has_access_token(q.as_bytes()));
@@ -80,26 +98,34 @@ pub fn extract<'a>(
         None => (value, ""),
     };
     // The auth-scheme is case-insensitive (RFC 9110 s11.1).
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(BearerError::OtherScheme);
-    }
-    // credentials = "Bearer" 1*SP b64token
+    };
+    // credentials = "Bearer" 1*SP b64token (RFC 6750 s2.1); "DPoP" 1*SP token68 (RFC 9449
+    // s7.1), the same characters.
     let token = rest.trim_start_matches(' ');
     if token.is_empty() || !is_b64token(token) {
         return Err(BearerError::Malformed);
     }
-    Ok(token)
+    Ok(Credentials { scheme, token })
 }
 
+/// Whether one of several comma-joined `Authorization` values is a Bearer or DPoP credential.
 fn is_bearer_credential(part: &str) -> bool {
     let part = part.trim_start_matches([' ', '\t']);
-    match part.get(..6) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("bearer") => {
-            let rest = &part[6..];
-            rest.is_empty() || rest.starts_with(' ')
-        }
-        _ => false,
-    }
+    ["bearer", "dpop"]
+        .iter()
+        .any(|name| match part.get(..name.len()) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(name) => {
+                let rest = &part[name.len()..];
+                rest.is_empty() || rest.starts_with(' ')
+            }
+            _ => false,
+        })
 }
 
 /// RFC 6750 s2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
@@ -131,7 +157,13 @@ mod tests {
             Some(v) => headers(&[("authorization", v)]),
             None => headers(&[]),
         };
-        extract(&h, path, None, 100).map(str::to_owned)
+        extract(&h, path, None, 100).map(|c| {
+            let scheme = match c.scheme {
+                Scheme::Bearer => "",
+                Scheme::Dpop => "dpop:",
+            };
+            format!("{scheme}{}", c.token)
+        })
     }
 
     #[test]
@@ -155,6 +187,12 @@ mod tests {
             (Some("Bearer a=b"), "/mcp", Err(Malformed)),
             (Some("Bearer a,Bearer b"), "/mcp", Err(Duplicate)),
             (Some("Bearer a, Basic b"), "/mcp", Err(Duplicate)),
+            (Some("DPoP abc.def.ghi"), "/mcp", Ok("dpop:abc.def.ghi")),
+            (Some("dpop abc"), "/mcp", Ok("dpop:abc")),
+            (Some("DPoP"), "/mcp", Err(Malformed)),
+            (Some("DPoPabc"), "/mcp", Err(OtherScheme)),
+            (Some("DPoP a, Bearer a"), "/mcp", Err(Duplicate)),
+            (Some("Basic a, DPoP b"), "/mcp", Err(Duplicate)),
             (Some("Basic a, bearer b"), "/mcp", Err(Duplicate)),
             (
                 Some("Digest username=\"a\", realm=\"b\""),
@@ -193,7 +231,10 @@ mod tests {
             extract(&h, "/mcp", Some(b"a=1&access_token=x"), 100),
             Err(BearerError::NotInHeader)
         );
-        assert_eq!(extract(&h, "/mcp", Some(b"a=1"), 100), Ok("abc"));
+        assert_eq!(
+            extract(&h, "/mcp", Some(b"a=1"), 100).map(|c| c.token),
+            Ok("abc")
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `WWW-Authenticate: Bearer ...` challenges (RFC 6750 s3, RFC 9728 s5.1) and the OAuth error
-//! codes a denial carries.
+//! `WWW-Authenticate: Bearer ...` and `WWW-Authenticate: DPoP ...` challenges (RFC 6750 s3,
+//! RFC 9449 s7.1, RFC 9728 s5.1) and the OAuth error codes a denial carries.
 
 use std::fmt::Write;
 
@@ -12,6 +12,11 @@ pub enum ErrorCode {
     InvalidToken,
     /// 403: the token lacks a scope this request needs; clients may step up.
     InsufficientScope,
+    /// 401: the DPoP proof is missing, malformed or does not match (RFC 9449 s7.1).
+    InvalidDpopProof,
+    /// 401: the DPoP proof must carry a nonce from this server, given in `DPoP-Nonce`
+    /// (RFC 9449 s9).
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -20,21 +25,34 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::InvalidRequest => 400,
-            ErrorCode::InvalidToken => 401,
+            ErrorCode::InvalidToken | ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce => 401,
             ErrorCode::InsufficientScope => 403,
         }
     }
 }
 
+/// Which authentication scheme a challenge is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scheme<'a> {
+    /// RFC 6750 s3.
+    #[default]
+    Bearer,
+    /// RFC 9449 s7.1, with `algs`: the proof algorithms accepted, space-separated.
+    Dpop { algs: &'a str },
+}
+
 /// One challenge. Each attribute appears at most once (RFC 6750 s3).
 #[derive(Debug, Clone, Default)]
 pub struct Challenge<'a> {
+    pub scheme: Scheme<'a>,
     pub resource_metadata: Option<&'a str>,
     pub scopes: &'a [String],
     pub error: Option<ErrorCode>,
@@ -46,8 +64,27 @@ impl Challenge<'_> {
     /// allows, so nothing a caller controls can break out of the quoted strings.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(160);
-        out.push_str("Bearer");
         let mut sep = " ";
+        match self.scheme {
+            Scheme::Bearer => out.push_str("Bearer"),
+            Scheme::Dpop { algs } => {
+                out.push_str("DPoP");
+                // RFC 9449 s7.1: `algs` is a space-delimited list of JWS `alg` values.
+                let algs = algs
+                    .split(' ')
+                    .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric()));
+                let mut first = true;
+                for a in algs {
+                    out.push_str(if first { " algs=\"" } else { " " });
+                    out.push_str(a);
+                    first = false;
+                }
+                if !first {
+                    out.push('"');
+                    sep = ", ";
+                }
+            }
+        }
         if let Some(code) = self.error {
             let _ = write!(out, "{sep}error=\"{}\"", code.as_str());
             sep = ", ";
@@ -94,8 +131,13 @@ impl Challenge<'_> {
 
 /// The step-up challenge: 403 `insufficient_scope` naming the scopes to request (RFC 6750 s3.1,
 /// MCP 2025-11-25 scope challenge handling).
-pub fn insufficient_scope(resource_metadata: &str, scopes: &[String]) -> String {
+pub fn insufficient_scope(
+    resource_metadata: &str,
+    scopes: &[String],
+    scheme: Scheme<'_>,
+) -> String {
     Challenge {
+        scheme,
         resource_metadata: Some(resource_metadata),
         scopes,
         error: Some(ErrorCode::InsufficientScope),
@@ -138,6 +180,7 @@ mod tests {
     fn all_attributes_once_each() {
         let scopes = vec!["mcp:connect".to_string(), "mcp:tools".to_string()];
         let c = Challenge {
+            scheme: Scheme::Bearer,
             resource_metadata: Some("https://r/.well-known/oauth-protected-resource"),
             scopes: &scopes,
             error: Some(ErrorCode::InsufficientScope),
@@ -154,6 +197,7 @@ mod tests {
     fn quotes_backslashes_and_control_chars_are_dropped() {
         let scopes = vec!["ok".to_string(), "bad\"scope".to_string(), "".to_string()];
         let c = Challenge {
+            scheme: Scheme::Bearer,
             resource_metadata: None,
             scopes: &scopes,
             error: Some(ErrorCode::InvalidToken),
@@ -166,10 +210,35 @@ mod tests {
     }
 
     #[test]
-    fn statuses_follow_rfc6750() {
+    fn statuses_follow_rfc6750_and_rfc9449() {
         assert_eq!(ErrorCode::InvalidRequest.status(), 400);
         assert_eq!(ErrorCode::InvalidToken.status(), 401);
         assert_eq!(ErrorCode::InsufficientScope.status(), 403);
+        assert_eq!(ErrorCode::InvalidDpopProof.status(), 401);
+        assert_eq!(ErrorCode::UseDpopNonce.status(), 401);
+    }
+
+    /// RFC 9449 s7.1: `DPoP algs="ES256 PS256"`, then the same attributes as Bearer.
+    #[test]
+    fn dpop_challenges_name_the_algorithms_first() {
+        let c = Challenge {
+            scheme: Scheme::Dpop {
+                algs: "ES256 PS256 bad\"alg",
+            },
+            resource_metadata: Some("https://r/.well-known/oauth-protected-resource"),
+            error: Some(ErrorCode::InvalidDpopProof),
+            error_description: Some("the DPoP proof is too old"),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.render(),
+            "DPoP algs=\"ES256 PS256\", error=\"invalid_dpop_proof\", error_description=\"the DPoP proof is too old\", resource_metadata=\"https://r/.well-known/oauth-protected-resource\""
+        );
+        let bare = Challenge {
+            scheme: Scheme::Dpop { algs: "ES256" },
+            ..Default::default()
+        };
+        assert_eq!(bare.render(), "DPoP algs=\"ES256\"");
     }
 
     #[test]
@@ -178,7 +247,8 @@ mod tests {
         assert_eq!(
             insufficient_scope(
                 "https://r/.well-known/oauth-protected-resource/mcp",
-                &scopes
+                &scopes,
+                Scheme::Bearer,
             ),
             "Bearer error=\"insufficient_scope\", error_description=\"additional scopes are required\", scope=\"mcp:tools files:write\", resource_metadata=\"https://r/.well-known/oauth-protected-resource/mcp\""
         );

@@ -6,6 +6,7 @@
 //! error type.
 
 mod availability;
+mod dpop;
 mod error;
 mod issuer;
 mod server;
@@ -19,13 +20,14 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use availability::{Overload, Shutdown};
+pub use dpop::{DpopConfig, NonceConfig};
 pub use error::{ConfigError, Invalid};
 pub use issuer::{
     ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
 };
 pub use server::{
     ListFilterConfig, ListFilterMode, MatchConfig, ServerConfig, StepUpConfig, StepUpScope,
-    TenantFrom, UnknownStepUpScope,
+    TenantFrom, TokenBinding, UnknownStepUpScope,
 };
 pub use settings::{
     CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig, TlsConfig,
@@ -54,6 +56,9 @@ pub struct Config {
     pub shutdown: Shutdown,
     #[serde(default)]
     pub overload: Overload,
+    /// How DPoP proofs are checked (RFC 9449), for servers that accept DPoP-bound tokens.
+    #[serde(default)]
+    pub dpop: DpopConfig,
 }
 
 // === impl Config ===
@@ -148,6 +153,7 @@ impl Config {
         self.decision_log.validate()?;
         self.cache.validate()?;
         self.limits.validate()?;
+        self.dpop.validate()?;
         self.shutdown.validate()?;
         self.overload.validate()?;
         Ok(())

@@ -20,8 +20,10 @@ use std::time::Instant;
 
 use prometheus::IntCounter;
 
-use crate::bearer;
-use crate::config::{Config, DecisionLog, IdentityHeaders, Limits};
+use crate::bearer::{self, Credentials};
+use crate::challenge::Scheme;
+use crate::config::{Config, DecisionLog, IdentityHeaders, Limits, TokenBinding};
+use crate::dpop::{Dpop, DpopSetupError, ProofInput};
 use crate::identity::Identity;
 use crate::keys::{IssuerKeys, KeySetupError};
 use crate::lists::{ListCaller, ListError, ListFilter, ListKind, ListMark, ListVerdicts};
@@ -102,6 +104,8 @@ pub enum EngineError {
     Server(#[from] ServerSetupError),
     #[error(transparent)]
     Keys(#[from] KeySetupError),
+    #[error(transparent)]
+    Dpop(#[from] DpopSetupError),
 }
 
 /// Everything a check needs, built once from configuration.
@@ -116,6 +120,8 @@ pub struct Engine {
     decisions: Decisions,
     /// Listed items' verdicts (see `lists`).
     list_verdicts: ListVerdicts,
+    /// DPoP proof checks and their replay cache (RFC 9449).
+    dpop: Dpop,
     metrics: Metrics,
     /// `mcp_authz_checks_total` by [`Reason`], resolved once so a check touches one atomic.
     /// INVARIANT: indexed by `Reason as usize`, built from `Reason::ALL` (declaration order).
@@ -141,10 +147,12 @@ impl Engine {
         metrics: Metrics,
     ) -> Result<Self, EngineError> {
         let find = |name: &str| issuers.iter().find(|i| i.config.issuer == name).cloned();
+        let dpop = Dpop::new(&config.dpop, config.limits.max_token_bytes)?;
+        let dpop_algorithms = dpop.algorithm_names();
         let servers = config
             .servers
             .iter()
-            .map(|s| ProtectedServer::new(s, find))
+            .map(|s| ProtectedServer::new(s, &dpop_algorithms, find))
             .collect::<Result<Vec<_>, _>>()?;
         let check_counters = Reason::ALL
             .iter()
@@ -156,6 +164,7 @@ impl Engine {
             callers: Callers::new(config.cache.tokens, metrics.clone()),
             decisions: Decisions::new(config.cache.decisions, metrics.clone()),
             list_verdicts: ListVerdicts::new(config.cache.decisions),
+            dpop,
             policies,
             header_names: config.identity_headers.clone(),
             limits: config.limits.clone(),
@@ -268,20 +277,26 @@ impl Engine {
                     .starts_with("application/x-www-form-urlencoded")
             })
             .then_some(input.body);
-        let token = match bearer::extract(
+        let credentials = match bearer::extract(
             input.headers,
             input.path,
             form_body,
             self.limits.max_token_bytes,
         ) {
-            Ok(token) => token,
-            Err(e) => return respond::bearer_denial(server, e),
+            Ok(credentials) => credentials,
+            Err(e) => {
+                return respond::bearer_denial(server, e, self.challenge_scheme(server, None));
+            }
         };
-        let caller = match self.callers.resolve(token, server).await {
+        let scheme = self.challenge_scheme(server, Some(credentials.scheme));
+        let caller = match self.callers.resolve(credentials.token, server).await {
             Ok(caller) => caller,
-            Err(e) => return respond::token_denial(server, e),
+            Err(e) => return respond::token_denial(server, e, scheme),
         };
         facts.caller = Some(caller.clone());
+        if let Err(denial) = self.check_presentation(server, &credentials, &caller, input) {
+            return denial;
+        }
         // Only an authenticated caller gets to have its body read.
         let request = match mcp::parse(&HttpParts {
             method: input.method,
@@ -292,7 +307,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return respond::mcp_denial(e),
         };
-        let outcome = self.authorize(server, &caller, &request, input);
+        let outcome = self.authorize(server, &caller, &request, input, scheme);
         // What the log line says of the request; an allow is only logged when sampled, so an
         // unlogged allow does not pay for it.
         if outcome.is_err() || self.decision_log.allow_sample_rate > 0.0 {
@@ -329,6 +344,7 @@ impl Engine {
         caller: &Caller,
         request: &McpRequest,
         input: &CheckInput<'_>,
+        scheme: Scheme<'_>,
     ) -> Result<Vec<String>, Respond> {
         let identity = caller.identity();
         let Some(tenant) = server.tenant_for(input.path, input.headers) else {
@@ -469,7 +485,75 @@ impl Engine {
         // (adding scopes never takes a permission away, see the README's step-up section).
         let scopes = policy::challenge_scopes(&server.scopes_supported, &needed);
         tracing::info!(server = %server.id, subject = %identity.subject, missing = ?missing, policy_hash = %bundle.hash, "denied: insufficient scope");
-        Err(respond::step_up(server, &scopes))
+        Err(respond::step_up(server, &scopes, scheme))
+    }
+
+    /// The scheme a challenge names: DPoP when the request used it or the server requires it
+    /// (RFC 9449 s7.1), Bearer otherwise.
+    fn challenge_scheme(
+        &self,
+        server: &ProtectedServer,
+        presented: Option<bearer::Scheme>,
+    ) -> Scheme<'_> {
+        match (presented, server.token_binding) {
+            (Some(bearer::Scheme::Dpop), _) | (_, TokenBinding::Dpop) => Scheme::Dpop {
+                algs: self.dpop.algs(),
+            },
+            _ => Scheme::Bearer,
+        }
+    }
+
+    /// RFC 9449 s7: a token is used the way it is bound. A DPoP-bound token (`cnf.jkt`) comes
+    /// with `Authorization: DPoP` and a proof by its key, on every request; an unbound token
+    /// comes as Bearer, where the server accepts Bearer.
+    fn check_presentation(
+        &self,
+        server: &ProtectedServer,
+        credentials: &Credentials<'_>,
+        caller: &Caller,
+        input: &CheckInput<'_>,
+    ) -> Result<(), Decision> {
+        let algs = self.dpop.algs();
+        let jkt = match (credentials.scheme, caller.confirmation()) {
+            (bearer::Scheme::Bearer, None) if server.token_binding == TokenBinding::Any => {
+                return Ok(());
+            }
+            (bearer::Scheme::Bearer, None) => {
+                return Err(respond::binding_denial(
+                    server,
+                    "this resource accepts only DPoP-bound access tokens",
+                    algs,
+                ));
+            }
+            // s7.2: "a DPoP-bound access token ... MUST NOT be accepted" as a bearer token.
+            (bearer::Scheme::Bearer, Some(_)) => {
+                return Err(respond::binding_denial(
+                    server,
+                    "a DPoP-bound access token must be presented with the DPoP scheme and a proof",
+                    algs,
+                ));
+            }
+            (bearer::Scheme::Dpop, None) => {
+                return Err(respond::binding_denial(
+                    server,
+                    "the access token is not DPoP-bound",
+                    algs,
+                ));
+            }
+            (bearer::Scheme::Dpop, Some(jkt)) => jkt,
+        };
+        let uri = crate::dpop::request_uri(&server.origin, input.path);
+        let checked = self.dpop.check(&ProofInput {
+            proof: input.headers.get("dpop").map(String::as_str),
+            method: input.method,
+            uri: &uri,
+            access_token: credentials.token,
+            jkt,
+            now: crate::token::unix_now(),
+        });
+        self.metrics
+            .dpop_proof(checked.as_ref().err().map_or("valid", |e| e.label()));
+        checked.map_err(|e| respond::dpop_denial(server, e, algs))
     }
 
     fn allow(
@@ -483,7 +567,9 @@ impl Engine {
         let identity = caller.identity();
         let names = &self.header_names;
         let mut set_headers = Vec::with_capacity(5);
-        let mut remove_headers = vec!["authorization".to_owned()];
+        // The token and its DPoP proof stay here: the upstream gets the identity, not the means
+        // to act as the caller.
+        let mut remove_headers = vec!["authorization".to_owned(), "dpop".to_owned()];
         set_headers.push((names.subject.clone(), identity.subject.clone()));
         set_headers.push((names.issuer.clone(), identity.issuer.clone()));
         let optional = [

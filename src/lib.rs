@@ -1,7 +1,7 @@
 //! mcp-authz: an Envoy external-authorization service for MCP servers.
 //!
 //! A request flows `grpc` (Envoy's `CheckRequest`) -> `engine` (routing via `resource`,
-//! credentials via `bearer`, tokens via `token` and `keys`) -> `Decision` -> `grpc`
+//! credentials via `bearer`, tokens via `token` and `keys`, DPoP proofs via `dpop`) -> `Decision` -> `grpc`
 //! (`CheckResponse`), with `challenge` rendering RFC 6750 / RFC 9728 answers. List responses
 //! come back through `grpc::ext_proc` (Envoy's external processing) to `lists`, which keeps
 //! only the items the caller may use.
@@ -12,6 +12,7 @@ pub mod challenge;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod dpop;
 pub mod engine;
 pub mod grpc;
 pub mod identity;

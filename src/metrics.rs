@@ -97,7 +97,22 @@ struct Inner {
     list_items_removed: IntCounterVec,
     /// `mcp_authz_list_responses_total{server, result}`.
     list_responses: IntCounterVec,
+    /// `mcp_authz_dpop_proofs_total{result}`, resolved once per result.
+    dpop_proofs: Vec<(&'static str, IntCounter)>,
 }
+
+/// The `result` values of `mcp_authz_dpop_proofs_total` (see `dpop::DpopError::label`).
+pub const DPOP_RESULTS: [&str; 9] = [
+    "valid",
+    "missing",
+    "malformed",
+    "bad_signature",
+    "wrong_target",
+    "out_of_window",
+    "wrong_binding",
+    "replayed",
+    "nonce_required",
+];
 
 impl Metrics {
     /// `servers` are the configured server ids: the only values of the `server` label.
@@ -298,6 +313,18 @@ impl Metrics {
                 list_responses.with_label_values(&[server, result]);
             }
         }
+        let dpop_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_dpop_proofs_total",
+                "DPoP proofs checked (RFC 9449), by result: valid, missing, malformed, bad_signature, wrong_target (htm or htu), out_of_window (iat), wrong_binding (ath or the key is not the token's cnf.jkt), replayed (jti seen), nonce_required (use_dpop_nonce).",
+            ),
+            &["result"],
+        )?;
+        let dpop_proofs = DPOP_RESULTS
+            .iter()
+            .map(|r| (*r, dpop_vec.with_label_values(&[r])))
+            .collect();
+        registry.register(Box::new(dpop_vec))?;
         registry.register(Box::new(list_items_removed.clone()))?;
         registry.register(Box::new(list_responses.clone()))?;
         registry.register(Box::new(checks_shed.clone()))?;
@@ -356,6 +383,7 @@ impl Metrics {
                 draining,
                 list_items_removed,
                 list_responses,
+                dpop_proofs,
             }),
         })
     }
@@ -494,6 +522,13 @@ impl Metrics {
 
     /// One list response handled: `filtered`, `error` or `passed`. Unknown servers count as
     /// `unknown` (the caller came without one: fail-closed answers are still counted).
+    /// One DPoP proof checked; `result` is one of [`DPOP_RESULTS`].
+    pub fn dpop_proof(&self, result: &'static str) {
+        if let Some((_, c)) = self.inner.dpop_proofs.iter().find(|(r, _)| *r == result) {
+            c.inc();
+        }
+    }
+
     pub fn list_response(&self, server: &str, result: &'static str) {
         let server = if self.inner.servers.iter().any(|s| s == server) {
             server

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use url::Url;
 
-use crate::config::{ServerConfig, StepUpConfig, TenantFrom};
+use crate::config::{ServerConfig, StepUpConfig, TenantFrom, TokenBinding};
 use crate::keys::IssuerKeys;
 
 /// RFC 9728 s3: the well-known prefix; the resource's path is appended (s3.1).
@@ -74,6 +74,10 @@ pub struct ProtectedServer {
     tenant_from: Option<TenantFrom>,
     /// `servers[].list_filter.mode`.
     pub list_filter: crate::config::ListFilterMode,
+    /// `servers[].token_binding`.
+    pub token_binding: TokenBinding,
+    /// `scheme://host[:port]` of `resource`: where clients send requests, for DPoP's `htu`.
+    pub origin: String,
 }
 
 /// Why a configured server cannot be set up. Configuration validation rules all of these out,
@@ -106,6 +110,12 @@ struct Prm<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     scopes_supported: &'a [String],
     bearer_methods_supported: [&'static str; 1],
+    /// RFC 9728 s2: the DPoP proof algorithms accepted.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    dpop_signing_alg_values_supported: &'a [String],
+    /// RFC 9728 s2: only DPoP-bound tokens are accepted (`servers[].token_binding: dpop`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dpop_bound_access_tokens_required: bool,
 }
 
 /// Where a request goes.
@@ -122,9 +132,11 @@ pub enum Route<'a> {
 
 impl ProtectedServer {
     /// `issuers` resolves an `authorization_servers` entry; configuration validation guarantees
-    /// every entry resolves.
+    /// every entry resolves. `dpop_algorithms` are the DPoP proof algorithms accepted (`dpop`),
+    /// advertised in the PRM document.
     pub fn new(
         config: &ServerConfig,
+        dpop_algorithms: &[String],
         issuers: impl Fn(&str) -> Option<Arc<IssuerKeys>>,
     ) -> Result<Self, ServerSetupError> {
         let url = Url::parse(&config.resource).map_err(ServerSetupError::ResourceNotUrl)?;
@@ -136,6 +148,8 @@ impl ProtectedServer {
             authorization_servers: &config.authorization_servers,
             scopes_supported: &config.scopes_supported,
             bearer_methods_supported: ["header"],
+            dpop_signing_alg_values_supported: dpop_algorithms,
+            dpop_bound_access_tokens_required: config.token_binding == TokenBinding::Dpop,
         })
         .map_err(ServerSetupError::Metadata)?;
         let hosts = match &config.matching.hosts {
@@ -174,6 +188,8 @@ impl ProtectedServer {
             tenant: config.tenant.clone().unwrap_or_default(),
             tenant_from: config.tenant_from.clone(),
             list_filter: config.list_filter.mode,
+            token_binding: config.token_binding,
+            origin: url.origin().ascii_serialization(),
         })
     }
 
@@ -398,8 +414,9 @@ mod tests {
             tenant: None,
             tenant_from: None,
             list_filter: Default::default(),
+            token_binding: Default::default(),
         };
-        ProtectedServer::new(&cfg, |_| None).unwrap()
+        ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
 
     fn tenant_server(tenant: Option<&str>, tenant_from: Option<TenantFrom>) -> ProtectedServer {
@@ -414,8 +431,9 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             tenant_from,
             list_filter: Default::default(),
+            token_binding: Default::default(),
         };
-        ProtectedServer::new(&cfg, |_| None).unwrap()
+        ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
 
     fn route_id(servers: &Servers, host: &str, path: &str) -> String {
@@ -649,8 +667,9 @@ mod tests {
             tenant: None,
             tenant_from: None,
             list_filter: Default::default(),
+            token_binding: Default::default(),
         };
-        let err = |c: ServerConfig| match ProtectedServer::new(&c, |_| None) {
+        let err = |c: ServerConfig| match ProtectedServer::new(&c, &[], |_| None) {
             Ok(_) => panic!("expected an error"),
             Err(e) => e.to_string(),
         };
@@ -795,10 +814,11 @@ mod tests {
                 tenant: None,
                 tenant_from: None,
                 list_filter: Default::default(),
+                token_binding: Default::default(),
             };
             assert!(
                 matches!(
-                    ProtectedServer::new(&cfg, |_| None),
+                    ProtectedServer::new(&cfg, &[], |_| None),
                     Err(ServerSetupError::ResourceNotAbsolute)
                 ),
                 "{resource:?}"

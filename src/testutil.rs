@@ -120,6 +120,50 @@ impl TestKey {
         jsonwebtoken::encode(header, claims, &self.encoding).unwrap()
     }
 
+    /// The RFC 7638 SHA-256 thumbprint of the public key: a DPoP-bound token's `cnf.jkt`.
+    pub fn jkt(&self) -> String {
+        let jwk = Jwk::from_encoding_key(&self.encoding, self.alg).unwrap();
+        jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+            .unwrap()
+    }
+
+    /// A DPoP proof (RFC 9449 s4.2) for `htm` and `htu` at `iat`, with `ath` for
+    /// `access_token`, a fresh `jti`, and this key's public JWK in the header. `extra` members
+    /// are added to the claims, replacing any of the same name; a `null` removes that claim.
+    pub fn dpop_proof(
+        &self,
+        htm: &str,
+        htu: &str,
+        access_token: &str,
+        iat: i64,
+        extra: &Value,
+    ) -> String {
+        use sha2::Digest as _;
+        let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(access_token.as_bytes()));
+        let mut claims = json!({
+            "jti": format!("{:032x}", rand::random::<u128>()),
+            "htm": htm,
+            "htu": htu,
+            "iat": iat,
+            "ath": ath,
+        });
+        if let (Some(c), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                if v.is_null() {
+                    c.remove(k);
+                } else {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let jwk = Jwk::from_encoding_key(&self.encoding, self.alg).unwrap();
+        let mut h = Header::new(self.alg);
+        h.typ = Some("dpop+jwt".into());
+        h.jwk = Some(jwk);
+        self.sign(&h, &claims)
+    }
+
     /// A token from header and claims written as raw text (repeated members, escapes, wrong
     /// types: what `Header` cannot express), signed with this key's algorithm.
     pub fn sign_raw(&self, header: &str, claims: &str) -> String {

@@ -618,16 +618,17 @@ mod tests {
             set(),
             crate::metrics::Metrics::unregistered(),
         );
-        let server = ProtectedServer::new(&config.servers[0], |_| Some(published.clone())).unwrap();
+        let server =
+            ProtectedServer::new(&config.servers[0], &[], |_| Some(published.clone())).unwrap();
         let set = set();
         (issuer, set, server, published)
     }
 
     fn check(claims: &Value, now: i64) -> Result<Identity, TokenError> {
         let (issuer, _, server, _) = setup(&[&crate::testutil::TestKey::rsa("k")]);
-        Parsed::parse(&unsigned(claims))
-            .unwrap()
-            .check_claims(&issuer, &server, now)
+        let token = unsigned(claims);
+        let parsed = Parsed::parse(&token).unwrap();
+        check_claims(&parsed.claims, &issuer, &server, now)
     }
 
     #[test]

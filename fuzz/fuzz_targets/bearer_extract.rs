@@ -29,7 +29,8 @@ fuzz_target!(|input: Input| {
     let found = budget::within_budget("extracting", || {
         mcp_authz::bearer::extract(&headers, &input.path, input.form.as_deref(), max)
     });
-    if let Ok(token) = found {
+    if let Ok(credentials) = found {
+        let token = credentials.token;
         assert!(token.len() <= max);
         let header = input.authorization.expect("a token comes from the header");
         assert!(

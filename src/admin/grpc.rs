@@ -148,7 +148,7 @@ impl Admin for AdminService {
         let www_authenticate = match (&d.missing_scopes, &outcome.challenge_scope) {
             (Some(_), Some(scope)) => {
                 let scopes: Vec<String> = scope.split(' ').map(str::to_owned).collect();
-                crate::challenge::insufficient_scope(&server.prm_url, &scopes)
+                crate::challenge::insufficient_scope(&server.prm_url, &scopes, Default::default())
             }
             _ => String::new(),
         };

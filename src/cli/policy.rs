@@ -142,6 +142,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         .collect();
     let challenge = outcome.challenge_scope.as_ref().map(|_| {
         Challenge {
+            scheme: Default::default(),
             resource_metadata: Some("..."),
             scopes: &scopes,
             error: Some(ErrorCode::InsufficientScope),

@@ -38,6 +38,23 @@ pub struct ServerConfig {
     /// `resources/templates/list` responses keep (through Envoy's ext_proc filter).
     #[serde(default)]
     pub list_filter: ListFilterConfig,
+    /// Which presentations of an access token are accepted (RFC 9449).
+    #[serde(default)]
+    pub token_binding: TokenBinding,
+}
+
+/// `servers[].token_binding`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenBinding {
+    /// Bearer tokens (RFC 6750) and DPoP-bound tokens with their proofs (RFC 9449). A token
+    /// bound to a key (`cnf.jkt`) is accepted only with a proof by that key, never as Bearer
+    /// (RFC 9449 s7.2).
+    #[default]
+    Any,
+    /// DPoP-bound tokens with their proofs only; the PRM document says
+    /// `dpop_bound_access_tokens_required: true` (RFC 9728 s2).
+    Dpop,
 }
 
 /// `servers[].list_filter`.

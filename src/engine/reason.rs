@@ -23,10 +23,14 @@ pub enum Reason {
     PolicyDeny,
     /// A policy failed to evaluate or the request could not be built: denied (403).
     PolicyError,
+    /// The DPoP proof is missing, malformed, replayed or does not match (401, RFC 9449 s7.1).
+    InvalidDpopProof,
+    /// The DPoP proof lacks a current server nonce (401 `use_dpop_nonce`, RFC 9449 s9).
+    UseDpopNonce,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Allowed,
         Reason::Metadata,
         Reason::NoToken,
@@ -40,6 +44,8 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::PolicyDeny,
         Reason::PolicyError,
+        Reason::InvalidDpopProof,
+        Reason::UseDpopNonce,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +63,8 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::PolicyDeny => "policy_deny",
             Reason::PolicyError => "policy_error",
+            Reason::InvalidDpopProof => "invalid_dpop_proof",
+            Reason::UseDpopNonce => "use_dpop_nonce",
         }
     }
 

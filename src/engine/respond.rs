@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::{Decision, Reason, Respond};
 use crate::bearer::BearerError;
-use crate::challenge::{self, Challenge, ErrorCode};
+use crate::challenge::{self, Challenge, ErrorCode, Scheme};
+use crate::dpop::DpopError;
 use crate::mcp::McpError;
 use crate::policy::arguments::ArgumentError;
 use crate::resource::ProtectedServer;
@@ -40,32 +41,82 @@ pub(super) fn metadata(server: &ProtectedServer, method: &str) -> Decision {
     })
 }
 
-pub(super) fn bearer_denial(server: &ProtectedServer, e: BearerError) -> Decision {
+pub(super) fn bearer_denial(
+    server: &ProtectedServer,
+    e: BearerError,
+    scheme: Scheme<'_>,
+) -> Decision {
     match e {
         // RFC 6750 s3.1: with no credentials, the challenge carries no error code.
         BearerError::Missing | BearerError::OtherScheme => {
-            challenge(server, None, e.description(), Reason::NoToken)
+            challenge(server, None, e.description(), Reason::NoToken, scheme)
         }
         BearerError::Duplicate | BearerError::NotInHeader | BearerError::Malformed => challenge(
             server,
             Some(ErrorCode::InvalidRequest),
             e.description(),
             Reason::InvalidRequest,
+            scheme,
         ),
         BearerError::TooLarge => challenge(
             server,
             Some(ErrorCode::InvalidToken),
             e.description(),
             Reason::InvalidToken,
+            scheme,
         ),
     }
+}
+
+/// A DPoP proof refused (RFC 9449 s7.1): 401 `invalid_dpop_proof`, or `use_dpop_nonce` with a
+/// fresh nonce in `DPoP-Nonce` (s9), always in the DPoP scheme.
+pub(super) fn dpop_denial(server: &ProtectedServer, e: DpopError, algs: &str) -> Decision {
+    let (code, reason) = match e {
+        DpopError::UseNonce(_) => (ErrorCode::UseDpopNonce, Reason::UseDpopNonce),
+        _ => (ErrorCode::InvalidDpopProof, Reason::InvalidDpopProof),
+    };
+    let mut decision = challenge(
+        server,
+        Some(code),
+        e.description(),
+        reason,
+        Scheme::Dpop { algs },
+    );
+    if let (DpopError::UseNonce(nonce), Decision::Respond(r)) = (e, &mut decision) {
+        r.headers.push((Cow::Borrowed("dpop-nonce"), nonce));
+        // Browser clients read it across origins, as they read the challenge.
+        if let Some((_, expose)) = r
+            .headers
+            .iter_mut()
+            .find(|(name, _)| name == "access-control-expose-headers")
+        {
+            expose.push_str(", DPoP-Nonce");
+        }
+    }
+    decision
+}
+
+/// A token presented in a way its binding does not allow (RFC 9449 s7.1, s7.2): 401
+/// `invalid_token` in the DPoP scheme, which tells the client how to present it.
+pub(super) fn binding_denial(server: &ProtectedServer, description: &str, algs: &str) -> Decision {
+    challenge(
+        server,
+        Some(ErrorCode::InvalidToken),
+        description,
+        Reason::InvalidToken,
+        Scheme::Dpop { algs },
+    )
 }
 
 /// The one place that tells a denial from "cannot decide". A bad token is the caller's
 /// problem: 401 `invalid_token` with a challenge, so MCP clients re-authenticate. Missing
 /// keys are ours: the service cannot tell good tokens from bad, so it fails closed with 503
 /// (distinct from any policy answer, and retryable) rather than blaming the caller.
-pub(super) fn token_denial(server: &ProtectedServer, e: TokenError) -> Decision {
+pub(super) fn token_denial(
+    server: &ProtectedServer,
+    e: TokenError,
+    scheme: Scheme<'_>,
+) -> Decision {
     match e {
         TokenError::KeysUnavailable => {
             let mut r = respond_raw(
@@ -81,6 +132,7 @@ pub(super) fn token_denial(server: &ProtectedServer, e: TokenError) -> Decision 
             Some(ErrorCode::InvalidToken),
             e.description(),
             Reason::InvalidToken,
+            scheme,
         ),
     }
 }
@@ -90,6 +142,7 @@ fn challenge(
     error: Option<ErrorCode>,
     description: &str,
     reason: Reason,
+    scheme: Scheme<'_>,
 ) -> Decision {
     // MCP 2025-11-25: a 401 SHOULD name the scopes needed to start (`scope`).
     let status = error.map_or(401, ErrorCode::status);
@@ -99,6 +152,7 @@ fn challenge(
         &[]
     };
     let header = Challenge {
+        scheme,
         resource_metadata: Some(&server.prm_url),
         scopes,
         error,
@@ -166,9 +220,9 @@ fn respond_raw(status: u16, reason: Reason, body: serde_json::Value) -> Respond 
 }
 
 /// 403 with `insufficient_scope`: clients request a token with `scope` and retry once.
-pub(super) fn step_up(server: &ProtectedServer, scopes: &[String]) -> Respond {
+pub(super) fn step_up(server: &ProtectedServer, scopes: &[String], scheme: Scheme<'_>) -> Respond {
     let description = challenge::INSUFFICIENT_SCOPE_DESCRIPTION;
-    let header = challenge::insufficient_scope(&server.prm_url, scopes);
+    let header = challenge::insufficient_scope(&server.prm_url, scopes, scheme);
     let mut r = respond_raw(
         403,
         Reason::InsufficientScope,

@@ -22,8 +22,9 @@ fn server(mode: ListFilterMode) -> ProtectedServer {
         tenant: Some("acme".into()),
         tenant_from: None,
         list_filter: crate::config::ListFilterConfig { mode },
+        token_binding: Default::default(),
     };
-    ProtectedServer::new(&cfg, |_| None).unwrap()
+    ProtectedServer::new(&cfg, &[], |_| None).unwrap()
 }
 
 fn filter_for(
