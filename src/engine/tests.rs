@@ -123,9 +123,22 @@ struct Answer {
     www_authenticate: Option<String>,
     body: String,
     allow: Option<Allow>,
+    /// A denial's headers (none for an allow).
+    headers: Vec<(String, String)>,
 }
 
 async fn run(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    run_on(&engine(), method, path, headers, body).await
+}
+
+/// A check on `engine`, reduced to an [`Answer`].
+async fn run_on(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     let headers: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -137,13 +150,14 @@ async fn run(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) ->
         headers: &headers,
         body,
     };
-    match engine().check(&input).await {
+    match engine.check(&input).await {
         Decision::Allow(a) => Answer {
             status: 200,
             error: None,
             www_authenticate: None,
             body: String::new(),
             allow: Some(*a),
+            headers: vec![],
         },
         Decision::Respond(r) => {
             let www = r
@@ -162,6 +176,11 @@ async fn run(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) ->
                 www_authenticate: www,
                 body: r.body,
                 allow: None,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v))
+                    .collect(),
             }
         }
     }
@@ -248,7 +267,7 @@ async fn allow_sets_identity_headers_and_strips_the_token() {
     assert_eq!(set["x-mcp-authz-client-id"], "client-1");
     assert_eq!(set["x-mcp-authz-scopes"], "mcp:connect mcp:tools");
     assert_eq!(set["x-mcp-authz-issuer"], ISS);
-    assert_eq!(allow.remove_headers, vec!["authorization".to_string()]);
+    assert_eq!(allow.remove_headers, vec!["authorization", "dpop"]);
 
     // Underscore look-alikes of identity headers are removed too.
     let auth = format!("Bearer {}", k.rsa.token(&good()));
@@ -1156,3 +1175,5 @@ async fn paths_with_dot_segments_or_encoded_slashes_are_refused() {
         assert_eq!(got, status, "{path}");
     }
 }
+
+mod dpop;
