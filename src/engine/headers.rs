@@ -11,9 +11,11 @@ use crate::config::{Config, TenantFrom};
 pub const PARAM_PREFIX: &str = "mcp-param-";
 
 /// Read for every check, whatever the configuration (with [`PARAM_PREFIX`]).
-pub const ALWAYS: [&str; 9] = [
+pub const ALWAYS: [&str; 10] = [
     // The bearer token (RFC 6750 s2.1); repeats arrive joined and are refused as ambiguous.
     "authorization",
+    // The DPoP proof sent with a DPoP-bound token (RFC 9449 s4.1).
+    "dpop",
     // How the body is read: JSON-RPC, form-encoded token (RFC 6750 s2.2), compression (415),
     // truncation by the proxy (413).
     "content-type",

@@ -275,7 +275,12 @@ async fn the_nonce_flow_gives_a_nonce_then_accepts_proofs_that_carry_it() {
         (a.status, a.error.as_deref()),
         (401, Some("use_dpop_nonce"))
     );
-    assert!(a.www_authenticate.as_deref().unwrap().starts_with("DPoP algs="));
+    assert!(
+        a.www_authenticate
+            .as_deref()
+            .unwrap()
+            .starts_with("DPoP algs=")
+    );
     let nonce = header(&a, "dpop-nonce")
         .expect("a DPoP-Nonce header")
         .to_owned();

@@ -20,6 +20,9 @@
 // A request without `resource` gets an opaque token (useless at mcp-authz), as node-oidc-provider
 // only issues JWTs for a resource server.
 //
+// DPoP (RFC 9449) is on: a token request with a `DPoP` proof header gets a token bound to the
+// proof's key (`cnf.jkt`), `token_type: DPoP`.
+//
 // Each token request is logged to stderr as one JSON line {"token_request": {...}}.
 // Prints one line on stdout when listening: "provider listening on http://127.0.0.1:PORT".
 
@@ -67,6 +70,9 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: false },
+    // RFC 9449: a token request carrying a DPoP proof gets a DPoP-bound access token (`cnf.jkt`
+    // in the JWT, `token_type: DPoP`); one without gets a Bearer token as before.
+    dPoP: { enabled: true },
     revocation: { enabled: false },
     resourceIndicators: {
       enabled: true,

@@ -1,0 +1,324 @@
+//! DPoP (RFC 9449) against a real OpenID provider nobody here wrote: node-oidc-provider issues
+//! DPoP-bound access tokens (`cnf.jkt`) to a client-credentials request that carries a proof,
+//! and the `mcp-authz` binary checks every presentation of them over Envoy's gRPC API: a valid
+//! proof, a replayed one, none, one without `ath`, one for another URL or method, a stale one,
+//! one by another key, the bound token sent as Bearer, and the nonce flow across two replicas
+//! that share the nonce secret (a nonce one replica issued is accepted by the other).
+//!
+//! Needs `node` with `tests/e2e/oauth/node_modules` (`scripts/test` runs `npm ci`);
+//! `MCP_AUTHZ_SKIP_ENVOY=1` skips outside CI.
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed assumption should stop the test"
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use mcp_authz::testutil::{CheckAnswer, TOOLS_LIST, TestKey, free_port, grpc_check_body, now};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+fn oauth_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/oauth")
+}
+
+fn node() -> Option<PathBuf> {
+    mcp_authz::testutil::external_program(
+        "node with tests/e2e/oauth/node_modules",
+        mcp_authz::testutil::on_path("node"),
+        |_| oauth_dir().join("node_modules/oidc-provider").is_dir(),
+        "MCP_AUTHZ_SKIP_ENVOY",
+        "install Node 20 and run `npm ci` in tests/e2e/oauth (scripts/test does)",
+    )
+}
+
+async fn wait_http(url: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{what} never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn spawn(program: &Path, args: &[&str], log: &Path, cwd: &Path) -> Child {
+    Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()))
+}
+
+/// One `mcp-authz` serving checks for `resource`, trusting `issuer`; `nonce_secret` turns the
+/// server nonces on.
+async fn start_mcp_authz(
+    dir: &Path,
+    name: &str,
+    issuer: &str,
+    resource: &str,
+    nonce_secret: Option<&Path>,
+) -> (Child, SocketAddr) {
+    let (grpc, admin, admin_grpc) = (free_port(), free_port(), free_port());
+    let nonce = nonce_secret.map_or(String::new(), |f| {
+        format!(
+            "dpop: {{nonce: {{secret: {{file: {}}}, slot: 60s}}}}",
+            f.display()
+        )
+    });
+    let config = format!(
+        r#"
+policies: {{dir: {policies}}}
+listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}", admin_grpc: "127.0.0.1:{admin_grpc}"}}
+issuers:
+  - issuer: {issuer}
+    algorithms: [RS256, ES256]
+    claims: {{tenant: tenant}}
+servers:
+  - id: demo
+    tenant: acme
+    resource: {resource}
+    authorization_servers: [{issuer}]
+    scopes_supported: [mcp:connect, mcp:tools:weather]
+    match: {{hosts: ["*"]}}
+{nonce}
+"#,
+        policies = dir.join("policies").display(),
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let child = spawn(
+        Path::new(env!("CARGO_BIN_EXE_mcp-authz")),
+        &["serve", "--config", path.to_str().unwrap()],
+        &dir.join(format!("{name}.log")),
+        dir,
+    );
+    wait_http(&format!("http://127.0.0.1:{admin}/readyz"), name).await;
+    (child, SocketAddr::from(([127, 0, 0, 1], grpc)))
+}
+
+/// A client-credentials token for `resource`, bound to `key` by a DPoP proof on the token
+/// request (RFC 9449 s5).
+async fn bound_token(issuer: &str, resource: &str, key: &TestKey) -> Value {
+    let endpoint = format!("{issuer}/token");
+    // At the token endpoint there is no access token yet: no `ath`.
+    let proof = key.dpop_proof("POST", &endpoint, "", now(), &json!({"ath": null}));
+    let response = reqwest::Client::new()
+        .post(&endpoint)
+        .basic_auth("py-client", Some("py-secret"))
+        .header("dpop", proof)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(token_request(resource))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// A client-credentials token request body for `resource` (RFC 8707).
+fn token_request(resource: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("scope", "mcp:connect")
+        .append_pair("resource", resource)
+        .finish()
+}
+
+async fn check(addr: SocketAddr, authorization: &str, proof: Option<&str>) -> CheckAnswer {
+    let auth = format!("authorization: {authorization}");
+    let dpop = proof.map(|p| format!("dpop: {p}"));
+    let mut headers = vec![auth.as_str(), "content-type: application/json"];
+    if let Some(d) = &dpop {
+        headers.push(d);
+    }
+    grpc_check_body(
+        addr,
+        "POST",
+        "127.0.0.1",
+        "/mcp",
+        None,
+        &headers,
+        TOOLS_LIST,
+    )
+    .await
+}
+
+fn description(a: &CheckAnswer) -> String {
+    let body: Value = serde_json::from_str(&a.body).unwrap_or_default();
+    body["error_description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn dpop_bound_tokens_from_a_real_provider() {
+    let Some(node) = node() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    mcp_authz::testutil::copy_shipped_policies(&policies);
+    let provider_port = free_port();
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let resource = format!("http://127.0.0.1:{}/mcp", free_port());
+    let _provider = spawn(
+        &node,
+        &["provider.mjs", &provider_port.to_string()],
+        &dir.path().join("provider.log"),
+        &oauth_dir(),
+    );
+    wait_http(
+        &format!("{issuer}/.well-known/oauth-authorization-server"),
+        "the OpenID provider",
+    )
+    .await;
+    let (_plain, plain) = start_mcp_authz(dir.path(), "plain", &issuer, &resource, None).await;
+
+    let key = TestKey::ec("client-proof-key");
+    let response = bound_token(&issuer, &resource, &key).await;
+    assert_eq!(response["token_type"], "DPoP", "{response}");
+    let token = response["access_token"].as_str().unwrap().to_owned();
+    // The provider bound it to the proof's key.
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["cnf"]["jkt"], key.jkt(), "{claims}");
+
+    let dpop = format!("DPoP {token}");
+    let proof = |extra: Value| key.dpop_proof("POST", &resource, &token, now(), &extra);
+
+    // A valid proof: allowed, and neither the token nor the proof goes upstream.
+    let p = proof(json!({}));
+    let a = check(plain, &dpop, Some(&p)).await;
+    assert!(a.allowed, "{a:?}");
+    assert!(a.removed.contains(&"authorization".to_string()));
+    assert!(a.removed.contains(&"dpop".to_string()));
+
+    // The same proof again.
+    let a = check(plain, &dpop, Some(&p)).await;
+    assert_eq!(
+        (a.status, a.error().as_deref()),
+        (401, Some("invalid_dpop_proof"))
+    );
+    assert!(
+        a.headers["www-authenticate"].starts_with("DPoP algs=\""),
+        "{a:?}"
+    );
+    assert_eq!(description(&a), "the DPoP proof was already used");
+
+    let stranger = TestKey::ec("stranger");
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        (
+            "missing",
+            None,
+            "a DPoP proof is required with DPoP-bound access tokens",
+        ),
+        (
+            "without ath",
+            Some(proof(json!({"ath": null}))),
+            "the DPoP proof lacks jti, htm, htu, iat or ath, or one is malformed",
+        ),
+        (
+            "for another URL",
+            Some(proof(json!({"htu": format!("{resource}/other")}))),
+            "the DPoP proof is for another URI",
+        ),
+        (
+            "for another method",
+            Some(proof(json!({"htm": "GET"}))),
+            "the DPoP proof is for another HTTP method",
+        ),
+        (
+            "stale",
+            Some(proof(json!({"iat": now() - 300}))),
+            "the DPoP proof is too old",
+        ),
+        (
+            "by another key",
+            Some(stranger.dpop_proof("POST", &resource, &token, now(), &json!({}))),
+            "the DPoP proof key is not the key the access token is bound to",
+        ),
+    ];
+    for (what, p, words) in cases {
+        let a = check(plain, &dpop, p.as_deref()).await;
+        assert_eq!(
+            (a.status, a.error().as_deref()),
+            (401, Some("invalid_dpop_proof")),
+            "{what}: {a:?}"
+        );
+        assert_eq!(description(&a), words, "{what}");
+    }
+
+    // RFC 9449 s7.2: the bound token as a Bearer token, with or without a proof beside it.
+    for p in [None, Some(proof(json!({})))] {
+        let a = check(plain, &format!("Bearer {token}"), p.as_deref()).await;
+        assert_eq!(
+            (a.status, a.error().as_deref()),
+            (401, Some("invalid_token")),
+            "{a:?}"
+        );
+        assert!(
+            a.headers["www-authenticate"].starts_with("DPoP algs="),
+            "{a:?}"
+        );
+    }
+
+    // A Bearer token from the same provider (no proof on the token request) still works.
+    let bearer: Value = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth("py-client", Some("py-secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(token_request(&resource))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bearer["token_type"], "Bearer", "{bearer}");
+    let a = check(
+        plain,
+        &format!("Bearer {}", bearer["access_token"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert!(a.allowed, "{a:?}");
+
+    // The nonce flow, across two replicas sharing the secret.
+    let secret = dir.path().join("nonce-secret");
+    std::fs::write(&secret, "a nonce secret shared by every replica, 32+ bytes").unwrap();
+    let (_a, replica_a) =
+        start_mcp_authz(dir.path(), "replica-a", &issuer, &resource, Some(&secret)).await;
+    let (_b, replica_b) =
+        start_mcp_authz(dir.path(), "replica-b", &issuer, &resource, Some(&secret)).await;
+    let a = check(replica_a, &dpop, Some(&proof(json!({})))).await;
+    assert_eq!(
+        (a.status, a.error().as_deref()),
+        (401, Some("use_dpop_nonce")),
+        "{a:?}"
+    );
+    let nonce = a.headers["dpop-nonce"].clone();
+    let a = check(replica_b, &dpop, Some(&proof(json!({"nonce": nonce})))).await;
+    assert!(a.allowed, "the other replica accepts the nonce: {a:?}");
+    let a = check(replica_a, &dpop, Some(&proof(json!({"nonce": "not-ours"})))).await;
+    assert_eq!(a.error().as_deref(), Some("use_dpop_nonce"), "{a:?}");
+}
