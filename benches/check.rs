@@ -25,7 +25,7 @@ use mcp_authz::mcp::{HttpParts, McpRequest, Target, parse};
 use mcp_authz::metrics::Metrics;
 use mcp_authz::policy::{EvalRequest, PolicyStore, StepUpScope, load_dir};
 use mcp_authz::resource::Route;
-use mcp_authz::testutil::{TestKey, claims, shipped_policies};
+use mcp_authz::testutil::{TestKey, claims, now, shipped_policies};
 use mcp_authz::token::{Parsed, unix_now};
 
 const ISS: &str = "https://idp.bench";
@@ -302,6 +302,54 @@ fn benches(c: &mut Criterion) {
     }
 }
 
+/// The DPoP phase (RFC 9449): the same `tools/call` with a DPoP-bound token and a fresh proof on
+/// every request, tokens and decisions cached. Proofs are made outside the timed part
+/// (`iter_batched`): what is measured is the check's own cost, to compare with
+/// `whole_check_tools_call_rs256_cached` (the same check with a Bearer token).
+fn dpop(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let rsa = TestKey::rsa("k1");
+    let engine = engine(&[&rsa], 4096);
+    for proof_key in [TestKey::ec("proof"), TestKey::ed("proof")] {
+        let mut claims = claims(ISS, RESOURCE);
+        claims["scope"] = serde_json::json!("mcp:connect mcp:tools:weather");
+        claims["cnf"] = serde_json::json!({"jkt": proof_key.jkt()});
+        let token = rsa.token(&claims);
+        let auth = format!("DPoP {token}");
+        let headers = |proof: String| -> HashMap<String, String> {
+            HashMap::from([
+                ("authorization".into(), auth.clone()),
+                ("content-type".into(), "application/json".into()),
+                ("dpop".into(), proof),
+            ])
+        };
+        let proof =
+            || proof_key.dpop_proof("POST", RESOURCE, &token, now(), &serde_json::json!({}));
+        let check = |headers: &HashMap<String, String>| {
+            let input = CheckInput {
+                method: "POST",
+                path: "/mcp",
+                host: "mcp.example.com",
+                headers,
+                body: black_box(CALL.as_bytes()),
+            };
+            rt.block_on(engine.check(&input))
+        };
+        // A sanity check outside the timed loop: the benchmark measures allows.
+        assert!(matches!(check(&headers(proof())), Decision::Allow(_)));
+        let name = format!("{:?}", proof_key.alg).to_lowercase();
+        c.bench_function(&format!("whole_check_tools_call_dpop_{name}_cached"), |b| {
+            b.iter_batched(
+                || headers(proof()),
+                |h| check(&h),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
 /// Live heap per decision cache entry: distinct `tools/call` requests (one tool name each, all
 /// denied by default, so Cedar runs and each leaves one entry) from one cached token.
 fn decision_cache_memory(rt: &tokio::runtime::Runtime, key: &TestKey) {
@@ -347,5 +395,5 @@ fn memory(_: &mut Criterion) {
     decision_cache_memory(&rt, &TestKey::rsa("rsa"));
 }
 
-criterion_group!(check, benches, memory);
+criterion_group!(check, benches, dpop, memory);
 criterion_main!(check);
