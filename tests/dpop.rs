@@ -3,7 +3,9 @@
 //! and the `mcp-authz` binary checks every presentation of them over Envoy's gRPC API: a valid
 //! proof, a replayed one, none, one without `ath`, one for another URL or method, a stale one,
 //! one by another key, the bound token sent as Bearer, and the nonce flow across two replicas
-//! that share the nonce secret (a nonce one replica issued is accepted by the other).
+//! that share the nonce secret (a nonce one replica issued is accepted by the other). Then the
+//! same token through the shipped Envoy configuration: the proof names the URL the client used,
+//! Envoy forwards the `DPoP` header to the check, and neither header reaches the upstream.
 //!
 //! Needs `node` with `tests/e2e/oauth/node_modules` (`scripts/test` runs `npm ci`);
 //! `MCP_AUTHZ_SKIP_ENVOY=1` skips outside CI.
@@ -92,7 +94,9 @@ servers:
     scopes_supported: [mcp:connect, mcp:tools:weather]
     match: {{hosts: ["*"]}}
 {nonce}
+{overload}
 "#,
+        overload = mcp_authz::testutil::TEST_OVERLOAD,
         policies = dir.join("policies").display(),
     );
     let path = dir.join(format!("{name}.yaml"));
@@ -156,6 +160,25 @@ async fn check(addr: SocketAddr, authorization: &str, proof: Option<&str>) -> Ch
     .await
 }
 
+/// A `ping` the shipped policies allow with `mcp:connect` (not a list call, whose response the
+/// list filter would read).
+const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+/// An upstream that answers every request with the headers it received, as JSON.
+async fn echo_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        let map: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        axum::Json(json!({ "upstream": true, "headers": map }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
 fn description(a: &CheckAnswer) -> String {
     let body: Value = serde_json::from_str(&a.body).unwrap_or_default();
     body["error_description"]
@@ -166,7 +189,7 @@ fn description(a: &CheckAnswer) -> String {
 
 #[tokio::test]
 async fn dpop_bound_tokens_from_a_real_provider() {
-    let Some(node) = node() else {
+    let (Some(node), Some(envoy_bin)) = (node(), mcp_authz::testutil::envoy_binary()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +198,9 @@ async fn dpop_bound_tokens_from_a_real_provider() {
     mcp_authz::testutil::copy_shipped_policies(&policies);
     let provider_port = free_port();
     let issuer = format!("http://127.0.0.1:{provider_port}");
-    let resource = format!("http://127.0.0.1:{}/mcp", free_port());
+    // The resource is served by Envoy's listener: the URL clients use, which `htu` names.
+    let listener = free_port();
+    let resource = format!("http://127.0.0.1:{listener}/mcp");
     let _provider = spawn(
         &node,
         &["provider.mjs", &provider_port.to_string()],
@@ -188,6 +213,30 @@ async fn dpop_bound_tokens_from_a_real_provider() {
     )
     .await;
     let (_plain, plain) = start_mcp_authz(dir.path(), "plain", &issuer, &resource, None).await;
+    let upstream = echo_upstream().await;
+    let envoy_admin = free_port();
+    let envoy_yaml = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &envoy_yaml,
+        mcp_authz::testutil::shipped_envoy_config(listener, plain.port(), upstream, envoy_admin)
+            .unwrap(),
+    )
+    .unwrap();
+    let _envoy = spawn(
+        &envoy_bin,
+        &[
+            "-c",
+            envoy_yaml.to_str().unwrap(),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+        ],
+        &dir.path().join("envoy.log"),
+        dir.path(),
+    );
+    wait_http(&format!("http://127.0.0.1:{envoy_admin}/ready"), "Envoy").await;
 
     let key = TestKey::ec("client-proof-key");
     let response = bound_token(&issuer, &resource, &key).await;
@@ -302,6 +351,52 @@ async fn dpop_bound_tokens_from_a_real_provider() {
     )
     .await;
     assert!(a.allowed, "{a:?}");
+
+    // Through Envoy: a valid proof reaches the upstream, which sees neither the token nor the
+    // proof; a proof for another path, or the token as Bearer, is answered 401 by Envoy with
+    // the DPoP challenge.
+    let through_envoy = |authorization: String, proof: Option<String>| {
+        let resource = resource.clone();
+        async move {
+            let mut request = reqwest::Client::new()
+                .post(&resource)
+                .header("authorization", authorization)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(CALL);
+            if let Some(p) = proof {
+                request = request.header("dpop", p);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let www = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, www, response.text().await.unwrap())
+        }
+    };
+    let (status, _, body) = through_envoy(dpop.clone(), Some(proof(json!({})))).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["upstream"], true, "{body}");
+    assert!(seen["headers"].get("authorization").is_none(), "{body}");
+    assert!(seen["headers"].get("dpop").is_none(), "{body}");
+    assert_eq!(
+        seen["headers"]["x-mcp-authz-subject"], "py-client",
+        "{body}"
+    );
+    let elsewhere = proof(json!({"htu": format!("http://127.0.0.1:{listener}/elsewhere")}));
+    let (status, www, body) = through_envoy(dpop.clone(), Some(elsewhere)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        www.as_deref().unwrap_or_default().starts_with("DPoP algs=")
+            && body.contains("another URI"),
+        "{www:?} {body}"
+    );
+    let (status, www, _) = through_envoy(format!("Bearer {token}"), Some(proof(json!({})))).await;
+    assert_eq!(status, 401);
+    assert!(www.unwrap().contains("error=\"invalid_token\""));
 
     // The nonce flow, across two replicas sharing the secret.
     let secret = dir.path().join("nonce-secret");
