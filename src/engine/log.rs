@@ -64,6 +64,12 @@ pub(super) fn decision(config: &DecisionLog, line: &Line<'_>) {
         subject = field(|i| Some(&i.subject)),
         tenant = field(|i| i.tenant.as_deref()),
         client_id = field(|i| i.client_id.as_deref()),
+        // How the token was bound: `dpop` (RFC 9449, `cnf.jkt`), `bearer`, or "" (no token).
+        binding = match facts.caller.as_deref().map(Caller::confirmation) {
+            Some(Some(_)) => "dpop",
+            Some(None) => "bearer",
+            None => "",
+        },
         policies = %line.policies.join(","),
         latency_us = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX),
         claims = identity.filter(|_| config.include_claims).map(|i| i.claims.as_json()).unwrap_or_default(),
