@@ -15,6 +15,7 @@ pub mod dev;
 pub mod engine;
 pub mod grpc;
 pub mod identity;
+pub mod introspection;
 pub mod keys;
 pub mod lists;
 pub mod mcp;

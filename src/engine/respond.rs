@@ -67,7 +67,7 @@ pub(super) fn bearer_denial(server: &ProtectedServer, e: BearerError) -> Decisio
 /// (distinct from any policy answer, and retryable) rather than blaming the caller.
 pub(super) fn token_denial(server: &ProtectedServer, e: TokenError) -> Decision {
     match e {
-        TokenError::KeysUnavailable => {
+        TokenError::KeysUnavailable | TokenError::IntrospectionUnavailable => {
             let mut r = respond_raw(
                 503,
                 Reason::Unavailable,
