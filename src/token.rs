@@ -636,9 +636,9 @@ mod tests {
 
     fn check(claims: &Value, now: i64) -> Result<Identity, TokenError> {
         let (issuer, _, server, _) = setup(&[&crate::testutil::TestKey::rsa("k")]);
-        Parsed::parse(&unsigned(claims))
-            .unwrap()
-            .check_claims(&issuer, &server, now)
+        let token = unsigned(claims);
+        let parsed = Parsed::parse(&token).unwrap();
+        check_claims(&parsed.claims, &issuer, &server, now)
     }
 
     #[test]
