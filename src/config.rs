@@ -8,6 +8,7 @@
 mod availability;
 mod dpop;
 mod error;
+mod introspection;
 mod issuer;
 mod server;
 mod settings;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 pub use availability::{Overload, Shutdown};
 pub use dpop::{DpopConfig, NonceConfig};
 pub use error::{ConfigError, Invalid};
+pub use introspection::{ClientAuthMethod, IntrospectionConfig, signing_key};
 pub use issuer::{
     ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
 };
@@ -146,6 +148,26 @@ impl Config {
                         format!("`{auth}` is not one of the configured `issuers`"),
                     ));
                 }
+            }
+            // An opaque token names no issuer: which one introspects it is never guessed, so
+            // one authorization server's tokens are never sent to another.
+            let introspecting: Vec<&str> = self
+                .issuers
+                .iter()
+                .filter(|i| {
+                    i.introspection.is_some() && server.authorization_servers.contains(&i.issuer)
+                })
+                .map(|i| i.issuer.as_str())
+                .collect();
+            if introspecting.len() > 1 {
+                return Err(invalid(
+                    format!("{key}.authorization_servers"),
+                    format!(
+                        "trusts more than one issuer with `introspection` ({}): an opaque token \
+                         names no issuer, so only one may introspect for a server",
+                        introspecting.join(", ")
+                    ),
+                ));
             }
         }
         self.listen.validate()?;

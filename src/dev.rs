@@ -269,6 +269,7 @@ pub fn dev_config(
             },
             key_refresh: Default::default(),
             allow_insecure_http: false,
+            introspection: None,
         }],
         servers: vec![ServerConfig {
             id: DEV_SERVER_ID.into(),

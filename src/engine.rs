@@ -213,9 +213,9 @@ impl Engine {
         &self.decisions
     }
 
-    /// Ready when every issuer has a key set.
+    /// Ready when every issuer can have its tokens checked (see [`IssuerKeys::is_ready`]).
     pub fn is_ready(&self) -> bool {
-        self.issuers.iter().all(|i| i.load().is_some())
+        self.issuers.iter().all(|i| i.is_ready())
     }
 
     pub async fn check(&self, input: &CheckInput<'_>) -> Decision {

@@ -20,8 +20,9 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::config::{IssuerConfig, KeyRefresh};
+use crate::introspection::Introspector;
 use crate::metrics::Metrics;
-pub use fetch::{FetchError, Fetcher};
+pub use fetch::{Endpoint, FetchError, Fetcher, ReadError, http_client, read_limited};
 
 /// Why an issuer's key holder could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum KeySetupError {
     Secret(#[from] crate::config::SecretError),
     #[error("cannot build HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    #[error(transparent)]
+    Introspection(#[from] crate::introspection::ClientSetupError),
 }
 
 /// One verification key and the algorithms it may be used with.
@@ -340,6 +343,8 @@ pub struct IssuerKeys {
     in_flight: AtomicBool,
     last_outcome: ArcSwap<Outcome>,
     metrics: Metrics,
+    /// Checks this issuer's opaque tokens (`introspection`), when configured.
+    introspector: Option<Arc<Introspector>>,
 }
 
 struct Coordinator {
@@ -386,6 +391,9 @@ pub struct IssuerStatus {
     /// Unix time of the last successful fetch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success: Option<u64>,
+    /// For an issuer with `introspection`: its endpoint and how requests to it go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<crate::introspection::IntrospectionStatus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,9 +429,20 @@ impl IssuerKeys {
                 let key = VerifyKey::secret(&bytes, &config.algorithms);
                 (Some(Arc::new(KeySet::secret(key))), None)
             }
+            // Publishes no keys: nothing to fetch, and JWTs naming it are refused.
+            None if config.is_opaque_only() => (None, None),
             None => (None, Some(Fetcher::new(config.clone(), max_bytes)?)),
         };
-        let this = Self::build(config, current, fetcher, metrics);
+        let introspector = match &config.introspection {
+            Some(settings) => Some(Introspector::new(
+                config.clone(),
+                settings.clone(),
+                metrics.clone(),
+                max_bytes,
+            )?),
+            None => None,
+        };
+        let this = Self::build(config, current, fetcher, metrics, introspector);
         if let Some(set) = this.current.load_full() {
             this.metrics.keys_loaded(&this.config.issuer, set.len());
         }
@@ -432,7 +451,7 @@ impl IssuerKeys {
 
     /// Builds a holder around a fixed key set (tests, benchmarks).
     pub fn with_static(config: IssuerConfig, set: KeySet, metrics: Metrics) -> Arc<Self> {
-        Self::build(Arc::new(config), Some(Arc::new(set)), None, metrics)
+        Self::build(Arc::new(config), Some(Arc::new(set)), None, metrics, None)
     }
 
     /// Replaces the key set as a fetch would (tests of rotation and of the token cache).
@@ -446,6 +465,7 @@ impl IssuerKeys {
         current: Option<Arc<KeySet>>,
         fetcher: Option<Fetcher>,
         metrics: Metrics,
+        introspector: Option<Arc<Introspector>>,
     ) -> Arc<Self> {
         metrics.issuer_registered(&config.issuer);
         Arc::new(Self {
@@ -460,6 +480,7 @@ impl IssuerKeys {
             in_flight: AtomicBool::new(false),
             last_outcome: ArcSwap::default(),
             metrics,
+            introspector,
         })
     }
 
@@ -468,12 +489,24 @@ impl IssuerKeys {
         self.current.load_full()
     }
 
+    /// The introspection client of an issuer with `introspection`.
+    pub fn introspector(&self) -> Option<&Arc<Introspector>> {
+        self.introspector.as_ref()
+    }
+
+    /// Whether checks can be decided for this issuer's tokens: it has keys (unless it publishes
+    /// none, `opaque_only`) and, when it introspects, knows its introspection endpoint.
+    pub fn is_ready(&self) -> bool {
+        (self.config.is_opaque_only() || self.current.load().is_some())
+            && self.introspector.as_ref().is_none_or(|i| i.is_ready())
+    }
+
     pub fn status(&self) -> IssuerStatus {
         let set = self.current.load();
         let outcome = self.last_outcome.load();
         IssuerStatus {
             issuer: self.config.issuer.clone(),
-            ready: set.is_some(),
+            ready: self.is_ready(),
             keys: set.as_ref().map_or(0, |s| s.len()),
             last_error: if outcome.ok {
                 None
@@ -486,6 +519,7 @@ impl IssuerKeys {
                 .last_success
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
+            introspection: self.introspector.as_ref().map(|i| i.status()),
         }
     }
 
@@ -641,6 +675,9 @@ impl IssuerKeys {
     /// `max-age` clamped to the configured bounds, with +-10% jitter so replicas spread out;
     /// on failure after [`retry_delay`].
     pub async fn run_refresher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Some(introspector) = &self.introspector {
+            tokio::spawn(introspector.clone().run_discovery(shutdown.clone()));
+        }
         if self.fetcher.is_none() {
             return;
         }

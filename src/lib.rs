@@ -16,6 +16,7 @@ pub mod dpop;
 pub mod engine;
 pub mod grpc;
 pub mod identity;
+pub mod introspection;
 pub mod keys;
 pub mod lists;
 pub mod mcp;

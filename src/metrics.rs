@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// What a verified-token cache lookup found. Fixed set: it is a metric label.
@@ -99,6 +99,12 @@ struct Inner {
     list_responses: IntCounterVec,
     /// `mcp_authz_dpop_proofs_total{result}`, resolved once per result.
     dpop_proofs: Vec<(&'static str, IntCounter)>,
+    /// `mcp_authz_introspection_requests_total{issuer, result}`.
+    introspection_requests: IntCounterVec,
+    /// `mcp_authz_introspection_duration_seconds{issuer}`.
+    introspection_duration: HistogramVec,
+    /// `mcp_authz_introspection_cache_lookups_total{issuer, result}`.
+    introspection_cache: IntCounterVec,
 }
 
 /// The `result` values of `mcp_authz_dpop_proofs_total` (see `dpop::DpopError::label`).
@@ -325,6 +331,32 @@ impl Metrics {
             .map(|r| (*r, dpop_vec.with_label_values(&[r])))
             .collect();
         registry.register(Box::new(dpop_vec))?;
+        let introspection_requests = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_introspection_requests_total",
+                "Token introspection requests (RFC 7662) by issuer and result: active, inactive, refused (active, but for another issuer, not an access token, or a malformed cnf), or why there was no answer (timeout, network, server_error, status, too_large, malformed, overloaded, no_endpoint; the check was answered 503).",
+            ),
+            &["issuer", "result"],
+        )?;
+        // 1 ms .. ~4 s.
+        let introspection_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_authz_introspection_duration_seconds",
+                "Time one introspection request took, by issuer (waiting for a free slot included).",
+            )
+            .buckets(prometheus::exponential_buckets(1e-3, 2.0, 13)?),
+            &["issuer"],
+        )?;
+        let introspection_cache = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_introspection_cache_lookups_total",
+                "Introspection cache lookups by issuer and result: hit (answered without a request, active or not), miss.",
+            ),
+            &["issuer", "result"],
+        )?;
+        registry.register(Box::new(introspection_requests.clone()))?;
+        registry.register(Box::new(introspection_duration.clone()))?;
+        registry.register(Box::new(introspection_cache.clone()))?;
         registry.register(Box::new(list_items_removed.clone()))?;
         registry.register(Box::new(list_responses.clone()))?;
         registry.register(Box::new(checks_shed.clone()))?;
@@ -384,6 +416,9 @@ impl Metrics {
                 list_items_removed,
                 list_responses,
                 dpop_proofs,
+                introspection_requests,
+                introspection_duration,
+                introspection_cache,
             }),
         })
     }
@@ -498,6 +533,46 @@ impl Metrics {
             .keys
             .with_label_values(&[issuer])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Creates an introspecting issuer's series at zero.
+    pub fn introspection_registered(&self, issuer: &str) {
+        for result in ["active", "inactive", "refused"]
+            .into_iter()
+            .chain(crate::introspection::Failure::KINDS)
+        {
+            self.inner
+                .introspection_requests
+                .with_label_values(&[issuer, result]);
+        }
+        for result in ["hit", "miss"] {
+            self.inner
+                .introspection_cache
+                .with_label_values(&[issuer, result]);
+        }
+        self.inner
+            .introspection_duration
+            .with_label_values(&[issuer]);
+    }
+
+    /// One introspection request and what came of it.
+    pub fn introspection_request(&self, issuer: &str, result: &str, elapsed: Duration) {
+        self.inner
+            .introspection_requests
+            .with_label_values(&[issuer, result])
+            .inc();
+        self.inner
+            .introspection_duration
+            .with_label_values(&[issuer])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn introspection_cache(&self, issuer: &str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.inner
+            .introspection_cache
+            .with_label_values(&[issuer, result])
+            .inc();
     }
 
     pub fn unknown_kid_refetch(&self, issuer: &str, outcome: &str) {

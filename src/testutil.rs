@@ -51,14 +51,24 @@ impl TestKey {
     }
 
     fn rsa_key(kid: &str, alg: Algorithm, size: aws_lc_rs::rsa::KeySize) -> Self {
+        Self::rsa_key_pem(kid, alg, size).0
+    }
+
+    /// RSA 2048, RS256, with its private key as PKCS#8 PEM (a client's `private_key_jwt` key).
+    pub fn rsa_with_pem(kid: &str) -> (Self, String) {
+        Self::rsa_key_pem(kid, Algorithm::RS256, aws_lc_rs::rsa::KeySize::Rsa2048)
+    }
+
+    fn rsa_key_pem(kid: &str, alg: Algorithm, size: aws_lc_rs::rsa::KeySize) -> (Self, String) {
         let pair = aws_lc_rs::rsa::KeyPair::generate(size).unwrap();
         let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().unwrap();
         let pem = pem("PRIVATE KEY", der.as_ref());
-        Self {
+        let key = Self {
             kid: kid.into(),
             alg,
             encoding: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-        }
+        };
+        (key, pem)
     }
 
     /// P-256, ES256.
@@ -756,4 +766,63 @@ pub fn external_program(
         return None;
     }
     panic!("{what} not found: {hint}");
+}
+
+// === the OAuth end-to-end provider ===
+
+/// `tests/e2e/oauth`: node-oidc-provider and the SDK clients.
+pub fn oauth_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/oauth")
+}
+
+/// Node with `tests/e2e/oauth/node_modules` installed.
+pub fn node() -> Option<std::path::PathBuf> {
+    external_program(
+        "node with tests/e2e/oauth/node_modules",
+        on_path("node"),
+        |_| oauth_dir().join("node_modules/oidc-provider").is_dir(),
+        "MCP_AUTHZ_SKIP_ENVOY",
+        "install Node 20 and run `npm ci` in tests/e2e/oauth (scripts/test does)",
+    )
+}
+
+/// Polls `url` until it answers 2xx, at most 30 s.
+pub async fn wait_http(url: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{what} never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts `program` in `cwd`, stderr to `log`, killed when the handle drops.
+pub fn spawn(
+    program: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+    cwd: &std::path::Path,
+) -> tokio::process::Child {
+    spawn_with_env(program, args, &[], log, cwd)
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with_env(
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+    cwd: &std::path::Path,
+) -> tokio::process::Child {
+    tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()))
 }

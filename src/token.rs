@@ -47,6 +47,12 @@ pub enum TokenError {
     /// The issuer's keys are not loaded yet: the service cannot decide (503), which is not the
     /// caller's fault.
     KeysUnavailable,
+    /// The authorization server says the opaque token is not active (RFC 7662 s2.2): expired,
+    /// revoked, or never issued.
+    Inactive,
+    /// The introspection endpoint could not answer (down, slow, an error, a malformed answer):
+    /// the service cannot decide (503), as with `KeysUnavailable`.
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
@@ -77,6 +83,8 @@ impl TokenError {
             KeyReference => "the token header references or embeds a key (jku, x5u, x5c, jwk)",
             NestedToken => "nested tokens (cty JWT) are not accepted",
             KeysUnavailable => "the issuer signing keys are not available yet",
+            Inactive => "the token is not active",
+            IntrospectionUnavailable => "the token cannot be checked with its issuer right now",
         }
     }
 }
@@ -331,13 +339,13 @@ pub fn unix_now() -> i64 {
 }
 
 /// RFC 9068 s4: `aud` must contain this resource (RFC 8707 resource indicator).
-fn audience_ok(audience: &[Box<str>], server: &ProtectedServer) -> bool {
+pub(crate) fn audience_ok(audience: &[Box<str>], server: &ProtectedServer) -> bool {
     audience.iter().any(|a| server.is_audience(a))
 }
 
 /// The token's audiences: `aud` as one string or the strings of an array (RFC 7519 s4.1.3);
 /// none for any other shape, which no server then accepts.
-fn audiences(claims: &Map<String, Value>) -> Box<[Box<str>]> {
+pub(crate) fn audiences(claims: &Map<String, Value>) -> Box<[Box<str>]> {
     match claims.get("aud") {
         Some(Value::String(a)) => Box::new([a.as_str().into()]),
         Some(Value::Array(list)) => list
@@ -396,7 +404,10 @@ fn check_typ(policy: TypPolicy, typ: Option<&str>) -> Result<(), TokenError> {
 }
 
 /// RFC 7519 s2 NumericDate: seconds, possibly fractional.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, TokenError> {
+pub(crate) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => n

@@ -18,52 +18,13 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use mcp_authz::testutil::{
-    envoy_binary, external_program, free_port, python_with_mcp, wait_for_port,
+    envoy_binary, free_port, node, oauth_dir, python_with_mcp, spawn, wait_for_port, wait_http,
 };
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
-
-fn oauth_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/oauth")
-}
-
-fn node() -> Option<PathBuf> {
-    let on_path = mcp_authz::testutil::on_path("node");
-    external_program(
-        "node with tests/e2e/oauth/node_modules",
-        on_path,
-        |_| oauth_dir().join("node_modules/oidc-provider").is_dir(),
-        "MCP_AUTHZ_SKIP_ENVOY",
-        "install Node 20 and run `npm ci` in tests/e2e/oauth (scripts/test does)",
-    )
-}
-
-/// Polls `url` until it answers 2xx.
-async fn wait_http(url: &str, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !reqwest::get(url)
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "{what} never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn spawn(program: &Path, args: &[&str], log: &Path, cwd: &Path) -> Child {
-    Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()))
-}
 
 struct Ports {
     provider: u16,

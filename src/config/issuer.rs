@@ -39,6 +39,9 @@ pub struct IssuerConfig {
     /// Permit `http://` discovery and JWKS URLs on hosts other than loopback.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// Opaque access tokens checked with this issuer's introspection endpoint (RFC 7662).
+    #[serde(default)]
+    pub introspection: Option<super::IntrospectionConfig>,
 }
 
 impl IssuerConfig {
@@ -185,7 +188,8 @@ impl IssuerConfig {
             return Err(invalid(format!("{key}.issuer"), "must not be empty"));
         }
         let issuer_url = Url::parse(&self.issuer).ok();
-        if self.jwks_uri.is_none() && self.hmac_secret.is_none() {
+        let opaque_only = self.introspection.as_ref().is_some_and(|i| i.opaque_only);
+        if self.jwks_uri.is_none() && self.hmac_secret.is_none() && !opaque_only {
             // Discovery needs a URL to start from (RFC 8414 s3).
             let Some(url) = &issuer_url else {
                 return Err(invalid(
@@ -263,6 +267,9 @@ impl IssuerConfig {
                 format!("{key}.claims.subject"),
                 "must not be empty",
             ));
+        }
+        if let Some(introspection) = &self.introspection {
+            introspection.validate(self, &format!("{key}.introspection"))?;
         }
         let r = &self.key_refresh;
         if r.min_interval > r.max_interval {
@@ -342,6 +349,11 @@ impl IssuerConfig {
 
     pub fn is_hmac(&self) -> bool {
         self.hmac_secret.is_some()
+    }
+
+    /// Whether this issuer publishes no keys: its tokens are opaque and only introspected.
+    pub fn is_opaque_only(&self) -> bool {
+        self.introspection.as_ref().is_some_and(|i| i.opaque_only)
     }
 }
 

@@ -16,6 +16,9 @@
 //!   full verification every time and cannot evict good entries faster than distinct good
 //!   tokens could.
 //!
+//! Opaque (non-JWT) tokens never enter this cache: the one introspecting issuer the server
+//! trusts checks them, and its own cache is keyed by the token's digest (see `introspection`).
+//!
 //! Memory: at most `cache.tokens` entries (TinyLFU admission, LRU eviction, moka); each entry
 //! holds the token, its mapped identity with the claims as one JSON text, and its audiences,
 //! about 1.9 KB with a typical token (docs/benchmarks/README.md). The Cedar principal is not
@@ -30,6 +33,7 @@ use sha2::Digest as _;
 use std::time::{Duration, Instant};
 
 use crate::identity::Identity;
+use crate::introspection::Introspected;
 use crate::keys::Lookup;
 use crate::metrics::{CacheLookup, Metrics};
 use crate::resource::ProtectedServer;
@@ -54,6 +58,8 @@ pub struct Caller {
 pub enum Credential {
     /// A JWT access token verified locally against the issuer's published keys (RFC 9068).
     Jwt(Verified),
+    /// An opaque token its issuer's introspection endpoint called active (RFC 7662).
+    Introspected(Introspected),
 }
 
 // === impl Caller ===
@@ -70,6 +76,7 @@ impl Caller {
     pub fn identity(&self) -> &Identity {
         match &self.credential {
             Credential::Jwt(v) => &v.identity,
+            Credential::Introspected(i) => &i.identity,
         }
     }
 
@@ -78,6 +85,7 @@ impl Caller {
     pub fn confirmation(&self) -> Option<&str> {
         match &self.credential {
             Credential::Jwt(v) => v.confirmation.as_deref(),
+            Credential::Introspected(i) => i.confirmation.as_deref(),
         }
     }
 
@@ -99,6 +107,7 @@ impl Caller {
     fn valid_until(&self) -> i64 {
         match &self.credential {
             Credential::Jwt(v) => v.valid_until,
+            Credential::Introspected(i) => i.valid_until,
         }
     }
 
@@ -109,6 +118,7 @@ impl Caller {
     pub fn revalidate(&self, server: &ProtectedServer, now: i64) -> Revalidation {
         match &self.credential {
             Credential::Jwt(v) => v.revalidate(server, now),
+            Credential::Introspected(i) => i.revalidate(server, now),
         }
     }
 }
@@ -142,6 +152,9 @@ impl Callers {
         server: &ProtectedServer,
     ) -> Result<Arc<Caller>, TokenError> {
         let now = unix_now();
+        if !jwt_shaped(token) {
+            return introspect(token, server, now).await;
+        }
         let lookup = match self.get(token) {
             Some(hit) => match hit.revalidate(server, now) {
                 Revalidation::Valid => {
@@ -204,6 +217,37 @@ impl Callers {
     }
 }
 
+/// Whether `token` has the parts of a JWS (three) or a JWE (five): the shapes `Parsed::parse`
+/// reads as a JWT. Anything else is an opaque token.
+fn jwt_shaped(token: &str) -> bool {
+    matches!(token.bytes().filter(|b| *b == b'.').count(), 2 | 4)
+}
+
+/// An opaque token, checked by the one issuer the server trusts that introspects (configuration
+/// allows no more: an opaque token names no issuer, and guessing would send one authorization
+/// server's tokens to another). A server with none refuses it as before: not a JWT.
+async fn introspect(
+    token: &str,
+    server: &ProtectedServer,
+    now: i64,
+) -> Result<Arc<Caller>, TokenError> {
+    let Some((issuer, introspector)) = server
+        .issuers
+        .iter()
+        .find_map(|i| Some((i, i.introspector()?)))
+    else {
+        return Err(TokenError::NotAJwt);
+    };
+    let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+    let looked = introspector.introspect(token, &digest).await?;
+    let credential = Introspected::new(&looked, &issuer.config, server, now)?;
+    Ok(Arc::new(Caller {
+        credential: Credential::Introspected(credential),
+        digest,
+        returning: AtomicBool::new(looked.cached),
+    }))
+}
+
 /// Full verification of a JWT access token for `server` at `now`.
 pub async fn verify_jwt(
     token: &str,
@@ -212,6 +256,10 @@ pub async fn verify_jwt(
 ) -> Result<Verified, TokenError> {
     let parsed = Parsed::parse(token)?;
     let issuer = parsed.trusted_issuer(server)?;
+    if issuer.config.is_opaque_only() {
+        // It publishes no keys: no JWT of its can be verified.
+        return Err(TokenError::UnknownKey);
+    }
     let mut keys = issuer.load().ok_or(TokenError::KeysUnavailable)?;
     // A `kid` we have not seen may be a rotation the IdP published after our last fetch.
     // Refetch (single flight, rate-limited) only for a token that could otherwise pass the

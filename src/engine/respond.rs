@@ -118,7 +118,7 @@ pub(super) fn token_denial(
     scheme: Scheme<'_>,
 ) -> Decision {
     match e {
-        TokenError::KeysUnavailable => {
+        TokenError::KeysUnavailable | TokenError::IntrospectionUnavailable => {
             let mut r = respond_raw(
                 503,
                 Reason::Unavailable,

@@ -777,7 +777,9 @@ servers:
         assert_eq!(first.digest(), &want);
         // The one form of the claims reads back as the token carried them.
         assert_eq!(Value::Object(first.identity().claims.to_map()), claims,);
-        let crate::engine::Credential::Jwt(v) = first.credential();
+        let crate::engine::Credential::Jwt(v) = first.credential() else {
+            panic!("a JWT caller");
+        };
         assert_eq!(
             &*v.audience,
             &["https://elsewhere.example".into(), RESOURCE.into()]

@@ -107,6 +107,36 @@ impl FetchError {
 struct Metadata {
     issuer: String,
     jwks_uri: Option<String>,
+    introspection_endpoint: Option<String>,
+}
+
+/// An endpoint discovery looks for in the metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `jwks_uri` (RFC 8414 s2).
+    Jwks,
+    /// `introspection_endpoint` (RFC 8414 s2, RFC 7662 s4).
+    Introspection,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Jwks => "jwks_uri",
+            Endpoint::Introspection => "introspection_endpoint",
+        }
+    }
+}
+
+/// The HTTP client every request to an authorization server uses: bounded in time, no
+/// redirects (one could leave https or the IdP's host; the operator configures the URL).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mcp-authz/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// A fetched JWKS.
@@ -128,14 +158,8 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(config: Arc<IssuerConfig>, max_bytes: usize) -> Result<Self, KeySetupError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.key_refresh.fetch_timeout)
-            .connect_timeout(config.key_refresh.fetch_timeout)
-            // A redirect could leave https or the IdP's host; the operator configures the URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("mcp-authz/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(KeySetupError::HttpClient)?;
+        let client =
+            http_client(config.key_refresh.fetch_timeout).map_err(KeySetupError::HttpClient)?;
         Ok(Self {
             config,
             client,
@@ -149,7 +173,7 @@ impl Fetcher {
             (Some(url), _) => url.clone(),
             (None, Some(url)) => (*url).clone(),
             (None, None) => {
-                let url = self.discover().await?;
+                let url = self.discover(Endpoint::Jwks).await?;
                 self.discovered.store(Some(Arc::new(url.clone())));
                 url
             }
@@ -168,7 +192,7 @@ impl Fetcher {
 
     /// Tries each well-known location in turn. RFC 8414 s3.1 inserts the well-known segment between host and path; OpenID Connect
     /// Discovery s4 appends it. Either document must name this exact issuer (RFC 8414 s3.3).
-    async fn discover(&self) -> Result<Url, FetchError> {
+    pub async fn discover(&self, endpoint: Endpoint) -> Result<Url, FetchError> {
         let issuer = &self.config.issuer;
         let candidates = discovery_urls(issuer).map_err(|e| FetchError::Metadata {
             url: issuer.clone(),
@@ -177,7 +201,7 @@ impl Fetcher {
         let mut tried = Vec::new();
         let mut retry_after = None;
         for url in candidates {
-            match self.discover_at(&url).await {
+            match self.discover_at(&url, endpoint).await {
                 Ok(jwks) => return Ok(jwks),
                 // A document that names another issuer is a hard error (RFC 8414 s3.3):
                 // trying elsewhere could not make it right.
@@ -196,7 +220,7 @@ impl Fetcher {
         })
     }
 
-    async fn discover_at(&self, url: &Url) -> Result<Url, FetchError> {
+    async fn discover_at(&self, url: &Url, endpoint: Endpoint) -> Result<Url, FetchError> {
         let issuer = &self.config.issuer;
         let metadata_error = |message: String| FetchError::Metadata {
             url: url.to_string(),
@@ -212,15 +236,18 @@ impl Fetcher {
                 expected: issuer.clone(),
             });
         }
-        let jwks = meta
-            .jwks_uri
-            .ok_or_else(|| metadata_error("metadata has no `jwks_uri`".into()))?;
-        let jwks = Url::parse(&jwks)
-            .map_err(|e| metadata_error(format!("`jwks_uri` is not a URL: {e}")))?;
+        let name = endpoint.name();
+        let found = match endpoint {
+            Endpoint::Jwks => meta.jwks_uri,
+            Endpoint::Introspection => meta.introspection_endpoint,
+        }
+        .ok_or_else(|| metadata_error(format!("metadata has no `{name}`")))?;
+        let found = Url::parse(&found)
+            .map_err(|e| metadata_error(format!("`{name}` is not a URL: {e}")))?;
         self.config
-            .check_transport(&jwks, "jwks_uri")
+            .check_transport(&found, name)
             .map_err(|i| metadata_error(i.message))?;
-        Ok(jwks)
+        Ok(found)
     }
 
     async fn get(&self, url: &Url) -> Result<(Vec<u8>, HeaderMap), FetchError> {
@@ -248,25 +275,45 @@ impl Fetcher {
             url: url.to_string(),
             limit: self.max_bytes,
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_bytes as u64)
-        {
-            return Err(too_large());
-        }
         let headers = response.headers().clone();
-        let mut body = Vec::new();
-        // Read chunk by chunk and stop at the limit: a 50 MB (or endless) body without a
-        // `content-length` costs at most `max_bytes` plus one chunk, and the connection is
-        // dropped with the response.
-        while let Some(chunk) = response.chunk().await.map_err(http)? {
-            if body.len() + chunk.len() > self.max_bytes {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = match read_limited(&mut response, self.max_bytes).await {
+            Ok(body) => body,
+            Err(ReadError::TooLarge) => return Err(too_large()),
+            Err(ReadError::Http(e)) => return Err(http(e)),
+        };
         Ok((body, headers))
     }
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub enum ReadError {
+    /// More than the limit.
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+/// Reads a response body chunk by chunk and stops at `max_bytes`: a 50 MB (or endless) body
+/// without a `content-length` costs at most `max_bytes` plus one chunk, and the connection is
+/// dropped with the response.
+pub async fn read_limited(
+    response: &mut reqwest::Response,
+    max_bytes: usize,
+) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > max_bytes as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, url::ParseError> {

@@ -23,6 +23,17 @@
 // DPoP (RFC 9449) is on: a token request with a `DPoP` proof header gets a token bound to the
 // proof's key (`cnf.jkt`), `token_type: DPoP`.
 //
+// Opaque tokens and introspection (RFC 7662), for tests/introspection.rs:
+//   opaque-client / opaque-secret (client_secret_basic, same scopes) always gets opaque access
+//   tokens (accessTokenFormat 'opaque'), for whatever resource it asks; it may revoke them at
+//   /token/revocation (RFC 7009).
+//   The resource server's own credentials for /token/introspection:
+//     rs-basic / rs-basic-secret (client_secret_basic), rs-post / rs-post-secret
+//     (client_secret_post), and rs-jwt (private_key_jwt) when RS_JWT_JWKS (env, a JWKS JSON with
+//     its public key) is set.
+//   The introspection answer of a client_credentials token has no `sub` (no account): map the
+//   subject from `client_id`.
+//
 // Each token request is logged to stderr as one JSON line {"token_request": {...}}.
 // Prints one line on stdout when listening: "provider listening on http://127.0.0.1:PORT".
 
@@ -59,8 +70,27 @@ const client = (id, secret) => ({
   scope: MCP_SCOPES,
 });
 
+const OPAQUE_CLIENTS = new Set(['opaque-client']);
+const resourceServerClients = [
+  client('rs-basic', 'rs-basic-secret'),
+  { ...client('rs-post', 'rs-post-secret'), token_endpoint_auth_method: 'client_secret_post' },
+];
+if (process.env.RS_JWT_JWKS) {
+  const { client_secret: _unused, ...rsJwt } = client('rs-jwt', '');
+  resourceServerClients.push({
+    ...rsJwt,
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: JSON.parse(process.env.RS_JWT_JWKS),
+  });
+}
+
 const provider = new Provider(issuer, {
-  clients: [client('ts-client', 'ts-secret'), client('py-client', 'py-secret')],
+  clients: [
+    client('ts-client', 'ts-secret'),
+    client('py-client', 'py-secret'),
+    client('opaque-client', 'opaque-secret'),
+    ...resourceServerClients,
+  ],
   jwks: { keys },
   // A client's `scope` may only name scopes listed here. A listed scope the client is not allowed
   // is refused (invalid_scope); an unlisted one (mcp:tools:admin) is filtered out by the resource
@@ -69,11 +99,12 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: false },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
     // RFC 9449: a token request carrying a DPoP proof gets a DPoP-bound access token (`cnf.jkt`
-    // in the JWT, `token_type: DPoP`); one without gets a Bearer token as before.
+    // in the JWT or in the introspection answer, `token_type: DPoP`); one without gets a Bearer
+    // token as before.
     dPoP: { enabled: true },
-    revocation: { enabled: false },
     resourceIndicators: {
       enabled: true,
       defaultResource: async (_ctx, _client, oneOf) => oneOf,
@@ -90,7 +121,7 @@ const provider = new Provider(issuer, {
           scope: oidcClient.scope ?? '',
           audience: resourceIndicator,
           accessTokenTTL: 600,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: OPAQUE_CLIENTS.has(oidcClient.clientId) ? 'opaque' : 'jwt',
           jwt: { sign: { alg: ACCESS_TOKEN_ALG } },
         };
       },
