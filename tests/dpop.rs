@@ -6,6 +6,7 @@
 //! that share the nonce secret (a nonce one replica issued is accepted by the other). Then the
 //! same token through the shipped Envoy configuration: the proof names the URL the client used,
 //! Envoy forwards the `DPoP` header to the check, and neither header reaches the upstream.
+//! Last, an opaque DPoP-bound token, whose binding arrives in the introspection answer.
 //!
 //! Needs `node` with `tests/e2e/oauth/node_modules` (`scripts/test` runs `npm ci`);
 //! `MCP_AUTHZ_SKIP_ENVOY=1` skips outside CI.
@@ -35,6 +36,7 @@ async fn start_mcp_authz(
     issuer: &str,
     resource: &str,
     nonce_secret: Option<&Path>,
+    introspection: Option<&Path>,
 ) -> (Child, SocketAddr) {
     let (grpc, admin, admin_grpc) = (free_port(), free_port(), free_port());
     let nonce = nonce_secret.map_or(String::new(), |f| {
@@ -43,6 +45,19 @@ async fn start_mcp_authz(
             f.display()
         )
     });
+    // Opaque tokens: introspected with the resource server's own credentials; a client
+    // credentials token has no account, so its introspection answer names the client only.
+    let introspection = introspection.map_or(String::new(), |secret| {
+        format!(
+            "introspection: {{client_id: rs-basic, client_secret: {{file: {}}}}}\n    claims: {{tenant: tenant, subject: client_id}}",
+            secret.display()
+        )
+    });
+    let claims = if introspection.is_empty() {
+        "claims: {tenant: tenant}"
+    } else {
+        ""
+    };
     let config = format!(
         r#"
 policies: {{dir: {policies}}}
@@ -50,7 +65,8 @@ listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}", admin_grpc: "127
 issuers:
   - issuer: {issuer}
     algorithms: [RS256, ES256]
-    claims: {{tenant: tenant}}
+    {claims}
+    {introspection}
 servers:
   - id: demo
     tenant: acme
@@ -79,12 +95,22 @@ servers:
 /// A client-credentials token for `resource`, bound to `key` by a DPoP proof on the token
 /// request (RFC 9449 s5).
 async fn bound_token(issuer: &str, resource: &str, key: &TestKey) -> Value {
+    bound_token_for(issuer, resource, key, ("py-client", "py-secret")).await
+}
+
+/// [`bound_token`] for another client (`opaque-client` gets opaque tokens).
+async fn bound_token_for(
+    issuer: &str,
+    resource: &str,
+    key: &TestKey,
+    client: (&str, &str),
+) -> Value {
     let endpoint = format!("{issuer}/token");
     // At the token endpoint there is no access token yet: no `ath`.
     let proof = key.dpop_proof("POST", &endpoint, "", now(), &json!({"ath": null}));
     let response = reqwest::Client::new()
         .post(&endpoint)
-        .basic_auth("py-client", Some("py-secret"))
+        .basic_auth(client.0, Some(client.1))
         .header("dpop", proof)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(token_request(resource))
@@ -177,7 +203,8 @@ async fn dpop_bound_tokens_from_a_real_provider() {
         "the OpenID provider",
     )
     .await;
-    let (_plain, plain) = start_mcp_authz(dir.path(), "plain", &issuer, &resource, None).await;
+    let (_plain, plain) =
+        start_mcp_authz(dir.path(), "plain", &issuer, &resource, None, None).await;
     let upstream = echo_upstream().await;
     let envoy_admin = free_port();
     let envoy_yaml = dir.path().join("envoy.yaml");
@@ -366,10 +393,24 @@ async fn dpop_bound_tokens_from_a_real_provider() {
     // The nonce flow, across two replicas sharing the secret.
     let secret = dir.path().join("nonce-secret");
     std::fs::write(&secret, "a nonce secret shared by every replica, 32+ bytes").unwrap();
-    let (_a, replica_a) =
-        start_mcp_authz(dir.path(), "replica-a", &issuer, &resource, Some(&secret)).await;
-    let (_b, replica_b) =
-        start_mcp_authz(dir.path(), "replica-b", &issuer, &resource, Some(&secret)).await;
+    let (_a, replica_a) = start_mcp_authz(
+        dir.path(),
+        "replica-a",
+        &issuer,
+        &resource,
+        Some(&secret),
+        None,
+    )
+    .await;
+    let (_b, replica_b) = start_mcp_authz(
+        dir.path(),
+        "replica-b",
+        &issuer,
+        &resource,
+        Some(&secret),
+        None,
+    )
+    .await;
     let a = check(replica_a, &dpop, Some(&proof(json!({})))).await;
     assert_eq!(
         (a.status, a.error().as_deref()),
@@ -381,4 +422,55 @@ async fn dpop_bound_tokens_from_a_real_provider() {
     assert!(a.allowed, "the other replica accepts the nonce: {a:?}");
     let a = check(replica_a, &dpop, Some(&proof(json!({"nonce": "not-ours"})))).await;
     assert_eq!(a.error().as_deref(), Some("use_dpop_nonce"), "{a:?}");
+
+    // An opaque DPoP-bound token: the introspection answer carries `cnf.jkt` (RFC 9449 s6.2)
+    // and `token_type: DPoP` (RFC 7662 s2.2), and the same rules apply as to a JWT's `cnf`.
+    let rs_secret = dir.path().join("rs-secret");
+    std::fs::write(&rs_secret, "rs-basic-secret").unwrap();
+    let (_opaque, opaque) = start_mcp_authz(
+        dir.path(),
+        "opaque",
+        &issuer,
+        &resource,
+        None,
+        Some(&rs_secret),
+    )
+    .await;
+    let response =
+        bound_token_for(&issuer, &resource, &key, ("opaque-client", "opaque-secret")).await;
+    assert_eq!(response["token_type"], "DPoP", "{response}");
+    let opaque_token = response["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        opaque_token.matches('.').count(),
+        0,
+        "an opaque token: {opaque_token}"
+    );
+    let opaque_dpop = format!("DPoP {opaque_token}");
+    let opaque_proof = || key.dpop_proof("POST", &resource, &opaque_token, now(), &json!({}));
+    let a = check(opaque, &opaque_dpop, Some(&opaque_proof())).await;
+    assert!(a.allowed, "{a:?}");
+    assert_eq!(a.headers["x-mcp-authz-subject"], "opaque-client");
+    let a = check(opaque, &opaque_dpop, None).await;
+    assert_eq!(
+        (a.status, a.error().as_deref()),
+        (401, Some("invalid_dpop_proof")),
+        "{a:?}"
+    );
+    let a = check(
+        opaque,
+        &format!("Bearer {opaque_token}"),
+        Some(&opaque_proof()),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.error().as_deref()),
+        (401, Some("invalid_token")),
+        "{a:?}"
+    );
+    let stranger_proof = stranger.dpop_proof("POST", &resource, &opaque_token, now(), &json!({}));
+    let a = check(opaque, &opaque_dpop, Some(&stranger_proof)).await;
+    assert_eq!(
+        description(&a),
+        "the DPoP proof key is not the key the access token is bound to"
+    );
 }
