@@ -140,7 +140,7 @@ async fn setup(server: &Server, settings: &str) -> Setup {
     let metrics = Metrics::unregistered();
     let keys = crate::keys::IssuerKeys::new(issuer.clone(), metrics.clone(), 1 << 20).unwrap();
     let introspector = keys.introspector().unwrap().clone();
-    let protected = ProtectedServer::new(&config.servers[0], |_| Some(keys.clone())).unwrap();
+    let protected = ProtectedServer::new(&config.servers[0], &[], |_| Some(keys.clone())).unwrap();
     let (_tx, rx) = watch::channel(false);
     // Discovery, when no endpoint is configured.
     let task = tokio::spawn(introspector.clone().run_discovery(rx));

@@ -46,6 +46,19 @@ async fn call(engine: &Engine, path: &str, auth: &str, proof: Option<&str>, body
     run_on(engine, "POST", path, &headers, body.as_bytes()).await
 }
 
+/// A DPoP request for `token` with a fresh proof by `key` naming `resource`.
+async fn with_proof(
+    engine: &Engine,
+    path: &str,
+    resource: &str,
+    key: &TestKey,
+    token: &str,
+    body: &str,
+) -> Answer {
+    let p = key.dpop_proof("POST", resource, token, now(), &json!({}));
+    call(engine, path, &format!("DPoP {token}"), Some(&p), body).await
+}
+
 fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
     a.headers
         .iter()
@@ -176,15 +189,7 @@ async fn step_up_for_a_dpop_request_is_a_dpop_challenge() {
     let engine = dpop_engine(false);
     let key = TestKey::ec("proof");
     let token = bound_token(&key, RESOURCE, "mcp:connect");
-    let p = key.dpop_proof("POST", RESOURCE, &token, now(), &json!({}));
-    let a = call(
-        &engine,
-        "/weather/mcp",
-        &format!("DPoP {token}"),
-        Some(&p),
-        FORECAST,
-    )
-    .await;
+    let a = with_proof(&engine, "/weather/mcp", RESOURCE, &key, &token, FORECAST).await;
     assert_eq!(
         (a.status, a.error.as_deref()),
         (403, Some("insufficient_scope"))
@@ -194,15 +199,7 @@ async fn step_up_for_a_dpop_request_is_a_dpop_challenge() {
     assert!(www.contains("scope=\"mcp:tools:weather\""), "{www}");
     // With the scope, the same call passes.
     let token = bound_token(&key, RESOURCE, "mcp:connect mcp:tools:weather");
-    let p = key.dpop_proof("POST", RESOURCE, &token, now(), &json!({}));
-    let a = call(
-        &engine,
-        "/weather/mcp",
-        &format!("DPoP {token}"),
-        Some(&p),
-        FORECAST,
-    )
-    .await;
+    let a = with_proof(&engine, "/weather/mcp", RESOURCE, &key, &token, FORECAST).await;
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
@@ -235,15 +232,7 @@ async fn a_server_that_requires_dpop_refuses_bearer_and_says_so() {
     // A bound token with its proof: allowed.
     let key = TestKey::ed("proof");
     let token = bound_token(&key, STRICT, "mcp:connect");
-    let p = key.dpop_proof("POST", STRICT, &token, now(), &json!({}));
-    let a = call(
-        &engine,
-        "/strict/mcp",
-        &format!("DPoP {token}"),
-        Some(&p),
-        TOOLS_LIST,
-    )
-    .await;
+    let a = with_proof(&engine, "/strict/mcp", STRICT, &key, &token, TOOLS_LIST).await;
     assert_eq!(a.status, 200, "{}", a.body);
     // The other server still takes Bearer tokens, and its 401 stays a Bearer challenge.
     let a = with_token_on(&engine, &keys().rsa.token(&good())).await;
