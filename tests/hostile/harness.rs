@@ -350,6 +350,8 @@ pub enum Expect {
     InvalidRequest(&'static str),
     /// 401 `invalid_token` with this description.
     InvalidToken(&'static str),
+    /// 401 `invalid_token` with this description, in the DPoP scheme (RFC 9449 s7.1).
+    InvalidDpopToken(&'static str),
     /// 403 `insufficient_scope` naming this scope.
     StepUp(&'static str),
     /// A plain 403: no challenge, so clients do not retry.
@@ -550,6 +552,13 @@ fn verify(case: &Case, answer: &Answer) -> Result<(), String> {
             status(401)?;
             challenge(Some(format!(
                 "Bearer error=\"invalid_token\", error_description=\"{description}\", scope=\"mcp:connect\", resource_metadata=\"{prm}\""
+            )))?;
+            error("invalid_token")?;
+        }
+        Expect::InvalidDpopToken(description) => {
+            status(401)?;
+            challenge(Some(format!(
+                "DPoP algs=\"ES256 ES384 PS256 RS256 EdDSA\", error=\"invalid_token\", error_description=\"{description}\", scope=\"mcp:connect\", resource_metadata=\"{prm}\""
             )))?;
             error("invalid_token")?;
         }

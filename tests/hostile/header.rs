@@ -53,13 +53,19 @@ pub fn cases(ctx: &Ctx) -> Vec<Case> {
         ("a no-break space", format!("Bearer\u{a0}{g}")),
         ("Cyrillic lookalike scheme", format!("\u{412}earer {g}")),
         ("scheme Token", format!("Token {g}")),
-        ("scheme DPoP", format!("DPoP {g}")),
         ("scheme JWT", format!("JWT {g}")),
         ("scheme Basic", "Basic YWxpY2U6c2VjcmV0".to_owned()),
         ("the bare token", g.clone()),
     ] {
         add(label, ping().auth(&value), Expect::NoCredentials);
     }
+    // DPoP (RFC 9449 s7.1) is a scheme this service reads: an unbound token in it is refused,
+    // not taken as no credentials.
+    add(
+        "scheme DPoP with an unbound token",
+        ping().auth(&format!("DPoP {g}")),
+        Expect::InvalidDpopToken("the access token is not DPoP-bound"),
+    );
     add("no authorization", ping(), Expect::NoCredentials);
     add(
         "empty authorization",
