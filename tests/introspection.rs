@@ -7,7 +7,6 @@
 //! Needs `node` with `tests/e2e/oauth/node_modules`; `MCP_AUTHZ_SKIP_ENVOY=1` skips outside CI.
 #![expect(
     clippy::unwrap_used,
-    clippy::panic,
     clippy::indexing_slicing,
     reason = "test code: a failed assumption should stop the test"
 )]

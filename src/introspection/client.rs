@@ -69,7 +69,7 @@ enum Auth {
     Post(String),
     Jwt {
         key: Box<EncodingKey>,
-        header: Header,
+        header: Box<Header>,
         /// The assertion's `aud`: the issuer identifier, which RFC 7523bis recommends and
         /// authorization servers accept at every endpoint.
         audience: String,
@@ -111,7 +111,7 @@ impl Client {
                 header.kid = settings.key_id.clone();
                 Auth::Jwt {
                     key: Box::new(key),
-                    header,
+                    header: Box::new(header),
                     audience: issuer.issuer.clone(),
                 }
             }

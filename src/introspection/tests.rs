@@ -502,3 +502,27 @@ servers:
     );
     assert_eq!(err(&ok, "a-name"), "");
 }
+
+#[tokio::test]
+async fn introspect_an_opaque_only_issuer_is_ready_without_keys() {
+    let as_ = Server::start().await;
+    let s = setup(&as_, "opaque_only: true").await;
+    let keys = &s.server.issuers[0];
+    assert!(keys.load().is_none());
+    assert!(keys.is_ready());
+    let status = keys.status();
+    assert!(status.ready);
+    assert!(status.introspection.unwrap().ready);
+    // It publishes no keys: a JWT naming it cannot be verified.
+    let now = crate::token::unix_now();
+    let mut claims = crate::testutil::claims(&as_.issuer, RESOURCE);
+    claims["exp"] = json!(now + 600);
+    let jwt = crate::testutil::TestKey::rsa("k").token(&claims);
+    assert_eq!(
+        crate::engine::verify_jwt(&jwt, &s.server, now).await.err(),
+        Some(TokenError::UnknownKey)
+    );
+    // Its opaque tokens are introspected.
+    as_.reply(200, active(&as_.issuer, now + 600), Duration::ZERO);
+    assert!(ask(&s, "opaque").await.is_ok());
+}
