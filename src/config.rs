@@ -8,6 +8,7 @@
 mod availability;
 mod error;
 mod issuer;
+mod preset;
 mod server;
 mod settings;
 #[cfg(test)]
@@ -21,8 +22,10 @@ use serde::Deserialize;
 pub use availability::{Overload, Shutdown};
 pub use error::{ConfigError, Invalid};
 pub use issuer::{
-    ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
+    AudienceRule, ClaimMapping, Discovery, IssuerConfig, KeyRefresh, Mapping, Names, SecretError,
+    SecretSource, TypPolicy, is_loopback,
 };
+pub use preset::{Defaults, Preset};
 pub use server::{
     ListFilterConfig, ListFilterMode, MatchConfig, ServerConfig, StepUpConfig, StepUpScope,
     TenantFrom, UnknownStepUpScope,

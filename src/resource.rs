@@ -74,6 +74,8 @@ pub struct ProtectedServer {
     tenant_from: Option<TenantFrom>,
     /// `servers[].list_filter.mode`.
     pub list_filter: crate::config::ListFilterMode,
+    /// `servers[].audiences`: other names of this resource in `aud`, compared byte for byte.
+    audiences: Vec<String>,
 }
 
 /// Why a configured server cannot be set up. Configuration validation rules all of these out,
@@ -174,6 +176,7 @@ impl ProtectedServer {
             tenant: config.tenant.clone().unwrap_or_default(),
             tenant_from: config.tenant_from.clone(),
             list_filter: config.list_filter.mode,
+            audiences: config.audiences.clone(),
         })
     }
 
@@ -214,9 +217,12 @@ impl ProtectedServer {
     /// Does one `aud` value name this server? Byte equality, or equality up to the case of
     /// scheme and host and an explicit default port (RFC 3986 s6.2.2.1, s6.2.3), which MCP
     /// clients may vary. The path is compared byte for byte: no dot-segment resolution, no
-    /// percent-decoding, so `/a/../weather/mcp` never stands for `/weather/mcp`.
+    /// percent-decoding, so `/a/../weather/mcp` never stands for `/weather/mcp`. Or one of
+    /// `servers[].audiences`, byte for byte (they are names, not necessarily URIs).
     pub fn is_audience(&self, aud: &str) -> bool {
-        aud == self.resource || Audience::parse(aud).is_some_and(|a| a == self.audience)
+        aud == self.resource
+            || self.audiences.iter().any(|a| a == aud)
+            || Audience::parse(aud).is_some_and(|a| a == self.audience)
     }
 
     fn matches_host(&self, host: &str) -> bool {
@@ -398,6 +404,7 @@ mod tests {
             tenant: None,
             tenant_from: None,
             list_filter: Default::default(),
+            audiences: Vec::new(),
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }
@@ -414,6 +421,7 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             tenant_from,
             list_filter: Default::default(),
+            audiences: Vec::new(),
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }
@@ -649,6 +657,7 @@ mod tests {
             tenant: None,
             tenant_from: None,
             list_filter: Default::default(),
+            audiences: Vec::new(),
         };
         let err = |c: ServerConfig| match ProtectedServer::new(&c, |_| None) {
             Ok(_) => panic!("expected an error"),
@@ -795,6 +804,7 @@ mod tests {
                 tenant: None,
                 tenant_from: None,
                 list_filter: Default::default(),
+                audiences: Vec::new(),
             };
             assert!(
                 matches!(

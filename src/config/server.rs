@@ -38,6 +38,12 @@ pub struct ServerConfig {
     /// `resources/templates/list` responses keep (through Envoy's ext_proc filter).
     #[serde(default)]
     pub list_filter: ListFilterConfig,
+    /// Other names of this resource accepted in `aud`, byte for byte, beside `resource`: for
+    /// providers that cannot put the resource URI there (Entra v2 puts the API's client id,
+    /// v1 its application ID URI; a Keycloak audience mapper a client id). Per server, not per
+    /// issuer: a token for another server's application must stay out (RFC 8707 s2).
+    #[serde(default)]
+    pub audiences: Vec<String>,
 }
 
 /// `servers[].list_filter`.
@@ -166,6 +172,12 @@ impl ServerConfig {
             return Err(invalid(
                 format!("{key}.resource"),
                 format!("`{r}` must have no query or fragment"),
+            ));
+        }
+        if let Some(i) = self.audiences.iter().position(String::is_empty) {
+            return Err(invalid(
+                format!("{key}.audiences[{i}]"),
+                "must not be empty",
             ));
         }
         if self.authorization_servers.is_empty() {

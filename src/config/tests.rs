@@ -29,7 +29,7 @@ fn minimal_config_gets_defaults() {
     let c = Config::from_yaml(MINIMAL).unwrap();
     assert_eq!(c.listen.grpc.port(), 9191);
     assert_eq!(c.issuers[0].algorithms, vec![Algorithm::RS256]);
-    assert_eq!(c.issuers[0].typ, TypPolicy::Strict);
+    assert_eq!(c.issuers[0].typ_policy(), TypPolicy::Strict);
     assert_eq!(c.identity_headers.subject, "x-mcp-authz-subject");
 }
 
