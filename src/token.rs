@@ -559,6 +559,44 @@ mod tests {
     }
 
     #[test]
+    fn claims_are_named_or_pointed_at() {
+        let c = serde_json::json!({
+            "sub": "alice",
+            "https://example.com/roles": ["admin"],
+            "cognito:groups": ["g"],
+            "realm_access": {"roles": ["r1", "r2"]},
+            "a/b": {"~x": "escaped"},
+            "list": ["zero", "one"],
+        });
+        let c = c.as_object().unwrap();
+        // A name is a name, dots, slashes and colons included (Auth0 namespaced claims).
+        assert_eq!(
+            claim(c, "https://example.com/roles"),
+            Some(&serde_json::json!(["admin"]))
+        );
+        assert_eq!(claim(c, "cognito:groups"), Some(&serde_json::json!(["g"])));
+        assert_eq!(claim(c, "realm_access.roles"), None);
+        // A leading `/` makes a JSON Pointer (RFC 6901).
+        assert_eq!(
+            claim(c, "/realm_access/roles"),
+            Some(&serde_json::json!(["r1", "r2"]))
+        );
+        assert_eq!(
+            claim(c, "/realm_access/roles/1"),
+            Some(&serde_json::json!("r2"))
+        );
+        assert_eq!(claim(c, "/a~1b/~0x"), Some(&serde_json::json!("escaped")));
+        assert_eq!(claim(c, "/sub"), Some(&serde_json::json!("alice")));
+        assert_eq!(claim(c, "/list/1"), Some(&serde_json::json!("one")));
+        // RFC 6901 s4: no leading zeros, no `-`, nothing past the end, no descent into strings.
+        assert_eq!(claim(c, "/list/01"), None);
+        assert_eq!(claim(c, "/list/-"), None);
+        assert_eq!(claim(c, "/list/2"), None);
+        assert_eq!(claim(c, "/sub/0"), None);
+        assert_eq!(claim(c, "/missing/x"), None);
+    }
+
+    #[test]
     fn scope_shapes() {
         assert_eq!(
             string_list(&serde_json::json!("a  b")).unwrap(),
