@@ -10,6 +10,7 @@ mod dpop;
 mod error;
 mod introspection;
 mod issuer;
+mod preset;
 mod server;
 mod settings;
 #[cfg(test)]
@@ -25,8 +26,10 @@ pub use dpop::{DpopConfig, NonceConfig};
 pub use error::{ConfigError, Invalid};
 pub use introspection::{ClientAuthMethod, IntrospectionConfig, signing_key};
 pub use issuer::{
-    ClaimMapping, IssuerConfig, KeyRefresh, SecretError, SecretSource, TypPolicy, is_loopback,
+    AudienceRule, ClaimMapping, Discovery, IssuerConfig, KeyRefresh, Mapping, Names, SecretError,
+    SecretSource, TypPolicy, is_loopback,
 };
+pub use preset::{Defaults, Preset};
 pub use server::{
     ListFilterConfig, ListFilterMode, MatchConfig, ServerConfig, StepUpConfig, StepUpScope,
     TenantFrom, TokenBinding, UnknownStepUpScope,

@@ -264,12 +264,18 @@ pub fn dev_config(
             typ: Default::default(),
             leeway: Duration::from_secs(30),
             claims: crate::config::ClaimMapping {
-                tenant: Some("tenant".into()),
+                tenant: Some(Some("tenant".into())),
                 ..Default::default()
             },
             key_refresh: Default::default(),
             allow_insecure_http: false,
             introspection: None,
+            preset: None,
+            client_ids: Vec::new(),
+            required_claims: Default::default(),
+            require_client_id: None,
+            audience_rule: None,
+            discovery: None,
         }],
         servers: vec![ServerConfig {
             id: DEV_SERVER_ID.into(),
@@ -286,6 +292,7 @@ pub fn dev_config(
             tenant_from: None,
             list_filter: Default::default(),
             token_binding: Default::default(),
+            audiences: Vec::new(),
         }],
         policies: crate::config::PoliciesConfig {
             dir: policies.to_owned(),

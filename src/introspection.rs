@@ -433,17 +433,22 @@ impl Introspected {
     /// The checks that can change between two requests: the server must still trust the
     /// issuer and be in the audience, and the time.
     pub fn revalidate(&self, server: &ProtectedServer, now: i64) -> Revalidation {
-        if !server
+        let Some(issuer) = server
             .issuers
             .iter()
-            .any(|i| i.config.issuer == self.identity.issuer)
-        {
+            .find(|i| i.config.issuer == self.identity.issuer)
+        else {
             return Revalidation::Refused(TokenError::UntrustedIssuer);
-        }
+        };
         if now >= self.valid_until {
             return Revalidation::Stale;
         }
-        if !audience_ok(&self.audience, server) {
+        if !audience_ok(
+            &self.audience,
+            self.identity.client_id.as_deref(),
+            &issuer.config,
+            server,
+        ) {
             return Revalidation::Refused(TokenError::WrongAudience);
         }
         Revalidation::Valid

@@ -78,6 +78,8 @@ pub struct ProtectedServer {
     pub token_binding: TokenBinding,
     /// `scheme://host[:port]` of `resource`: where clients send requests, for DPoP's `htu`.
     pub origin: String,
+    /// `servers[].audiences`: other names of this resource in `aud`, compared byte for byte.
+    audiences: Vec<String>,
 }
 
 /// Why a configured server cannot be set up. Configuration validation rules all of these out,
@@ -190,6 +192,7 @@ impl ProtectedServer {
             list_filter: config.list_filter.mode,
             token_binding: config.token_binding,
             origin: url.origin().ascii_serialization(),
+            audiences: config.audiences.clone(),
         })
     }
 
@@ -230,9 +233,12 @@ impl ProtectedServer {
     /// Does one `aud` value name this server? Byte equality, or equality up to the case of
     /// scheme and host and an explicit default port (RFC 3986 s6.2.2.1, s6.2.3), which MCP
     /// clients may vary. The path is compared byte for byte: no dot-segment resolution, no
-    /// percent-decoding, so `/a/../weather/mcp` never stands for `/weather/mcp`.
+    /// percent-decoding, so `/a/../weather/mcp` never stands for `/weather/mcp`. Or one of
+    /// `servers[].audiences`, byte for byte (they are names, not necessarily URIs).
     pub fn is_audience(&self, aud: &str) -> bool {
-        aud == self.resource || Audience::parse(aud).is_some_and(|a| a == self.audience)
+        aud == self.resource
+            || self.audiences.iter().any(|a| a == aud)
+            || Audience::parse(aud).is_some_and(|a| a == self.audience)
     }
 
     fn matches_host(&self, host: &str) -> bool {
@@ -415,6 +421,7 @@ mod tests {
             tenant_from: None,
             list_filter: Default::default(),
             token_binding: Default::default(),
+            audiences: Vec::new(),
         };
         ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
@@ -432,6 +439,7 @@ mod tests {
             tenant_from,
             list_filter: Default::default(),
             token_binding: Default::default(),
+            audiences: Vec::new(),
         };
         ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
@@ -668,6 +676,7 @@ mod tests {
             tenant_from: None,
             list_filter: Default::default(),
             token_binding: Default::default(),
+            audiences: Vec::new(),
         };
         let err = |c: ServerConfig| match ProtectedServer::new(&c, &[], |_| None) {
             Ok(_) => panic!("expected an error"),
@@ -815,6 +824,7 @@ mod tests {
                 tenant_from: None,
                 list_filter: Default::default(),
                 token_binding: Default::default(),
+                audiences: Vec::new(),
             };
             assert!(
                 matches!(

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 mod verified;
 
-use crate::config::{IssuerConfig, TypPolicy};
+use crate::config::{AudienceRule, IssuerConfig, Names, TypPolicy};
 use crate::identity::{Claims, Identity};
 use crate::keys::{IssuerKeys, KeySet, Lookup};
 use crate::resource::ProtectedServer;
@@ -53,6 +53,11 @@ pub enum TokenError {
     /// The introspection endpoint could not answer (down, slow, an error, a malformed answer):
     /// the service cannot decide (503), as with `KeysUnavailable`.
     IntrospectionUnavailable,
+    /// The claims say another kind of token (an ID token): a `required_claims` value is
+    /// missing or different, or the client the issuer's access tokens always name is absent.
+    NotAnAccessToken,
+    /// The token's client is not one of the issuer's `client_ids`.
+    UnknownClient,
 }
 
 impl TokenError {
@@ -85,6 +90,8 @@ impl TokenError {
             KeysUnavailable => "the issuer signing keys are not available yet",
             Inactive => "the token is not active",
             IntrospectionUnavailable => "the token cannot be checked with its issuer right now",
+            NotAnAccessToken => "the token is not an access token",
+            UnknownClient => "the token was issued to a client this resource does not accept",
         }
     }
 }
@@ -170,7 +177,7 @@ impl<'a> Parsed<'a> {
     /// an unknown `kid` worth a refetch.
     pub fn refetch_worthwhile(&self, config: &IssuerConfig) -> bool {
         config.algorithms.contains(&self.header.alg)
-            && check_typ(config.typ, self.header.typ.as_deref()).is_ok()
+            && check_typ(config.typ_policy(), self.header.typ.as_deref()).is_ok()
     }
 
     pub fn issuer(&self) -> Option<&str> {
@@ -203,7 +210,7 @@ impl<'a> Parsed<'a> {
         if !config.algorithms.contains(&alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
-        check_typ(config.typ, self.header.typ.as_deref())?;
+        check_typ(config.typ_policy(), self.header.typ.as_deref())?;
         let key = match keys.find(self.kid(), alg) {
             Lookup::Found(key) => key,
             Lookup::UnknownKid => return Err(TokenError::UnknownKey),
@@ -267,7 +274,34 @@ pub fn check_claims(
     {
         return Err(TokenError::IssuedInFuture);
     }
-    if !audience_ok(&audiences(c), server) {
+    // What tells this issuer's access tokens from its other tokens (ID tokens above all):
+    // RFC 9068 s4 wants `typ: at+jwt` for that, which most providers do not send, so the
+    // preset names the claims that do (Keycloak `typ`, Cognito `token_use`, the client claim
+    // that Okta, Entra and Auth0 put in access tokens only).
+    for (name, want) in config.required_claims() {
+        if claim(c, name).and_then(Value::as_str) != Some(want) {
+            return Err(TokenError::NotAnAccessToken);
+        }
+    }
+    let map = config.claim_mapping();
+    let client_id = first_string(c, map.client_id)?;
+    if client_id.is_none() && config.requires_client_id() {
+        return Err(TokenError::NotAnAccessToken);
+    }
+    if !config.client_ids.is_empty()
+        && !client_id
+            .as_deref()
+            .is_some_and(|id| config.client_ids.iter().any(|c| c == id))
+    {
+        return Err(TokenError::UnknownClient);
+    }
+    // An `aud` that is there but names nothing (`[]`, a number) is not a missing one: only a
+    // token without the claim can pass the `client_id` audience rule.
+    let audience = audiences(c);
+    if c.contains_key("aud") && audience.is_empty() {
+        return Err(TokenError::WrongAudience);
+    }
+    if !audience_ok(&audience, client_id.as_deref(), config, server) {
         return Err(TokenError::WrongAudience);
     }
     // RFC 7519 s4.1.7: `jti` is a string. It may be absent (not every issuer sets it), but
@@ -275,28 +309,20 @@ pub fn check_claims(
     if c.get("jti").is_some_and(|jti| !jti.is_string()) {
         return Err(TokenError::BadClaim);
     }
-    let map = &config.claims;
-    let subject = match c.get(&map.subject) {
+    let subject = match claim(c, map.subject) {
         Some(Value::String(s)) if !s.is_empty() => header_safe(s)?.to_owned(),
         None => return Err(TokenError::MissingSubject),
         _ => return Err(TokenError::BadClaim),
     };
-    let tenant = match &map.tenant {
-        Some(name) => optional_string(c, name)?,
+    let tenant = match map.tenant {
+        Some(name) => optional_string(claim(c, name))?,
         None => None,
     };
-    let mut client_id = None;
-    for name in &map.client_id {
-        if let Some(v) = optional_string(c, name)? {
-            client_id = Some(v);
-            break;
-        }
-    }
-    let scopes = match map.scopes.iter().find_map(|n| c.get(n)) {
+    let scopes = match map.scopes.iter().find_map(|n| claim(c, n)) {
         Some(v) => string_list(v)?,
         None => Vec::new(),
     };
-    let groups = match map.groups.as_ref().and_then(|n| c.get(n)) {
+    let groups = match map.groups.and_then(|n| claim(c, n)) {
         Some(v) => string_list(v)?,
         None => Vec::new(),
     };
@@ -338,9 +364,68 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// RFC 9068 s4: `aud` must contain this resource (RFC 8707 resource indicator).
-pub(crate) fn audience_ok(audience: &[Box<str>], server: &ProtectedServer) -> bool {
-    audience.iter().any(|a| server.is_audience(a))
+/// RFC 9068 s4: `aud` must contain this resource (RFC 8707 resource indicator), by its URI or
+/// one of the server's `audiences`. The one exception is the `client_id` rule, for providers
+/// whose access tokens carry no `aud` at all (Cognito): a token *without* `aud` whose client is
+/// one of the issuer's `client_ids`. `client_id` is the token's, per the claim mapping.
+pub(crate) fn audience_ok(
+    audience: &[Box<str>],
+    client_id: Option<&str>,
+    config: &IssuerConfig,
+    server: &ProtectedServer,
+) -> bool {
+    if audience.iter().any(|a| server.is_audience(a)) {
+        return true;
+    }
+    config.audience_rule() == AudienceRule::ClientId
+        && audience.is_empty()
+        && client_id.is_some_and(|id| config.client_ids.iter().any(|c| c == id))
+}
+
+/// A claim by name, or by JSON Pointer (RFC 6901) when `path` starts with `/`: names may hold
+/// dots, slashes and colons (Auth0's namespaced `https://example.com/roles`), so only a leading
+/// `/` makes a path.
+fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let Some(pointer) = path.strip_prefix('/') else {
+        return claims.get(path);
+    };
+    let mut tokens = pointer.split('/').map(unescape);
+    let first = tokens.next()?;
+    let mut value = claims.get(first.as_ref())?;
+    for token in tokens {
+        value = match value {
+            Value::Object(map) => map.get(token.as_ref())?,
+            // RFC 6901 s4: an array index is `0` or digits without a leading zero.
+            Value::Array(items) if token.as_ref() == "0" || !token.starts_with('0') => {
+                let index: usize = token.parse().ok()?;
+                items.get(index)?
+            }
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// RFC 6901 s4: `~1` is `/`, then `~0` is `~`.
+fn unescape(token: &str) -> std::borrow::Cow<'_, str> {
+    if token.contains('~') {
+        token.replace("~1", "/").replace("~0", "~").into()
+    } else {
+        token.into()
+    }
+}
+
+/// The first of `names` present in the claims, as a non-empty string.
+fn first_string(
+    claims: &Map<String, Value>,
+    names: Names<'_>,
+) -> Result<Option<String>, TokenError> {
+    for name in names.iter() {
+        if let Some(v) = optional_string(claim(claims, name))? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
 }
 
 /// The token's audiences: `aud` as one string or the strings of an array (RFC 7519 s4.1.3);
@@ -419,8 +504,8 @@ pub(crate) fn numeric_date(
     }
 }
 
-fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, TokenError> {
-    match claims.get(name) {
+fn optional_string(value: Option<&Value>) -> Result<Option<String>, TokenError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(header_safe(s)?.to_owned())),
@@ -482,6 +567,44 @@ mod tests {
         assert!(check_typ(Strict, Some("vnd.example/at+jwt")).is_err());
         assert!(check_typ(Strict, Some("applicationXat+jwt")).is_err());
         assert!(check_typ(Relaxed, Some("text/plainXXjwt")).is_err());
+    }
+
+    #[test]
+    fn claims_are_named_or_pointed_at() {
+        let c = serde_json::json!({
+            "sub": "alice",
+            "https://example.com/roles": ["admin"],
+            "cognito:groups": ["g"],
+            "realm_access": {"roles": ["r1", "r2"]},
+            "a/b": {"~x": "escaped"},
+            "list": ["zero", "one"],
+        });
+        let c = c.as_object().unwrap();
+        // A name is a name, dots, slashes and colons included (Auth0 namespaced claims).
+        assert_eq!(
+            claim(c, "https://example.com/roles"),
+            Some(&serde_json::json!(["admin"]))
+        );
+        assert_eq!(claim(c, "cognito:groups"), Some(&serde_json::json!(["g"])));
+        assert_eq!(claim(c, "realm_access.roles"), None);
+        // A leading `/` makes a JSON Pointer (RFC 6901).
+        assert_eq!(
+            claim(c, "/realm_access/roles"),
+            Some(&serde_json::json!(["r1", "r2"]))
+        );
+        assert_eq!(
+            claim(c, "/realm_access/roles/1"),
+            Some(&serde_json::json!("r2"))
+        );
+        assert_eq!(claim(c, "/a~1b/~0x"), Some(&serde_json::json!("escaped")));
+        assert_eq!(claim(c, "/sub"), Some(&serde_json::json!("alice")));
+        assert_eq!(claim(c, "/list/1"), Some(&serde_json::json!("one")));
+        // RFC 6901 s4: no leading zeros, no `-`, nothing past the end, no descent into strings.
+        assert_eq!(claim(c, "/list/01"), None);
+        assert_eq!(claim(c, "/list/-"), None);
+        assert_eq!(claim(c, "/list/2"), None);
+        assert_eq!(claim(c, "/sub/0"), None);
+        assert_eq!(claim(c, "/missing/x"), None);
     }
 
     #[test]

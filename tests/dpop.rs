@@ -12,7 +12,6 @@
 //! `MCP_AUTHZ_SKIP_ENVOY=1` skips outside CI.
 #![expect(
     clippy::unwrap_used,
-    clippy::panic,
     clippy::indexing_slicing,
     reason = "test code: a failed assumption should stop the test"
 )]

@@ -1,7 +1,9 @@
 //! One trusted issuer (`issuers[]`): where its keys come from, which algorithms and `typ` it
-//! may use, which claims carry identity, how often its JWKS is refetched, and the checks on all
-//! of that.
+//! may use, which claims carry identity, how an access token is told from other tokens, how often
+//! its JWKS is refetched, and the checks on all of that. A `preset` (see `preset`) fills what the
+//! entry leaves unset; the resolved values are read through the methods of `IssuerConfig`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::error::{Invalid, invalid};
+use super::preset::{Defaults, GENERIC, Preset};
 
 /// A trusted authorization server.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,7 +20,7 @@ use super::error::{Invalid, invalid};
 pub struct IssuerConfig {
     /// Compared byte for byte with the token's `iss` (RFC 9068 s4, RFC 8414 s3.3).
     pub issuer: String,
-    /// When absent, discovered from RFC 8414 metadata, then OpenID Connect discovery.
+    /// When absent, discovered (see `discovery`).
     #[serde(default)]
     pub jwks_uri: Option<Url>,
     /// Signature algorithms this issuer may use. Anything else, `none` included, is rejected.
@@ -26,9 +29,10 @@ pub struct IssuerConfig {
     /// Shared secret for HS256/384/512 issuers; never inline, always an env var or a file.
     #[serde(default)]
     pub hmac_secret: Option<SecretSource>,
-    /// How the JWT `typ` header is checked.
+    /// How the JWT `typ` header is checked; unset: the preset's, else `strict`. Read through
+    /// [`IssuerConfig::typ_policy`].
     #[serde(default)]
-    pub typ: TypPolicy,
+    pub typ: Option<TypPolicy>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     #[serde(default = "IssuerConfig::default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
@@ -42,6 +46,28 @@ pub struct IssuerConfig {
     /// Opaque access tokens checked with this issuer's introspection endpoint (RFC 7662).
     #[serde(default)]
     pub introspection: Option<super::IntrospectionConfig>,
+    /// The identity provider whose defaults fill what this entry leaves unset.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// OAuth clients whose tokens are accepted; empty: any client. When set, a token must name
+    /// its client (per `claims.client_id`) and it must be one of these.
+    #[serde(default)]
+    pub client_ids: Vec<String>,
+    /// Claims (names or JSON Pointers) a token must carry with exactly this string value:
+    /// what tells this issuer's access tokens from its ID tokens (Keycloak `typ: Bearer`,
+    /// Cognito `token_use: access`). Added to the preset's; a claim named in both takes this
+    /// value.
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, String>,
+    /// A token must name its client (per `claims.client_id`); unset: the preset's, else no.
+    #[serde(default)]
+    pub require_client_id: Option<bool>,
+    /// How `aud` is checked; unset: the preset's, else `resource`.
+    #[serde(default)]
+    pub audience_rule: Option<AudienceRule>,
+    /// Where keys are discovered when `jwks_uri` is unset; unset: the preset's, else `auto`.
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
 }
 
 impl IssuerConfig {
@@ -75,49 +101,98 @@ pub enum TypPolicy {
     Relaxed,
 }
 
-/// Which claims carry identity facts.
-#[derive(Debug, Clone, Deserialize)]
+/// How a token's `aud` is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudienceRule {
+    /// RFC 9068 s4 / RFC 8707: `aud` must name the server's `resource` (or one of its
+    /// `audiences`).
+    Resource,
+    /// For providers whose access tokens carry no `aud` at all (Cognito): a token without
+    /// `aud` is accepted when its client is one of `client_ids` (required with this rule). A
+    /// token that has an `aud` is checked as with `resource`: this rule never accepts a wrong
+    /// audience, only a missing one.
+    ClientId,
+}
+
+/// Where the issuer's metadata is looked for when `jwks_uri` is unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// RFC 8414 (`<origin>/.well-known/oauth-authorization-server<path>`), then OpenID Connect
+    /// Discovery.
+    Auto,
+    /// OpenID Connect Discovery only (`<issuer>/.well-known/openid-configuration`): for
+    /// providers that serve no RFC 8414 document in the RFC 8414 s3.1 location.
+    Oidc,
+}
+
+/// Which claims carry identity facts. Unset fields take the preset's value, else the RFC 9068
+/// names; read them through [`IssuerConfig::claim_mapping`]. A name starting with `/` is a JSON
+/// Pointer (RFC 6901: `/realm_access/roles`), any other a top-level claim name, dots and
+/// colons included (Auth0's `https://example.com/roles`, Cognito's `cognito:groups`).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimMapping {
-    #[serde(default = "ClaimMapping::default_subject")]
-    pub subject: String,
+    #[serde(default)]
+    pub subject: Option<String>,
     /// Claims searched in order; the first present wins. Strings are space-delimited
     /// (RFC 9068 `scope`), arrays are taken element by element (`scp`).
-    #[serde(default = "ClaimMapping::default_scopes")]
-    pub scopes: Vec<String>,
     #[serde(default)]
-    pub tenant: Option<String>,
-    #[serde(default = "ClaimMapping::default_groups")]
-    pub groups: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    /// `Some(None)`: written as `null`, so no tenant even if the preset maps one.
+    #[serde(default, deserialize_with = "explicit")]
+    pub tenant: Option<Option<String>>,
+    /// `Some(None)`: written as `null`, so no groups even if the preset maps them.
+    #[serde(default, deserialize_with = "explicit")]
+    pub groups: Option<Option<String>>,
     /// Claims searched in order for the OAuth client id.
-    #[serde(default = "ClaimMapping::default_client_id")]
-    pub client_id: Vec<String>,
+    #[serde(default)]
+    pub client_id: Option<Vec<String>>,
 }
 
-impl ClaimMapping {
-    fn default_subject() -> String {
-        "sub".into()
-    }
-    fn default_scopes() -> Vec<String> {
-        vec!["scope".into(), "scp".into()]
-    }
-    fn default_groups() -> Option<String> {
-        Some("groups".into())
-    }
-    fn default_client_id() -> Vec<String> {
-        vec!["client_id".into(), "azp".into()]
-    }
+/// A value that was written, `null` included (`Some(None)`); a missing key stays `None` through
+/// `#[serde(default)]`.
+fn explicit<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
-impl Default for ClaimMapping {
-    fn default() -> Self {
-        Self {
-            subject: Self::default_subject(),
-            scopes: Self::default_scopes(),
-            tenant: None,
-            groups: Self::default_groups(),
-            client_id: Self::default_client_id(),
-        }
+/// The claim mapping in effect: what `issuers[].claims` sets, else the preset's, else the
+/// RFC 9068 names. Borrowed, so reading it per token allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Mapping<'a> {
+    pub subject: &'a str,
+    pub scopes: Names<'a>,
+    pub tenant: Option<&'a str>,
+    pub groups: Option<&'a str>,
+    pub client_id: Names<'a>,
+}
+
+/// A list of claim names, configured or a preset's.
+#[derive(Debug, Clone, Copy)]
+pub enum Names<'a> {
+    Configured(&'a [String]),
+    Preset(&'static [&'static str]),
+}
+
+impl<'a> Names<'a> {
+    pub fn iter(self) -> impl Iterator<Item = &'a str> {
+        let (configured, preset) = match self {
+            Names::Configured(c) => (c, &[][..]),
+            Names::Preset(p) => (&[][..], p),
+        };
+        configured
+            .iter()
+            .map(String::as_str)
+            .chain(preset.iter().copied())
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.iter().next().is_none()
     }
 }
 
@@ -262,12 +337,7 @@ impl IssuerConfig {
         if self.leeway > Duration::from_secs(300) {
             return Err(invalid(format!("{key}.leeway"), "must be at most 5m"));
         }
-        if self.claims.subject.is_empty() {
-            return Err(invalid(
-                format!("{key}.claims.subject"),
-                "must not be empty",
-            ));
-        }
+        self.validate_claims(key)?;
         if let Some(introspection) = &self.introspection {
             introspection.validate(self, &format!("{key}.introspection"))?;
         }
@@ -355,6 +425,132 @@ impl IssuerConfig {
     pub fn is_opaque_only(&self) -> bool {
         self.introspection.as_ref().is_some_and(|i| i.opaque_only)
     }
+
+    /// The preset's defaults, or the RFC 9068 ones.
+    pub fn defaults(&self) -> &'static Defaults {
+        self.preset.map_or(&GENERIC, Preset::defaults)
+    }
+
+    pub fn typ_policy(&self) -> TypPolicy {
+        self.typ.unwrap_or(self.defaults().typ)
+    }
+
+    pub fn claim_mapping(&self) -> Mapping<'_> {
+        let d = self.defaults();
+        let c = &self.claims;
+        Mapping {
+            subject: c.subject.as_deref().unwrap_or(d.subject),
+            scopes: c
+                .scopes
+                .as_deref()
+                .map_or(Names::Preset(d.scopes), Names::Configured),
+            tenant: c.tenant.as_ref().map_or(d.tenant, Option::as_deref),
+            groups: c.groups.as_ref().map_or(d.groups, Option::as_deref),
+            client_id: c
+                .client_id
+                .as_deref()
+                .map_or(Names::Preset(d.client_id), Names::Configured),
+        }
+    }
+
+    /// The preset's required claims not renamed here, then this entry's.
+    pub fn required_claims(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.defaults()
+            .required_claims
+            .iter()
+            .filter(|(name, _)| !self.required_claims.contains_key(*name))
+            .map(|(n, v)| (*n, *v))
+            .chain(
+                self.required_claims
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str())),
+            )
+    }
+
+    pub fn requires_client_id(&self) -> bool {
+        self.require_client_id
+            .unwrap_or(self.defaults().require_client_id)
+    }
+
+    pub fn audience_rule(&self) -> AudienceRule {
+        self.audience_rule.unwrap_or(self.defaults().audience_rule)
+    }
+
+    pub fn discovery(&self) -> Discovery {
+        self.discovery.unwrap_or(self.defaults().discovery)
+    }
+
+    /// The claim-mapping and token-kind checks of `validate`.
+    fn validate_claims(&self, key: &str) -> Result<(), Invalid> {
+        let map = self.claim_mapping();
+        if map.subject.is_empty() {
+            return Err(invalid(
+                format!("{key}.claims.subject"),
+                "must not be empty",
+            ));
+        }
+        let mut paths: Vec<(String, &str)> = vec![(format!("{key}.claims.subject"), map.subject)];
+        for (i, n) in map.scopes.iter().enumerate() {
+            paths.push((format!("{key}.claims.scopes[{i}]"), n));
+        }
+        for (i, n) in map.client_id.iter().enumerate() {
+            paths.push((format!("{key}.claims.client_id[{i}]"), n));
+        }
+        if let Some(n) = map.tenant {
+            paths.push((format!("{key}.claims.tenant"), n));
+        }
+        if let Some(n) = map.groups {
+            paths.push((format!("{key}.claims.groups"), n));
+        }
+        for name in self.required_claims.keys() {
+            paths.push((format!("{key}.required_claims.{name}"), name));
+        }
+        for (k, path) in paths {
+            check_claim_path(path).map_err(|m| invalid(k, m))?;
+        }
+        let needs_client = self.requires_client_id()
+            || !self.client_ids.is_empty()
+            || self.audience_rule() == AudienceRule::ClientId;
+        if needs_client && map.client_id.is_empty() {
+            return Err(invalid(
+                format!("{key}.claims.client_id"),
+                "must name at least one claim when tokens must name their client",
+            ));
+        }
+        if let Some(i) = self.client_ids.iter().position(String::is_empty) {
+            return Err(invalid(
+                format!("{key}.client_ids[{i}]"),
+                "must not be empty",
+            ));
+        }
+        if self.audience_rule() == AudienceRule::ClientId && self.client_ids.is_empty() {
+            return Err(invalid(
+                format!("{key}.client_ids"),
+                "must list the accepted app clients: with `audience_rule: client_id` (the \
+                 `cognito` preset) tokens carry no `aud`, and the client is what binds them \
+                 to this deployment",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A claim name, or a JSON Pointer (RFC 6901 s3: `~` only as `~0` or `~1`).
+fn check_claim_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(pointer) = path.strip_prefix('/') {
+        let mut chars = pointer.chars();
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                return Err(format!(
+                    "`{path}` is not a JSON Pointer: `~` must be followed by `0` or `1` (RFC 6901 s3)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `localhost` or a loopback address: where plain `http` cannot be intercepted off the host.

@@ -41,6 +41,12 @@ pub struct ServerConfig {
     /// Which presentations of an access token are accepted (RFC 9449).
     #[serde(default)]
     pub token_binding: TokenBinding,
+    /// Other names of this resource accepted in `aud`, byte for byte, beside `resource`: for
+    /// providers that cannot put the resource URI there (Entra v2 puts the API's client id,
+    /// v1 its application ID URI; a Keycloak audience mapper a client id). Per server, not per
+    /// issuer: a token for another server's application must stay out (RFC 8707 s2).
+    #[serde(default)]
+    pub audiences: Vec<String>,
 }
 
 /// `servers[].token_binding`.
@@ -183,6 +189,12 @@ impl ServerConfig {
             return Err(invalid(
                 format!("{key}.resource"),
                 format!("`{r}` must have no query or fragment"),
+            ));
+        }
+        if let Some(i) = self.audiences.iter().position(String::is_empty) {
+            return Err(invalid(
+                format!("{key}.audiences[{i}]"),
+                "must not be empty",
             ));
         }
         if self.authorization_servers.is_empty() {

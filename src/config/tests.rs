@@ -29,7 +29,7 @@ fn minimal_config_gets_defaults() {
     let c = Config::from_yaml(MINIMAL).unwrap();
     assert_eq!(c.listen.grpc.port(), 9191);
     assert_eq!(c.issuers[0].algorithms, vec![Algorithm::RS256]);
-    assert_eq!(c.issuers[0].typ, TypPolicy::Strict);
+    assert_eq!(c.issuers[0].typ_policy(), TypPolicy::Strict);
     assert_eq!(c.identity_headers.subject, "x-mcp-authz-subject");
 }
 
@@ -304,4 +304,128 @@ fn listeners_may_not_share_a_port() {
     ));
     assert!(e.contains("listen.admin"), "{e}");
     assert!(Config::from_yaml(&format!("{MINIMAL}listen: {{grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", admin_grpc: \"127.0.0.1:0\"}}\n")).is_ok());
+}
+
+/// `MINIMAL` with these lines added to its issuer entry.
+fn issuer_with(lines: &str) -> String {
+    MINIMAL.replace(
+        "  - issuer: https://idp.example.com\n",
+        &format!("  - issuer: https://idp.example.com\n{lines}"),
+    )
+}
+
+#[test]
+fn a_preset_fills_the_defaults() {
+    let c = Config::from_yaml(&issuer_with("    preset: entra\n")).unwrap();
+    let i = &c.issuers[0];
+    assert_eq!(i.preset, Some(Preset::Entra));
+    assert_eq!(i.typ_policy(), TypPolicy::Relaxed);
+    let m = i.claim_mapping();
+    assert_eq!(m.subject, "oid");
+    assert_eq!(m.tenant, Some("tid"));
+    assert_eq!(m.groups, Some("roles"));
+    assert_eq!(m.scopes.iter().collect::<Vec<_>>(), ["scp", "roles"]);
+    assert_eq!(m.client_id.iter().collect::<Vec<_>>(), ["azp", "appid"]);
+    assert!(i.requires_client_id());
+    assert_eq!(i.audience_rule(), AudienceRule::Resource);
+    assert_eq!(i.discovery(), Discovery::Oidc);
+    assert_eq!(i.algorithms, vec![Algorithm::RS256]);
+
+    let c = Config::from_yaml(&issuer_with("    preset: keycloak\n")).unwrap();
+    let i = &c.issuers[0];
+    assert_eq!(i.claim_mapping().groups, Some("/realm_access/roles"));
+    assert_eq!(i.required_claims().collect::<Vec<_>>(), [("typ", "Bearer")]);
+
+    // Without a preset: the RFC 9068 names and checks, as before presets existed.
+    let c = Config::from_yaml(MINIMAL).unwrap();
+    let i = &c.issuers[0];
+    let m = i.claim_mapping();
+    assert_eq!(m.subject, "sub");
+    assert_eq!(m.tenant, None);
+    assert_eq!(m.groups, Some("groups"));
+    assert_eq!(m.scopes.iter().collect::<Vec<_>>(), ["scope", "scp"]);
+    assert_eq!(m.client_id.iter().collect::<Vec<_>>(), ["client_id", "azp"]);
+    assert!(!i.requires_client_id());
+    assert_eq!(i.required_claims().count(), 0);
+    assert_eq!(i.audience_rule(), AudienceRule::Resource);
+    assert_eq!(i.discovery(), Discovery::Auto);
+}
+
+#[test]
+fn what_the_issuer_entry_sets_wins_over_the_preset() {
+    let c = Config::from_yaml(&issuer_with(
+        "    preset: entra\n    typ: strict\n    algorithms: [ES256]\n    require_client_id: false\n    discovery: auto\n    claims: {subject: sub, scopes: [scp], tenant: null, groups: groups, client_id: [appid]}\n    required_claims: {ver: \"2.0\"}\n",
+    ))
+    .unwrap();
+    let i = &c.issuers[0];
+    assert_eq!(i.typ_policy(), TypPolicy::Strict);
+    assert_eq!(i.algorithms, vec![Algorithm::ES256]);
+    assert!(!i.requires_client_id());
+    assert_eq!(i.discovery(), Discovery::Auto);
+    let m = i.claim_mapping();
+    assert_eq!(m.subject, "sub");
+    // `null` switches the preset's tenant off; a missing key would have kept it.
+    assert_eq!(m.tenant, None);
+    assert_eq!(m.groups, Some("groups"));
+    assert_eq!(m.scopes.iter().collect::<Vec<_>>(), ["scp"]);
+    assert_eq!(m.client_id.iter().collect::<Vec<_>>(), ["appid"]);
+    assert_eq!(i.required_claims().collect::<Vec<_>>(), [("ver", "2.0")]);
+
+    // Required claims add to the preset's; the same claim takes the entry's value.
+    let c = Config::from_yaml(&issuer_with(
+        "    preset: cognito\n    client_ids: [app]\n    required_claims: {token_use: access, \"custom:tier\": gold}\n",
+    ))
+    .unwrap();
+    let mut required = c.issuers[0].required_claims().collect::<Vec<_>>();
+    required.sort();
+    assert_eq!(required, [("custom:tier", "gold"), ("token_use", "access")]);
+    let c = Config::from_yaml(&issuer_with(
+        "    preset: keycloak\n    required_claims: {typ: Refresh}\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.issuers[0].required_claims().collect::<Vec<_>>(),
+        [("typ", "Refresh")]
+    );
+}
+
+#[test]
+fn preset_combinations_that_cannot_work_are_refused_by_key() {
+    // Cognito access tokens have no `aud`: without `client_ids` nothing binds them to us.
+    let e = err(&issuer_with("    preset: cognito\n"));
+    assert!(e.contains("issuers[0].client_ids"), "{e}");
+    let e = err(&issuer_with("    audience_rule: client_id\n"));
+    assert!(e.contains("issuers[0].client_ids"), "{e}");
+    let e = err(&issuer_with(
+        "    preset: cognito\n    client_ids: [\"\"]\n",
+    ));
+    assert!(e.contains("issuers[0].client_ids[0]"), "{e}");
+    // A client must be named, and no claim is mapped to name it.
+    let e = err(&issuer_with(
+        "    preset: okta\n    claims: {client_id: []}\n",
+    ));
+    assert!(e.contains("issuers[0].claims.client_id"), "{e}");
+    let e = err(&issuer_with(
+        "    client_ids: [a]\n    claims: {client_id: []}\n",
+    ));
+    assert!(e.contains("issuers[0].claims.client_id"), "{e}");
+    // JSON Pointers: `~` only as `~0`/`~1` (RFC 6901 s3).
+    let e = err(&issuer_with(
+        "    claims: {groups: /realm_access/~2roles}\n",
+    ));
+    assert!(e.contains("issuers[0].claims.groups"), "{e}");
+    let e = err(&issuer_with("    required_claims: {\"/a~\": x}\n"));
+    assert!(e.contains("issuers[0].required_claims./a~"), "{e}");
+    let e = err(&issuer_with("    claims: {subject: \"\"}\n"));
+    assert!(e.contains("issuers[0].claims.subject"), "{e}");
+    // Unknown presets and keys are refused by name.
+    let e = err(&issuer_with("    preset: ping\n"));
+    assert!(e.contains("preset") && e.contains("okta"), "{e}");
+    let e = err(&issuer_with("    audience_rule: none\n"));
+    assert!(e.contains("audience_rule"), "{e}");
+    let e = err(&MINIMAL.replace(
+        "    authorization_servers:",
+        "    audiences: [\"\"]\n    authorization_servers:",
+    ));
+    assert!(e.contains("servers[0].audiences[0]"), "{e}");
 }

@@ -9,7 +9,7 @@ use reqwest::header::{CACHE_CONTROL, HeaderMap, RETRY_AFTER};
 use url::Url;
 
 use super::{KeySetError, KeySetupError};
-use crate::config::IssuerConfig;
+use crate::config::{Discovery, IssuerConfig, Preset};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -194,7 +194,7 @@ impl Fetcher {
     /// Discovery s4 appends it. Either document must name this exact issuer (RFC 8414 s3.3).
     pub async fn discover(&self, endpoint: Endpoint) -> Result<Url, FetchError> {
         let issuer = &self.config.issuer;
-        let candidates = discovery_urls(issuer).map_err(|e| FetchError::Metadata {
+        let candidates = discovery_urls_for(&self.config).map_err(|e| FetchError::Metadata {
             url: issuer.clone(),
             message: format!("issuer is not a URL: {e}"),
         })?;
@@ -316,6 +316,32 @@ pub async fn read_limited(
     Ok(body)
 }
 
+/// Where to look for `config`'s metadata, in order: every location for `discovery: auto`, the
+/// OpenID Connect one only for `discovery: oidc`.
+pub fn discovery_urls_for(config: &IssuerConfig) -> Result<Vec<Url>, url::ParseError> {
+    match config.discovery() {
+        Discovery::Auto => discovery_urls(&config.issuer),
+        Discovery::Oidc => Ok(vec![oidc_url(&config.issuer, config.preset)?]),
+    }
+}
+
+/// OpenID Connect Discovery 1.0 s4: `<issuer>/.well-known/openid-configuration`. Entra v1 is
+/// the exception: its issuer `https://sts.windows.net/{tid}/` is not where it publishes
+/// metadata; `https://login.microsoftonline.com/{tid}/.well-known/openid-configuration` is,
+/// and that document names the `sts.windows.net` issuer (so the s4.3 issuer check holds).
+fn oidc_url(issuer: &str, preset: Option<Preset>) -> Result<Url, url::ParseError> {
+    let mut url = Url::parse(issuer)?;
+    if preset == Some(Preset::Entra)
+        && url.scheme() == "https"
+        && url.host_str() == Some("sts.windows.net")
+    {
+        url.set_host(Some("login.microsoftonline.com"))?;
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{path}/.well-known/openid-configuration"));
+    Ok(url)
+}
+
 pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, url::ParseError> {
     let base = Url::parse(issuer)?;
     let path = base.path().trim_end_matches('/');
@@ -412,6 +438,56 @@ mod tests {
             urls[1].as_str(),
             "https://idp.example.com/realms/acme/.well-known/openid-configuration"
         );
+    }
+
+    #[test]
+    fn presets_go_straight_to_openid_discovery() {
+        let config = |issuer: &str, preset: &str| {
+            let yaml = format!(
+                "policies: {{dir: .}}\nissuers:\n  - issuer: {issuer}\n    preset: {preset}\n    client_ids: [c]\nservers:\n  - id: s\n    resource: https://mcp.example.com/mcp\n    authorization_servers: [{issuer}]\n"
+            );
+            crate::config::Config::from_yaml(&yaml)
+                .unwrap()
+                .issuers
+                .remove(0)
+        };
+        let urls = |issuer: &str, preset: &str| {
+            discovery_urls_for(&config(issuer, preset))
+                .unwrap()
+                .iter()
+                .map(Url::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            urls("https://login.microsoftonline.com/tid-1/v2.0", "entra"),
+            ["https://login.microsoftonline.com/tid-1/v2.0/.well-known/openid-configuration"]
+        );
+        // Entra v1: the metadata of the `sts.windows.net` issuer lives on login.microsoftonline.com.
+        assert_eq!(
+            urls("https://sts.windows.net/tid-1/", "entra"),
+            ["https://login.microsoftonline.com/tid-1/.well-known/openid-configuration"]
+        );
+        assert_eq!(
+            urls("https://sts.windows.net/tid-1/", "okta"),
+            ["https://sts.windows.net/tid-1/.well-known/openid-configuration"]
+        );
+        assert_eq!(
+            urls("https://tenant.auth0.com/", "auth0"),
+            ["https://tenant.auth0.com/.well-known/openid-configuration"]
+        );
+        assert_eq!(
+            urls("https://kc.example.com/realms/acme", "keycloak"),
+            ["https://kc.example.com/realms/acme/.well-known/openid-configuration"]
+        );
+        // Without a preset, RFC 8414 first.
+        let mut generic = config("https://kc.example.com/realms/acme", "keycloak");
+        generic.preset = None;
+        generic.client_ids.clear();
+        assert_eq!(discovery_urls_for(&generic).unwrap().len(), 3);
+        // An explicit `discovery` wins over the preset's.
+        let mut auto = config("https://kc.example.com/realms/acme", "keycloak");
+        auto.discovery = Some(Discovery::Auto);
+        assert_eq!(discovery_urls_for(&auto).unwrap().len(), 3);
     }
 
     #[test]

@@ -23,6 +23,7 @@ fn server(mode: ListFilterMode) -> ProtectedServer {
         tenant_from: None,
         list_filter: crate::config::ListFilterConfig { mode },
         token_binding: Default::default(),
+        audiences: Vec::new(),
     };
     ProtectedServer::new(&cfg, &[], |_| None).unwrap()
 }

@@ -75,7 +75,12 @@ impl Verified {
         if now >= self.valid_until {
             return Revalidation::Refused(TokenError::Expired);
         }
-        if !audience_ok(&self.audience, server) {
+        if !audience_ok(
+            &self.audience,
+            self.identity.client_id.as_deref(),
+            &issuer.config,
+            server,
+        ) {
             return Revalidation::Refused(TokenError::WrongAudience);
         }
         Revalidation::Valid
