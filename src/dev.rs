@@ -284,6 +284,7 @@ pub fn dev_config(
             tenant: Some(DEV_TENANT.into()),
             tenant_from: None,
             list_filter: Default::default(),
+            upstream_identity: None,
         }],
         policies: crate::config::PoliciesConfig {
             dir: policies.to_owned(),
@@ -295,6 +296,7 @@ pub fn dev_config(
             allow_sample_rate: 1.0,
             ..Default::default()
         },
+        upstream_identity: None,
     }
 }
 

@@ -97,6 +97,12 @@ struct Inner {
     list_items_removed: IntCounterVec,
     /// `mcp_authz_list_responses_total{server, result}`.
     list_responses: IntCounterVec,
+    /// `mcp_authz_upstream_identity_tokens_total{outcome}`: [minted, failed].
+    upstream_tokens: [IntCounter; 2],
+    /// `mcp_authz_upstream_identity_keys`: signing keys published in the JWKS.
+    upstream_keys: IntGauge,
+    /// `mcp_authz_upstream_identity_key_changes_total{outcome}`.
+    upstream_key_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -298,6 +304,34 @@ impl Metrics {
                 list_responses.with_label_values(&[server, result]);
             }
         }
+        let upstream_tokens_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_upstream_identity_tokens_total",
+                "Signed upstream identities by outcome (minted, failed: the request was answered 503).",
+            ),
+            &["outcome"],
+        )?;
+        let upstream_tokens = [
+            upstream_tokens_vec.with_label_values(&["minted"]),
+            upstream_tokens_vec.with_label_values(&["failed"]),
+        ];
+        let upstream_keys = IntGauge::new(
+            "mcp_authz_upstream_identity_keys",
+            "Upstream identity signing keys published in the JWKS.",
+        )?;
+        let upstream_key_changes = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_upstream_identity_key_changes_total",
+                "Upstream identity key set changes by outcome (rotated, reloaded, failed).",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["rotated", "reloaded", "failed"] {
+            upstream_key_changes.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(upstream_tokens_vec))?;
+        registry.register(Box::new(upstream_keys.clone()))?;
+        registry.register(Box::new(upstream_key_changes.clone()))?;
         registry.register(Box::new(list_items_removed.clone()))?;
         registry.register(Box::new(list_responses.clone()))?;
         registry.register(Box::new(checks_shed.clone()))?;
@@ -356,6 +390,9 @@ impl Metrics {
                 draining,
                 list_items_removed,
                 list_responses,
+                upstream_tokens,
+                upstream_keys,
+                upstream_key_changes,
             }),
         })
     }
@@ -503,6 +540,27 @@ impl Metrics {
         self.inner
             .list_responses
             .with_label_values(&[server, result])
+            .inc();
+    }
+
+    /// One upstream identity minted (`true`) or not (`false`: the request was refused).
+    pub fn upstream_token(&self, minted: bool) {
+        let [ok, failed] = &self.inner.upstream_tokens;
+        if minted { ok.inc() } else { failed.inc() }
+    }
+
+    /// How many upstream identity keys the JWKS publishes.
+    pub fn upstream_keys(&self, n: usize) {
+        self.inner
+            .upstream_keys
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A change of the upstream identity key set: `rotated`, `reloaded` or `failed`.
+    pub fn upstream_key_change(&self, outcome: &'static str) {
+        self.inner
+            .upstream_key_changes
+            .with_label_values(&[outcome])
             .inc();
     }
 

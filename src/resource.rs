@@ -74,6 +74,9 @@ pub struct ProtectedServer {
     tenant_from: Option<TenantFrom>,
     /// `servers[].list_filter.mode`.
     pub list_filter: crate::config::ListFilterMode,
+    /// `servers[].upstream_identity.audience`: when set, an allow carries a signed identity
+    /// for this audience (see `crate::upstream_identity`).
+    pub upstream_audience: Option<String>,
 }
 
 /// Why a configured server cannot be set up. Configuration validation rules all of these out,
@@ -174,6 +177,10 @@ impl ProtectedServer {
             tenant: config.tenant.clone().unwrap_or_default(),
             tenant_from: config.tenant_from.clone(),
             list_filter: config.list_filter.mode,
+            upstream_audience: config
+                .upstream_identity
+                .as_ref()
+                .map(|u| u.audience.clone()),
         })
     }
 
@@ -398,6 +405,7 @@ mod tests {
             tenant: None,
             tenant_from: None,
             list_filter: Default::default(),
+            upstream_identity: None,
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }
@@ -414,6 +422,7 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             tenant_from,
             list_filter: Default::default(),
+            upstream_identity: None,
         };
         ProtectedServer::new(&cfg, |_| None).unwrap()
     }
@@ -649,6 +658,7 @@ mod tests {
             tenant: None,
             tenant_from: None,
             list_filter: Default::default(),
+            upstream_identity: None,
         };
         let err = |c: ServerConfig| match ProtectedServer::new(&c, |_| None) {
             Ok(_) => panic!("expected an error"),
@@ -795,6 +805,7 @@ mod tests {
                 tenant: None,
                 tenant_from: None,
                 list_filter: Default::default(),
+                upstream_identity: None,
             };
             assert!(
                 matches!(

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// `resources/templates/list` responses keep (through Envoy's ext_proc filter).
     #[serde(default)]
     pub list_filter: ListFilterConfig,
+    /// Sign an identity for this server's upstream (needs the top-level `upstream_identity`).
+    #[serde(default)]
+    pub upstream_identity: Option<super::ServerIdentityConfig>,
 }
 
 /// `servers[].list_filter`.
@@ -242,6 +245,9 @@ impl ServerConfig {
                 format!("{key}.match.hosts"),
                 "must not be empty; omit it to use the host of `resource`",
             ));
+        }
+        if let Some(identity) = &self.upstream_identity {
+            identity.validate(key)?;
         }
         Ok(())
     }

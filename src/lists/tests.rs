@@ -22,6 +22,7 @@ fn server(mode: ListFilterMode) -> ProtectedServer {
         tenant: Some("acme".into()),
         tenant_from: None,
         list_filter: crate::config::ListFilterConfig { mode },
+        upstream_identity: None,
     };
     ProtectedServer::new(&cfg, |_| None).unwrap()
 }
