@@ -1,11 +1,4 @@
 //! Minting, verification against the published JWKS, rotation, key directories.
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed assumption should stop the test"
-)]
 
 use std::time::Duration;
 
