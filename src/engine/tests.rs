@@ -1180,7 +1180,7 @@ async fn upstream_identity_is_signed_for_its_servers_and_a_client_copy_never_pas
             ("x-mcp-authz-identity".to_owned(), "forged".to_owned()),
             ("x_mcp_authz_identity".to_owned(), "forged".to_owned()),
         ]);
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_forecast","arguments":{"city":"Paris"}}}"#;
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summary"}}"#;
         let input = CheckInput {
             method: "POST",
             path: "/weather/mcp",
@@ -1221,7 +1221,7 @@ async fn upstream_identity_is_signed_for_its_servers_and_a_client_copy_never_pas
     assert_eq!(claims["jti"], a.decision_id.as_str());
     assert_eq!(
         claims["mcp"],
-        json!([{"method": "tools/call", "target": "get_forecast"}])
+        json!([{"method": "prompts/get", "target": "summary"}])
     );
     assert!(
         a.remove_headers
