@@ -15,6 +15,7 @@ mod server;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod upstream_identity;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -36,6 +37,9 @@ pub use server::{
 };
 pub use settings::{
     CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig, TlsConfig,
+};
+pub use upstream_identity::{
+    GenerateKeys, ServerIdentityConfig, SigningAlgorithm, UpstreamIdentityConfig, UpstreamKeys,
 };
 
 use error::invalid;
@@ -64,6 +68,9 @@ pub struct Config {
     /// How DPoP proofs are checked (RFC 9449), for servers that accept DPoP-bound tokens.
     #[serde(default)]
     pub dpop: DpopConfig,
+    /// A signed identity for upstreams (`servers[].upstream_identity` turns it on per server).
+    #[serde(default)]
+    pub upstream_identity: Option<UpstreamIdentityConfig>,
 }
 
 // === impl Config ===
@@ -80,6 +87,12 @@ impl Config {
             && let Some(base) = path.parent()
         {
             config.policies.dir = base.join(&config.policies.dir);
+        }
+        if let Some(UpstreamKeys::Dir(dir)) = config.upstream_identity.as_mut().map(|u| &mut u.keys)
+            && dir.is_relative()
+            && let Some(base) = path.parent()
+        {
+            *dir = base.join(&*dir);
         }
         if let (Some(tls), Some(base)) = (config.listen.tls.as_mut(), path.parent()) {
             for file in [
@@ -181,6 +194,17 @@ impl Config {
         self.dpop.validate()?;
         self.shutdown.validate()?;
         self.overload.validate()?;
+        if let Some(upstream) = &self.upstream_identity {
+            upstream.validate(&self.identity_headers.all())?;
+        }
+        for (i, server) in self.servers.iter().enumerate() {
+            if server.upstream_identity.is_some() && self.upstream_identity.is_none() {
+                return Err(invalid(
+                    format!("servers[{i}].upstream_identity"),
+                    "needs the top-level `upstream_identity` section (issuer and keys)",
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -293,6 +293,7 @@ pub fn dev_config(
             list_filter: Default::default(),
             token_binding: Default::default(),
             audiences: Vec::new(),
+            upstream_identity: None,
         }],
         policies: crate::config::PoliciesConfig {
             dir: policies.to_owned(),
@@ -305,6 +306,7 @@ pub fn dev_config(
             ..Default::default()
         },
         dpop: Default::default(),
+        upstream_identity: None,
     }
 }
 

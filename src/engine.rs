@@ -31,6 +31,7 @@ use crate::mcp::{self, HttpParts, McpRequest, Target};
 use crate::metrics::Metrics;
 use crate::policy::{self, EvalRequest, PolicyStore};
 use crate::resource::{ProtectedServer, Route, ServerSetupError, Servers};
+use crate::upstream_identity::{self, UpstreamIdentity};
 pub use caller::{Caller, Callers, Credential, verify_jwt};
 pub use decisions::Decisions;
 use log::Facts;
@@ -59,7 +60,8 @@ pub enum Decision {
 
 #[derive(Debug)]
 pub struct Allow {
-    /// Random id tying this decision to its log line; also sent upstream.
+    /// Random id tying this decision to its log line; also sent upstream, and the `jti` of the
+    /// signed upstream identity.
     pub decision_id: String,
     pub server_id: String,
     /// Who is calling (shared with the caller cache).
@@ -106,6 +108,8 @@ pub enum EngineError {
     Keys(#[from] KeySetupError),
     #[error(transparent)]
     Dpop(#[from] DpopSetupError),
+    #[error("upstream_identity.keys: {0}")]
+    UpstreamIdentity(#[from] upstream_identity::KeyError),
 }
 
 /// Everything a check needs, built once from configuration.
@@ -126,6 +130,8 @@ pub struct Engine {
     /// `mcp_authz_checks_total` by [`Reason`], resolved once so a check touches one atomic.
     /// INVARIANT: indexed by `Reason as usize`, built from `Reason::ALL` (declaration order).
     check_counters: Vec<IntCounter>,
+    /// Signs identities for servers with `upstream_identity` (`None` without the section).
+    upstream_identity: Option<Arc<UpstreamIdentity>>,
 }
 
 // === impl Allow ===
@@ -158,6 +164,11 @@ impl Engine {
             .iter()
             .map(|r| metrics.check_counter(r.decision(), r.as_str()))
             .collect();
+        let upstream_identity = config
+            .upstream_identity
+            .as_ref()
+            .map(|u| UpstreamIdentity::new(u, metrics.clone()).map(Arc::new))
+            .transpose()?;
         Ok(Self {
             servers: Servers::new(servers),
             issuers,
@@ -171,6 +182,7 @@ impl Engine {
             decision_log: config.decision_log.clone(),
             metrics,
             check_counters,
+            upstream_identity,
         })
     }
 
@@ -213,6 +225,11 @@ impl Engine {
         &self.decisions
     }
 
+    /// The upstream identity issuer, when configured.
+    pub fn upstream_identity(&self) -> Option<&Arc<UpstreamIdentity>> {
+        self.upstream_identity.as_ref()
+    }
+
     /// Ready when every issuer can have its tokens checked (see [`IssuerKeys::is_ready`]).
     pub fn is_ready(&self) -> bool {
         self.issuers.iter().all(|i| i.is_ready())
@@ -223,12 +240,15 @@ impl Engine {
         let mut facts = Facts::default();
         let mut decision = self.decide(input, &mut facts).await;
         let elapsed = started.elapsed();
-        let id = log::decision_id();
+        // An allow has its id already: it may be in the upstream identity token (`jti`).
+        let id = match &decision {
+            Decision::Allow(a) => a.decision_id.clone(),
+            Decision::Respond(_) => log::decision_id(),
+        };
         let header = &self.header_names.decision_id;
         let (reason, status, policies) = match &mut decision {
             Decision::Allow(a) => {
                 a.set_headers.push((header.clone(), id.clone()));
-                a.decision_id = id.clone();
                 (Reason::Allowed, 200, &a.policies)
             }
             Decision::Respond(r) => {
@@ -323,14 +343,17 @@ impl Engine {
                 McpRequest::EndSession => facts.actions = vec!["DELETE"],
             }
         }
-        match outcome {
-            Ok(policies) => Decision::Allow(Box::new(self.allow(
+        match outcome.and_then(|policies| {
+            self.allow(
                 server,
                 caller,
                 policies,
                 list_context(server, &request, input),
                 input.headers,
-            ))),
+                &request,
+            )
+        }) {
+            Ok(allow) => Decision::Allow(Box::new(allow)),
             Err(respond) => Decision::Respond(respond),
         }
     }
@@ -556,6 +579,8 @@ impl Engine {
         checked.map_err(|e| respond::dpop_denial(server, e, algs))
     }
 
+    /// The header changes of an allow. `Err` only when the server's signed identity cannot be
+    /// minted: the request is refused rather than forwarded without it.
     fn allow(
         &self,
         server: &ProtectedServer,
@@ -563,7 +588,9 @@ impl Engine {
         policies: Vec<String>,
         list: Option<ListContext>,
         request_headers: &HashMap<String, String>,
-    ) -> Allow {
+        request: &McpRequest,
+    ) -> Result<Allow, Respond> {
+        let decision_id = log::decision_id();
         let identity = caller.identity();
         let names = &self.header_names;
         let mut set_headers = Vec::with_capacity(5);
@@ -587,12 +614,30 @@ impl Engine {
                 None => remove_headers.push(name.clone()),
             }
         }
+        // The signed identity: set for a server that has it, and removed from every other
+        // allow, so a client-supplied copy never reaches an upstream.
+        let signed_header = self.upstream_identity.as_ref().map(|u| u.header());
+        if let Some(issuer) = &self.upstream_identity {
+            match &server.upstream_audience {
+                Some(audience) => {
+                    let token = mint_identity(issuer, audience, &decision_id, identity, request)
+                        .map_err(|e| {
+                            tracing::error!(server = %server.id, error = %e, "cannot mint the upstream identity; refused");
+                            respond::identity_unavailable()
+                        })?;
+                    set_headers.push((issuer.header().to_owned(), token));
+                }
+                None => remove_headers.push(issuer.header().to_owned()),
+            }
+        }
         // `x_mcp_authz_subject` is a different header to Envoy but the same one to upstreams
         // that map headers CGI-style (`HTTP_X_MCP_AUTHZ_SUBJECT`): drop such look-alikes.
         for name in request_headers.keys().filter(|k| k.contains('_')) {
             let spoof = names
                 .all()
                 .iter()
+                .copied()
+                .chain(signed_header)
                 .any(|ours| same_modulo_underscore(name, ours));
             if spoof {
                 remove_headers.push(name.clone());
@@ -603,15 +648,15 @@ impl Engine {
             // absent Accept-Encoding would allow any coding).
             set_headers.push(("accept-encoding".to_owned(), "identity".to_owned()));
         }
-        Allow {
-            decision_id: String::new(),
+        Ok(Allow {
+            decision_id,
             server_id: server.id.clone(),
             caller,
             policies,
             set_headers,
             remove_headers,
             list,
-        }
+        })
     }
 
     /// The list filter for a marked response's caller, with the live policy set. Fails closed:
@@ -674,6 +719,32 @@ fn list_context(
         server_tenant: server.tenant_for(input.path, input.headers)?.to_owned(),
         protocol_version: header("mcp-protocol-version"),
         session_id: header("mcp-session-id"),
+    })
+}
+
+/// The signed identity of an allowed request: its messages' methods and targets, in order.
+fn mint_identity(
+    issuer: &UpstreamIdentity,
+    audience: &str,
+    decision_id: &str,
+    identity: &crate::identity::Identity,
+    request: &McpRequest,
+) -> Result<String, upstream_identity::MintError> {
+    let call = |method, target| upstream_identity::Call { method, target };
+    let calls: Vec<_> = match request {
+        McpRequest::Messages { messages, .. } => messages
+            .iter()
+            // Every message has a method here: an unknown one was denied.
+            .map(|m| call(m.action.unwrap_or("other"), m.target.name()))
+            .collect(),
+        McpRequest::OpenStream => vec![call("GET", None)],
+        McpRequest::EndSession => vec![call("DELETE", None)],
+    };
+    issuer.mint(&upstream_identity::Request {
+        audience,
+        decision_id,
+        identity,
+        calls: &calls,
     })
 }
 

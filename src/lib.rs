@@ -27,6 +27,7 @@ pub mod server;
 pub mod strict_json;
 pub mod tls;
 pub mod token;
+pub mod upstream_identity;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testutil;

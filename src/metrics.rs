@@ -105,6 +105,12 @@ struct Inner {
     introspection_duration: HistogramVec,
     /// `mcp_authz_introspection_cache_lookups_total{issuer, result}`.
     introspection_cache: IntCounterVec,
+    /// `mcp_authz_upstream_identity_tokens_total{outcome}`: [minted, failed].
+    upstream_tokens: [IntCounter; 2],
+    /// `mcp_authz_upstream_identity_keys`: signing keys published in the JWKS.
+    upstream_keys: IntGauge,
+    /// `mcp_authz_upstream_identity_key_changes_total{outcome}`.
+    upstream_key_changes: IntCounterVec,
 }
 
 /// The `result` values of `mcp_authz_dpop_proofs_total` (see `dpop::DpopError::label`).
@@ -357,6 +363,34 @@ impl Metrics {
         registry.register(Box::new(introspection_requests.clone()))?;
         registry.register(Box::new(introspection_duration.clone()))?;
         registry.register(Box::new(introspection_cache.clone()))?;
+        let upstream_tokens_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_upstream_identity_tokens_total",
+                "Signed upstream identities by outcome (minted, failed: the request was answered 503).",
+            ),
+            &["outcome"],
+        )?;
+        let upstream_tokens = [
+            upstream_tokens_vec.with_label_values(&["minted"]),
+            upstream_tokens_vec.with_label_values(&["failed"]),
+        ];
+        let upstream_keys = IntGauge::new(
+            "mcp_authz_upstream_identity_keys",
+            "Upstream identity signing keys published in the JWKS.",
+        )?;
+        let upstream_key_changes = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_upstream_identity_key_changes_total",
+                "Upstream identity key set changes by outcome (rotated, reloaded, failed).",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["rotated", "reloaded", "failed"] {
+            upstream_key_changes.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(upstream_tokens_vec))?;
+        registry.register(Box::new(upstream_keys.clone()))?;
+        registry.register(Box::new(upstream_key_changes.clone()))?;
         registry.register(Box::new(list_items_removed.clone()))?;
         registry.register(Box::new(list_responses.clone()))?;
         registry.register(Box::new(checks_shed.clone()))?;
@@ -419,6 +453,9 @@ impl Metrics {
                 introspection_requests,
                 introspection_duration,
                 introspection_cache,
+                upstream_tokens,
+                upstream_keys,
+                upstream_key_changes,
             }),
         })
     }
@@ -613,6 +650,27 @@ impl Metrics {
         self.inner
             .list_responses
             .with_label_values(&[server, result])
+            .inc();
+    }
+
+    /// One upstream identity minted (`true`) or not (`false`: the request was refused).
+    pub fn upstream_token(&self, minted: bool) {
+        let [ok, failed] = &self.inner.upstream_tokens;
+        if minted { ok.inc() } else { failed.inc() }
+    }
+
+    /// How many upstream identity keys the JWKS publishes.
+    pub fn upstream_keys(&self, n: usize) {
+        self.inner
+            .upstream_keys
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A change of the upstream identity key set: `rotated`, `reloaded` or `failed`.
+    pub fn upstream_key_change(&self, outcome: &'static str) {
+        self.inner
+            .upstream_key_changes
+            .with_label_values(&[outcome])
             .inc();
     }
 

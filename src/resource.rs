@@ -80,6 +80,9 @@ pub struct ProtectedServer {
     pub origin: String,
     /// `servers[].audiences`: other names of this resource in `aud`, compared byte for byte.
     audiences: Vec<String>,
+    /// `servers[].upstream_identity.audience`: when set, an allow carries a signed identity
+    /// for this audience (see `crate::upstream_identity`).
+    pub upstream_audience: Option<String>,
 }
 
 /// Why a configured server cannot be set up. Configuration validation rules all of these out,
@@ -193,6 +196,10 @@ impl ProtectedServer {
             token_binding: config.token_binding,
             origin: url.origin().ascii_serialization(),
             audiences: config.audiences.clone(),
+            upstream_audience: config
+                .upstream_identity
+                .as_ref()
+                .map(|u| u.audience.clone()),
         })
     }
 
@@ -422,6 +429,7 @@ mod tests {
             list_filter: Default::default(),
             token_binding: Default::default(),
             audiences: Vec::new(),
+            upstream_identity: None,
         };
         ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
@@ -440,6 +448,7 @@ mod tests {
             list_filter: Default::default(),
             token_binding: Default::default(),
             audiences: Vec::new(),
+            upstream_identity: None,
         };
         ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
@@ -677,6 +686,7 @@ mod tests {
             list_filter: Default::default(),
             token_binding: Default::default(),
             audiences: Vec::new(),
+            upstream_identity: None,
         };
         let err = |c: ServerConfig| match ProtectedServer::new(&c, &[], |_| None) {
             Ok(_) => panic!("expected an error"),
@@ -825,6 +835,7 @@ mod tests {
                 list_filter: Default::default(),
                 token_binding: Default::default(),
                 audiences: Vec::new(),
+                upstream_identity: None,
             };
             assert!(
                 matches!(

@@ -139,6 +139,9 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
         tokio::spawn(issuer.clone().run_refresher(shutdown.subscribe()));
     }
     tokio::spawn(engine.policies().clone().run_watcher(shutdown.subscribe()));
+    if let Some(upstream) = engine.upstream_identity() {
+        tokio::spawn(upstream.clone().run(shutdown.subscribe()));
+    }
 
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().run_reloader(metrics, shutdown.subscribe()));

@@ -195,6 +195,47 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// A fresh P-256 private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), as an upstream
+/// identity key file would hold it.
+pub fn p256_pkcs8_pem() -> String {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    pem("PRIVATE KEY", pair.to_pkcs8v1().unwrap().as_ref())
+}
+
+/// A fresh Ed25519 private key as PKCS#8 PEM.
+pub fn ed25519_pkcs8_pem() -> String {
+    let pair = Ed25519KeyPair::generate().unwrap();
+    pem("PRIVATE KEY", pair.to_pkcs8v1().unwrap().as_ref())
+}
+
+/// Verifies an upstream identity token against a JWKS document the way an upstream would: the
+/// key by `kid`, the algorithm the key names, `typ`, `iss`, `aud` and `exp`. The claims.
+pub fn verify_upstream_identity(
+    token: &str,
+    jwks: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<Value, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    if header.typ.as_deref() != Some(crate::upstream_identity::TYP) {
+        return Err(format!("typ {:?}", header.typ));
+    }
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(jwks).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwk = set
+        .find(&kid)
+        .ok_or_else(|| format!("kid {kid} not published"))?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
+
 /// A loopback port that was free a moment ago (for programs that cannot bind port 0 and report).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

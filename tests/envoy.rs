@@ -417,6 +417,12 @@ async fn a_real_mcp_client_and_server_through_envoy() {
             &format!("  admin: 127.0.0.1:{admin}"),
         )
         + "decision_log: {allow_sample_rate: 1.0}\n";
+    // The upstream verifies a signed identity on every request (tests/e2e/mcp_server.py).
+    let identity_issuer = format!("http://127.0.0.1:{admin}");
+    let config = config.replace(
+        "    match: {hosts: [\"*\"]}\n",
+        &format!("    match: {{hosts: [\"*\"]}}\n    upstream_identity: {{audience: {UPSTREAM_AUDIENCE}}}\n"),
+    ) + &format!("upstream_identity: {{issuer: \"{identity_issuer}\", keys: {{generate: {{}}}}}}\n");
     std::fs::write(dir.path().join("config.yaml"), config).unwrap();
     let log = dir.path().join("mcp-authz.log");
     let _authz = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
@@ -443,11 +449,15 @@ async fn a_real_mcp_client_and_server_through_envoy() {
     // (its default) and then with JSON: the list filter reads both.
     for framing in ["sse", "json"] {
         let upstream = free_port();
+        let identity_log = dir.path().join(format!("identity-{framing}.jsonl"));
         // Killed when dropped at the end of the iteration (kill_on_drop).
         let _server = tokio::process::Command::new(&python)
             .arg(e2e.join("mcp_server.py"))
             .arg(upstream.to_string())
             .arg(framing)
+            .env("MCP_AUTHZ_IDENTITY_ISSUER", &identity_issuer)
+            .env("MCP_AUTHZ_IDENTITY_AUDIENCE", UPSTREAM_AUDIENCE)
+            .env("MCP_AUTHZ_IDENTITY_LOG", &identity_log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -462,7 +472,83 @@ async fn a_real_mcp_client_and_server_through_envoy() {
         let removed = list_items_removed(admin).await - removed_before;
         assert!(removed >= 2 && removed % 2 == 0, "{framing}: {removed}");
         only_list_calls_open_ext_proc_streams(&envoy, &key.token(&weather_claims(&idp))).await;
+        the_upstream_verified_every_request(
+            &envoy,
+            upstream,
+            &key.token(&weather_claims(&idp)),
+            &identity_log,
+        )
+        .await;
     }
+}
+
+/// The `aud` of the identity mcp-authz signs for the real MCP server.
+const UPSTREAM_AUDIENCE: &str = "http://mcp-upstream.test";
+
+/// The MCP server verified the signed identity of every request that reached it (none was
+/// refused), and saw who called and what: the session's `tools/call get_forecast` by alice of
+/// acme. A client's own `x-mcp-authz-identity` is replaced on the way; sent straight to the
+/// server, bypassing Envoy, it is refused.
+async fn the_upstream_verified_every_request(
+    envoy: &Envoy,
+    upstream: u16,
+    token: &str,
+    log: &std::path::Path,
+) {
+    let bearer = format!("Bearer {token}");
+    let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJtYWxsb3J5In0.";
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("accept", "application/json, text/event-stream"),
+        ("x-mcp-authz-identity", forged),
+    ];
+    // No session: the SDK answers 400, after the identity was verified (a refusal is 401).
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_alerts","arguments":{"region":"Alps"}}}"#;
+    let (status, _, body) = post_body(&envoy.url("/mcp"), &headers, call.into()).await;
+    assert_ne!(status, 401, "{body}");
+    let entries = |log: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let seen = entries(log);
+    assert!(seen.len() >= 4, "{seen:?}");
+    assert!(
+        seen.iter().all(|e| e.get("rejected").is_none()),
+        "every request through Envoy carries a valid identity: {seen:?}"
+    );
+    for e in &seen {
+        assert_eq!(e["sub"], "alice", "{e}");
+        assert_eq!(e["tenant"], "acme", "{e}");
+        assert_eq!(e["aud"], UPSTREAM_AUDIENCE, "{e}");
+        assert!(e.get("access_token").is_none() && !e.to_string().contains(token));
+    }
+    let called = |tool: &str| {
+        seen.iter().any(|e| {
+            e["mcp"] == json!([{"method": "tools/call", "target": tool}])
+                && e["scope"] == "mcp:connect mcp:tools:weather"
+        })
+    };
+    assert!(called("get_forecast"), "{seen:?}");
+    assert!(
+        called("get_alerts"),
+        "the forged header was replaced: {seen:?}"
+    );
+    // The denied `read_file` never reached the server.
+    assert!(!called("read_file"), "{seen:?}");
+
+    // Straight to the server, a forged identity (or none) is refused.
+    let before = seen.len();
+    let direct = format!("http://127.0.0.1:{upstream}/mcp");
+    let (status, _, _) = post_body(&direct, &headers, call.into()).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = post_body(&direct, &headers[..2], call.into()).await;
+    assert_eq!(status, 401);
+    let seen = entries(log);
+    assert_eq!(seen.len(), before + 2);
+    assert!(seen[before..].iter().all(|e| e.get("rejected").is_some()));
 }
 
 fn weather_claims(idp: &FakeIdp) -> Value {

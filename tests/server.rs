@@ -598,3 +598,70 @@ async fn bad_mcp_bodies_get_precise_statuses() {
     assert!(!metrics.contains("random_tool_x1"));
     running.stop().await;
 }
+
+/// `upstream_identity`: an allow carries a token the published JWKS verifies, found through
+/// the discovery document on the admin port (under the issuer's path), with a JWKS cache
+/// lifetime shorter than the key overlap; counted in the metrics.
+#[tokio::test]
+async fn the_upstream_identity_verifies_against_the_admin_ports_jwks() {
+    const ISSUER: &str = "http://mcp-authz.test:9090/identity";
+    let key = TestKey::rsa("k1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let yaml = config_yaml(&idp.issuer, RESOURCE, "").replace(
+        "    match: {hosts: [\"*\"]}\n",
+        "    match: {hosts: [\"*\"]}\n    upstream_identity: {audience: http://upstream.test}\n",
+    ) + &format!("upstream_identity:\n  issuer: {ISSUER}\n  keys: {{generate: {{}}}}\n");
+    let config = Config::from_yaml(&yaml).unwrap();
+    let running = server::start(&config, None).await.unwrap();
+    assert!(running.wait_ready(Duration::from_secs(10)).await);
+
+    let token = key.token(&claims(&idp.issuer, RESOURCE));
+    let a = grpc_check(running.grpc_addr, "POST", HOST, "/mcp", Some(&token)).await;
+    assert!(a.allowed, "{a:?}");
+    let signed = &a.headers["x-mcp-authz-identity"];
+    assert_ne!(signed, &token, "never the client's token");
+
+    let admin = format!("http://{}", running.admin_addr);
+    let (status, body) = get(&format!(
+        "{admin}/identity/.well-known/openid-configuration"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let discovery: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(discovery["issuer"], ISSUER);
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap();
+    assert_eq!(jwks_uri, format!("{ISSUER}/.well-known/jwks.json"));
+    let r = reqwest::get(format!("{admin}/identity/.well-known/jwks.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "max-age=60");
+    let jwks = r.text().await.unwrap();
+    let verified = mcp_authz::testutil::verify_upstream_identity(
+        signed,
+        &jwks,
+        ISSUER,
+        "http://upstream.test",
+    )
+    .unwrap();
+    assert_eq!(verified["sub"], "alice");
+    assert_eq!(verified["tenant"], "acme");
+    assert_eq!(
+        verified["jti"],
+        a.headers["x-mcp-authz-decision-id"].as_str()
+    );
+    assert_eq!(verified["mcp"][0]["method"], "tools/list");
+    // Not at the root: the issuer has a path.
+    assert_eq!(get(&format!("{admin}/.well-known/jwks.json")).await.0, 404);
+
+    let (_, metrics) = get(&format!("{admin}/metrics")).await;
+    assert!(
+        metrics.contains("mcp_authz_upstream_identity_tokens_total{outcome=\"minted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcp_authz_upstream_identity_keys 2"),
+        "{metrics}"
+    );
+    running.stop().await;
+}

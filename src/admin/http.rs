@@ -1,5 +1,6 @@
-//! The admin HTTP server: liveness, readiness, Prometheus metrics, PRM documents, and in dev
-//! mode the embedded issuer's discovery document and JWKS.
+//! The admin HTTP server: liveness, readiness, Prometheus metrics, PRM documents, the upstream
+//! identity issuer's discovery document and JWKS (when configured), and in dev mode the
+//! embedded issuer's discovery document and JWKS.
 
 use std::sync::Arc;
 
@@ -31,6 +32,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/.well-known/oauth-protected-resource", get(prm))
         .route("/.well-known/oauth-protected-resource/{*rest}", get(prm));
+    if let Some(upstream) = state.engine.upstream_identity() {
+        let discovery = upstream.discovery_path();
+        // The dev issuer has the root discovery path already: with both, the dev one keeps it
+        // (`mcp-authz dev` builds its own configuration, so this takes a hand-made mix).
+        if state.dev.is_none() || discovery != "/.well-known/openid-configuration" {
+            router = router.route(&discovery, get(upstream_discovery));
+        } else {
+            tracing::warn!(path = %discovery, "the dev issuer serves this path; the upstream identity discovery document is not served");
+        }
+        router = router.route(&upstream.jwks_path(), get(upstream_jwks));
+    }
     if state.dev.is_some() {
         router = router
             .route("/.well-known/oauth-authorization-server", get(dev_metadata))
@@ -115,6 +127,43 @@ async fn dev_jwks(State(state): State<AdminState>) -> Response {
             ([(header::CACHE_CONTROL, "max-age=300")], axum::Json(jwks)).into_response()
         }
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The upstream identity issuer's discovery document (`issuer`, `jwks_uri`).
+async fn upstream_discovery(State(state): State<AdminState>) -> Response {
+    match state.engine.upstream_identity() {
+        Some(u) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "max-age=300"),
+            ],
+            u.discovery_json().to_string(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The upstream identity keys: the signer, the next one, and retired ones whose tokens may
+/// still live. Cached for less time than any key is published ahead or kept after use.
+async fn upstream_jwks(State(state): State<AdminState>) -> Response {
+    match state.engine.upstream_identity() {
+        Some(u) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (
+                    header::CACHE_CONTROL,
+                    format!(
+                        "max-age={}",
+                        crate::upstream_identity::JWKS_MAX_AGE.as_secs()
+                    ),
+                ),
+            ],
+            u.jwks_json().to_string(),
+        )
+            .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

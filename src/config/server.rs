@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// issuer: a token for another server's application must stay out (RFC 8707 s2).
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Sign an identity for this server's upstream (needs the top-level `upstream_identity`).
+    #[serde(default)]
+    pub upstream_identity: Option<super::ServerIdentityConfig>,
 }
 
 /// `servers[].token_binding`.
@@ -271,6 +274,9 @@ impl ServerConfig {
                 format!("{key}.match.hosts"),
                 "must not be empty; omit it to use the host of `resource`",
             ));
+        }
+        if let Some(identity) = &self.upstream_identity {
+            identity.validate(key)?;
         }
         Ok(())
     }

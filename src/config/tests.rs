@@ -429,3 +429,115 @@ fn preset_combinations_that_cannot_work_are_refused_by_key() {
     ));
     assert!(e.contains("servers[0].audiences[0]"), "{e}");
 }
+
+#[test]
+fn upstream_identity_is_off_by_default_and_validated_with_the_key_named() {
+    let c = Config::from_yaml(MINIMAL).unwrap();
+    assert!(c.upstream_identity.is_none());
+    assert!(c.servers[0].upstream_identity.is_none());
+
+    let with = |section: &str, server: &str| {
+        format!(
+            "{}{section}\n",
+            MINIMAL.replace(
+                "    authorization_servers: [https://idp.example.com]\n",
+                &format!("    authorization_servers: [https://idp.example.com]\n{server}"),
+            )
+        )
+    };
+    let server = "    upstream_identity: {audience: http://weather:8080}\n";
+    let section = "upstream_identity:\n  issuer: http://mcp-authz:9090\n  keys: {generate: {}}";
+    let c = Config::from_yaml(&with(section, server)).unwrap();
+    let u = c.upstream_identity.unwrap();
+    assert_eq!(u.header, "x-mcp-authz-identity");
+    assert_eq!(u.lifetime, Duration::from_secs(60));
+    assert_eq!(
+        u.keys,
+        UpstreamKeys::Generate(GenerateKeys {
+            rotate_every: Duration::from_secs(3600),
+            algorithm: SigningAlgorithm::ES256,
+        })
+    );
+    assert_eq!(
+        c.servers[0].upstream_identity.as_ref().unwrap().audience,
+        "http://weather:8080"
+    );
+    let c = Config::from_yaml(&with(
+        "upstream_identity:\n  issuer: http://mcp-authz:9090\n  keys: {dir: /keys}\n  lifetime: 30s",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.upstream_identity.unwrap().keys,
+        UpstreamKeys::Dir("/keys".into())
+    );
+
+    for (yaml, key) in [
+        (with("", server), "servers[0].upstream_identity"),
+        (
+            with(section, "    upstream_identity: {audience: \"\"}\n"),
+            "servers[0].upstream_identity.audience",
+        ),
+        (
+            with(
+                &section.replace("http://mcp-authz:9090", "mcp-authz"),
+                server,
+            ),
+            "upstream_identity.issuer",
+        ),
+        (
+            with(&format!("{section}\n  lifetime: 2h"), server),
+            "upstream_identity.lifetime",
+        ),
+        (
+            with(&format!("{section}\n  header: x-mcp-authz-subject"), server),
+            "upstream_identity.header",
+        ),
+        (
+            with(&format!("{section}\n  header: X-Identity"), server),
+            "upstream_identity.header",
+        ),
+        (
+            with(
+                &section.replace("{generate: {}}", "{generate: {rotate_every: 1m}}"),
+                server,
+            ),
+            "upstream_identity.keys.generate.rotate_every",
+        ),
+        (
+            with(
+                &format!(
+                    "{}\n  lifetime: 1h",
+                    section.replace("{generate: {}}", "{generate: {rotate_every: 30m}}")
+                ),
+                server,
+            ),
+            "upstream_identity.keys.generate.rotate_every",
+        ),
+    ] {
+        let e = err(&yaml);
+        assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+    }
+    // Unknown keys, in the section, in `keys` and per server.
+    for (yaml, unknown) in [
+        (with(&format!("{section}\n  bogus: 1"), server), "bogus"),
+        (
+            with(
+                &section.replace("{generate: {}}", "{generate: {every: 1h}}"),
+                server,
+            ),
+            "every",
+        ),
+        (
+            with(&section.replace("{generate: {}}", "{files: /k}"), server),
+            "files",
+        ),
+        (
+            with(section, "    upstream_identity: {audience: a, aud: b}\n"),
+            "aud",
+        ),
+    ] {
+        let e = err(&yaml);
+        assert!(e.contains(unknown), "{unknown}: {e}");
+    }
+}

@@ -270,3 +270,15 @@ pub(super) fn mcp_denial(e: McpError) -> Decision {
     };
     Decision::Respond(respond_raw(status, reason, body))
 }
+
+/// 503: the allowed request's signed upstream identity could not be minted. Fails closed: the
+/// upstream expects one, so the request is not forwarded without it.
+pub(super) fn identity_unavailable() -> Respond {
+    let mut r = respond_raw(
+        503,
+        Reason::Unavailable,
+        json!({"error": "temporarily_unavailable", "error_description": "the upstream identity could not be issued"}),
+    );
+    r.headers.push((Cow::Borrowed("retry-after"), "5".into()));
+    r
+}

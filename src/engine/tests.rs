@@ -1178,4 +1178,93 @@ async fn paths_with_dot_segments_or_encoded_slashes_are_refused() {
     }
 }
 
+/// A server with `upstream_identity` gets a signed identity (for its audience, `jti` = the
+/// decision id, the request's method and target); every allow removes a client's copy of the
+/// header (and its underscore look-alike) wherever the server has none.
+#[tokio::test]
+async fn upstream_identity_is_signed_for_its_servers_and_a_client_copy_never_passes() {
+    use crate::config::{GenerateKeys, ServerIdentityConfig, UpstreamIdentityConfig, UpstreamKeys};
+    const ISSUER: &str = "http://mcp-authz.test:9090";
+    let section = UpstreamIdentityConfig {
+        issuer: ISSUER.into(),
+        keys: UpstreamKeys::Generate(GenerateKeys::default()),
+        lifetime: std::time::Duration::from_secs(60),
+        header: "x-mcp-authz-identity".into(),
+    };
+    let check = |engine: Engine| async move {
+        let headers = HashMap::from([
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "authorization".to_owned(),
+                format!("Bearer {}", keys().rsa.token(&good())),
+            ),
+            ("x-mcp-authz-identity".to_owned(), "forged".to_owned()),
+            ("x_mcp_authz_identity".to_owned(), "forged".to_owned()),
+        ]);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summary"}}"#;
+        let input = CheckInput {
+            method: "POST",
+            path: "/weather/mcp",
+            host: "mcp.example.com",
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        let Decision::Allow(a) = engine.check(&input).await else {
+            panic!("a good token must be allowed")
+        };
+        (engine, a)
+    };
+
+    let with = section.clone();
+    let engine = engine_with(move |c| {
+        c.upstream_identity = Some(with);
+        c.servers[0].upstream_identity = Some(ServerIdentityConfig {
+            audience: "http://weather.test".into(),
+        });
+    });
+    let (engine, a) = check(engine).await;
+    let signed: Vec<_> = a
+        .set_headers
+        .iter()
+        .filter(|(k, _)| k == "x-mcp-authz-identity")
+        .collect();
+    assert_eq!(signed.len(), 1, "{:?}", a.set_headers);
+    let issuer = engine.upstream_identity().unwrap();
+    let claims = crate::testutil::verify_upstream_identity(
+        &signed[0].1,
+        &issuer.jwks_json(),
+        ISSUER,
+        "http://weather.test",
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(claims["jti"], a.decision_id.as_str());
+    assert_eq!(
+        claims["mcp"],
+        json!([{"method": "prompts/get", "target": "summary"}])
+    );
+    assert!(
+        a.remove_headers
+            .contains(&"x_mcp_authz_identity".to_owned())
+    );
+    assert!(
+        !a.remove_headers
+            .contains(&"x-mcp-authz-identity".to_owned()),
+        "set (overwriting), not removed"
+    );
+
+    // The section without this server in it: the header is removed, nothing minted.
+    let engine = engine_with(move |c| c.upstream_identity = Some(section));
+    let (_, a) = check(engine).await;
+    assert!(
+        a.set_headers
+            .iter()
+            .all(|(k, _)| k != "x-mcp-authz-identity")
+    );
+    for name in ["x-mcp-authz-identity", "x_mcp_authz_identity"] {
+        assert!(a.remove_headers.contains(&name.to_owned()), "{name}");
+    }
+}
+
 mod dpop;

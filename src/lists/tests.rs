@@ -24,6 +24,7 @@ fn server(mode: ListFilterMode) -> ProtectedServer {
         list_filter: crate::config::ListFilterConfig { mode },
         token_binding: Default::default(),
         audiences: Vec::new(),
+        upstream_identity: None,
     };
     ProtectedServer::new(&cfg, &[], |_| None).unwrap()
 }
