@@ -827,6 +827,63 @@ pub fn node() -> Option<std::path::PathBuf> {
     )
 }
 
+/// node-oidc-provider (`tests/e2e/oauth/provider.mjs`) on `port` with extra environment
+/// variables, its log in `dir`, once its metadata answers. The handle kills it when dropped.
+pub async fn start_provider(
+    node: &std::path::Path,
+    port: u16,
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> tokio::process::Child {
+    let child = spawn_with_env(
+        node,
+        &["provider.mjs", &port.to_string()],
+        env,
+        &dir.join("provider.log"),
+        &oauth_dir(),
+    );
+    wait_http(
+        &format!("http://127.0.0.1:{port}/.well-known/oauth-authorization-server"),
+        "the OpenID provider",
+    )
+    .await;
+    child
+}
+
+/// The shipped Envoy configuration ([`shipped_envoy_config_with`]) run by `bin`, its files in
+/// `dir`, once its admin port says it is ready. The handle kills it when dropped.
+pub async fn start_shipped_envoy(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    listen: u16,
+    authz: &[u16],
+    upstream: u16,
+    admin: u16,
+) -> tokio::process::Child {
+    let yaml = dir.join("envoy.yaml");
+    std::fs::write(
+        &yaml,
+        shipped_envoy_config_with(listen, authz, upstream, admin).unwrap(),
+    )
+    .unwrap();
+    let child = spawn(
+        bin,
+        &[
+            "-c",
+            yaml.to_str().unwrap(),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+        ],
+        &dir.join("envoy.log"),
+        dir,
+    );
+    wait_http(&format!("http://127.0.0.1:{admin}/ready"), "Envoy").await;
+    child
+}
+
 /// Polls `url` until it answers 2xx, at most 30 s.
 pub async fn wait_http(url: &str, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

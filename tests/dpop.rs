@@ -21,8 +21,8 @@ use std::path::Path;
 
 use base64::Engine as _;
 use mcp_authz::testutil::{
-    CheckAnswer, TOOLS_LIST, TestKey, free_port, grpc_check_body, node, now, oauth_dir, spawn,
-    wait_http,
+    CheckAnswer, TOOLS_LIST, TestKey, free_port, grpc_check_body, node, now, spawn, start_provider,
+    start_shipped_envoy, wait_http,
 };
 use serde_json::{Value, json};
 use tokio::process::Child;
@@ -191,43 +191,20 @@ async fn dpop_bound_tokens_from_a_real_provider() {
     // The resource is served by Envoy's listener: the URL clients use, which `htu` names.
     let listener = free_port();
     let resource = format!("http://127.0.0.1:{listener}/mcp");
-    let _provider = spawn(
-        &node,
-        &["provider.mjs", &provider_port.to_string()],
-        &dir.path().join("provider.log"),
-        &oauth_dir(),
-    );
-    wait_http(
-        &format!("{issuer}/.well-known/oauth-authorization-server"),
-        "the OpenID provider",
-    )
-    .await;
+    let _provider = start_provider(&node, provider_port, &[], dir.path()).await;
     let (_plain, plain) =
         start_mcp_authz(dir.path(), "plain", &issuer, &resource, None, None).await;
     let upstream = echo_upstream().await;
     let envoy_admin = free_port();
-    let envoy_yaml = dir.path().join("envoy.yaml");
-    std::fs::write(
-        &envoy_yaml,
-        mcp_authz::testutil::shipped_envoy_config(listener, plain.port(), upstream, envoy_admin)
-            .unwrap(),
-    )
-    .unwrap();
-    let _envoy = spawn(
+    let _envoy = start_shipped_envoy(
         &envoy_bin,
-        &[
-            "-c",
-            envoy_yaml.to_str().unwrap(),
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ],
-        &dir.path().join("envoy.log"),
         dir.path(),
-    );
-    wait_http(&format!("http://127.0.0.1:{envoy_admin}/ready"), "Envoy").await;
+        listener,
+        &[plain.port()],
+        upstream,
+        envoy_admin,
+    )
+    .await;
 
     let key = TestKey::ec("client-proof-key");
     let response = bound_token(&issuer, &resource, &key).await;

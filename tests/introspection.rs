@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use mcp_authz::config::Config;
 use mcp_authz::server::{self, Running};
-use mcp_authz::testutil::{
-    TestKey, free_port, grpc_check, node, oauth_dir, shipped_policies, spawn_with_env, wait_http,
-};
+use mcp_authz::testutil::{TestKey, free_port, grpc_check, node, shipped_policies, start_provider};
 use serde_json::Value;
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
@@ -127,18 +125,7 @@ async fn introspection_of_opaque_tokens_from_a_real_provider() {
     let jwks = serde_json::json!({"keys": [client_key.public_jwk()]}).to_string();
     let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
-    let mut provider = spawn_with_env(
-        &node,
-        &["provider.mjs", &port.to_string()],
-        &[("RS_JWT_JWKS", &jwks)],
-        &dir.path().join("provider.log"),
-        &oauth_dir(),
-    );
-    wait_http(
-        &format!("{issuer}/.well-known/oauth-authorization-server"),
-        "the OpenID provider",
-    )
-    .await;
+    let mut provider = start_provider(&node, port, &[("RS_JWT_JWKS", &jwks)], dir.path()).await;
     let secret = |name: &str, value: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, value).unwrap();

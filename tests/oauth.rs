@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mcp_authz::testutil::{
-    envoy_binary, free_port, node, oauth_dir, python_with_mcp, spawn, wait_for_port, wait_http,
+    envoy_binary, free_port, node, oauth_dir, python_with_mcp, spawn, start_provider,
+    start_shipped_envoy, wait_for_port, wait_http,
 };
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -214,17 +215,7 @@ async fn real_clients_run_their_own_oauth_through_envoy() {
         admin_grpc: free_port(),
         upstream: free_port(),
     };
-    let _provider = spawn(
-        &node,
-        &["provider.mjs", &p.provider.to_string()],
-        &dir.path().join("provider.log"),
-        &oauth_dir(),
-    );
-    wait_http(
-        &format!("{}/.well-known/oauth-authorization-server", p.issuer()),
-        "the OpenID provider",
-    )
-    .await;
+    let _provider = start_provider(&node, p.provider, &[], dir.path()).await;
     let _server = spawn(
         &python,
         &[
@@ -237,32 +228,13 @@ async fn real_clients_run_their_own_oauth_through_envoy() {
         &dir.path().join("mcp_server.log"),
         dir.path(),
     );
-    let envoy_config = mcp_authz::testutil::shipped_envoy_config_with(
+    let _envoy = start_shipped_envoy(
+        &envoy_bin,
+        dir.path(),
         p.listener,
         &[p.grpc],
         p.upstream,
         p.envoy_admin,
-    )
-    .unwrap();
-    let envoy_yaml = dir.path().join("envoy.yaml");
-    std::fs::write(&envoy_yaml, envoy_config).unwrap();
-    let _envoy = spawn(
-        &envoy_bin,
-        &[
-            "-c",
-            envoy_yaml.to_str().unwrap(),
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ],
-        &dir.path().join("envoy.log"),
-        dir.path(),
-    );
-    wait_http(
-        &format!("http://127.0.0.1:{}/ready", p.envoy_admin),
-        "Envoy",
     )
     .await;
     wait_for_port(p.upstream, "MCP server", Duration::from_secs(30)).await;
