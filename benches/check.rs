@@ -218,7 +218,8 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(&principal).clone())
     });
 
-    let Route::Protected(server) = cached.servers().route("mcp.example.com", "/mcp") else {
+    let setup = cached.setup();
+    let Route::Protected(server) = setup.servers().route("mcp.example.com", "/mcp") else {
         panic!("the bench server routes")
     };
     let issuer = cached.issuers()[0].clone();

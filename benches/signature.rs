@@ -91,7 +91,8 @@ fn benches(c: &mut Criterion) {
     let rsa = TestKey::rsa("rsa");
     let ec = TestKey::ec("ec");
     let engine = engine(&[&rsa, &ec]);
-    let Route::Protected(server) = engine.servers().route("mcp.example.com", "/mcp") else {
+    let setup = engine.setup();
+    let Route::Protected(server) = setup.servers().route("mcp.example.com", "/mcp") else {
         panic!("the bench server routes")
     };
     let issuer = engine.issuers()[0].clone();

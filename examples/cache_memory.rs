@@ -101,7 +101,8 @@ servers:
     let issuers = Engine::issuers_from_config(&config, &metrics).unwrap();
     let policies = PolicyStore::open(&config.policies.dir, metrics.clone()).unwrap();
     let engine = Engine::new(&config, issuers, policies, metrics).unwrap();
-    let Route::Protected(server) = engine.servers().route("mcp.example.com", "/mcp") else {
+    let setup = engine.setup();
+    let Route::Protected(server) = setup.servers().route("mcp.example.com", "/mcp") else {
         panic!("the server routes")
     };
     let key = TestKey::hmac("bench-hs", SECRET.as_bytes(), Algorithm::HS256);
@@ -155,7 +156,7 @@ servers:
         })
         .collect();
     let mid = snapshot();
-    let bundle = engine.policies().load();
+    let bundle = engine.policies().unwrap().load();
     let principals: Vec<_> = verified
         .iter()
         .map(|v| bundle.principal(&v.identity).unwrap())

@@ -127,6 +127,9 @@ pub struct ExplainArgs {
     /// step_up apply.
     #[arg(long, conflicts_with = "policies")]
     pub addr: Option<String>,
+    /// With `--addr`: evaluate with the server's shadow policy set instead of its live set.
+    #[arg(long, requires = "addr")]
+    pub shadow: bool,
     /// MCP method (`tools/call`, `initialize`, ...), or `GET`, `DELETE`, `response`.
     #[arg(long)]
     pub method: String,

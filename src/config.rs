@@ -36,7 +36,8 @@ pub use server::{
     TenantFrom, TokenBinding, UnknownStepUpScope,
 };
 pub use settings::{
-    CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig, TlsConfig,
+    CacheConfig, DecisionLog, IdentityHeaders, Limits, Listen, PoliciesConfig,
+    ServerPoliciesConfig, TlsConfig,
 };
 pub use upstream_identity::{
     GenerateKeys, ServerIdentityConfig, SigningAlgorithm, UpstreamIdentityConfig, UpstreamKeys,
@@ -76,6 +77,22 @@ pub struct Config {
 // === impl Config ===
 
 impl Config {
+    /// The policy directories a server is decided by: its live set, and its shadow set if any
+    /// (`servers[].policies`, else the top-level `policies`).
+    pub fn policy_dirs<'a>(&'a self, server: &'a ServerConfig) -> (&'a Path, Option<&'a Path>) {
+        match &server.policies.dir {
+            Some(dir) => (dir, server.policies.shadow_dir.as_deref()),
+            None => (
+                &self.policies.dir,
+                server
+                    .policies
+                    .shadow_dir
+                    .as_deref()
+                    .or(self.policies.shadow_dir.as_deref()),
+            ),
+        }
+    }
+
     /// Reads, parses and validates a file. The error names the file and the key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -83,10 +100,21 @@ impl Config {
             source,
         })?;
         let mut config = Self::from_yaml(&text).map_err(|e| e.in_file(path))?;
-        if config.policies.dir.is_relative()
-            && let Some(base) = path.parent()
-        {
-            config.policies.dir = base.join(&config.policies.dir);
+        if let Some(base) = path.parent() {
+            let dirs = std::iter::once(&mut config.policies.dir)
+                .chain(config.policies.shadow_dir.as_mut())
+                .chain(config.servers.iter_mut().flat_map(|s| {
+                    s.policies
+                        .dir
+                        .as_mut()
+                        .into_iter()
+                        .chain(s.policies.shadow_dir.as_mut())
+                }));
+            for dir in dirs {
+                if dir.is_relative() {
+                    *dir = base.join(&*dir);
+                }
+            }
         }
         if let Some(UpstreamKeys::Dir(dir)) = config.upstream_identity.as_mut().map(|u| &mut u.keys)
             && dir.is_relative()

@@ -294,9 +294,11 @@ pub fn dev_config(
             token_binding: Default::default(),
             audiences: Vec::new(),
             upstream_identity: None,
+            policies: Default::default(),
         }],
         policies: crate::config::PoliciesConfig {
             dir: policies.to_owned(),
+            shadow_dir: None,
         },
         identity_headers: Default::default(),
         limits: Default::default(),

@@ -6,18 +6,22 @@
 //! cached), reads the MCP message (`mcp`), evaluates the policies (`policy`) and turns the
 //! outcome into an answer (`respond`); `log` writes the decision line.
 
+mod authorize;
 mod caller;
 mod decisions;
 pub mod headers;
 mod log;
 mod reason;
 mod respond;
+mod sets;
+mod shadow;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 
 use crate::bearer::{self, Credentials};
@@ -29,13 +33,18 @@ use crate::keys::{IssuerKeys, KeySetupError};
 use crate::lists::{ListCaller, ListError, ListFilter, ListKind, ListMark, ListVerdicts};
 use crate::mcp::{self, HttpParts, McpRequest, Target};
 use crate::metrics::Metrics;
-use crate::policy::{self, EvalRequest, PolicyStore};
+use crate::policy::{PolicySets, PolicyStore, SetsError};
 use crate::resource::{ProtectedServer, Route, ServerSetupError, Servers};
 use crate::upstream_identity::{self, UpstreamIdentity};
+use authorize::{Evaluation, Verdict};
 pub use caller::{Caller, Callers, Credential, verify_jwt};
 pub use decisions::Decisions;
 use log::Facts;
 pub use reason::Reason;
+pub use sets::{
+    ConfigStatus, IntoPolicySets, ServerPolicies, ServerPolicyStatus, ShadowCount, ShadowPolicies,
+};
+use shadow::{Shadow, ShadowJob};
 
 /// The parts of an HTTP request a decision depends on, borrowed from the transport.
 pub struct CheckInput<'a> {
@@ -110,20 +119,40 @@ pub enum EngineError {
     Dpop(#[from] DpopSetupError),
     #[error("upstream_identity.keys: {0}")]
     UpstreamIdentity(#[from] upstream_identity::KeyError),
+    #[error(transparent)]
+    Policies(#[from] SetsError),
+    #[error("servers[{index}] (`{id}`): its policy set `{dir}` was not opened")]
+    MissingPolicySet {
+        index: usize,
+        id: String,
+        dir: String,
+    },
 }
 
-/// Everything a check needs, built once from configuration.
-pub struct Engine {
+/// What a configuration decides, swapped whole when the configuration file reloads: a check
+/// loads it once and sees one configuration throughout.
+pub struct Setup {
     servers: Servers,
     issuers: Vec<Arc<IssuerKeys>>,
-    policies: Arc<PolicyStore>,
+    /// Each server's policy sets and decision caches, by [`ProtectedServer::index`].
+    policies: Vec<ServerPolicies>,
+    sets: PolicySets,
     header_names: IdentityHeaders,
     limits: Limits,
     decision_log: DecisionLog,
+}
+
+/// Everything a check needs: the swappable [`Setup`], and what outlives a configuration
+/// reload (the DPoP replay cache and nonce secret, the upstream signing keys, metrics).
+pub struct Engine {
+    setup: ArcSwap<Setup>,
     callers: Callers,
-    decisions: Decisions,
     /// Listed items' verdicts (see `lists`).
     list_verdicts: ListVerdicts,
+    /// Shadow evaluations in flight (see `engine/shadow.rs`).
+    shadow: Arc<Shadow>,
+    /// The configuration file's state, set by the reloader (`server::reload`).
+    config_status: ArcSwap<ConfigStatus>,
     /// DPoP proof checks and their replay cache (RFC 9449).
     dpop: Dpop,
     metrics: Metrics,
@@ -145,21 +174,18 @@ impl Allow {
 // === impl Engine ===
 
 impl Engine {
-    /// `issuers` must hold one entry per configured issuer (see [`Engine::issuers_from_config`]).
+    /// `issuers` must hold one entry per configured issuer (see [`Engine::issuers_from_config`]);
+    /// `policies` every set the configuration names ([`PolicySets::open`]), or one store that
+    /// decides for every server.
     pub fn new(
         config: &Config,
         issuers: Vec<Arc<IssuerKeys>>,
-        policies: Arc<PolicyStore>,
+        policies: impl IntoPolicySets,
         metrics: Metrics,
     ) -> Result<Self, EngineError> {
-        let find = |name: &str| issuers.iter().find(|i| i.config.issuer == name).cloned();
         let dpop = Dpop::new(&config.dpop, config.limits.max_token_bytes)?;
-        let dpop_algorithms = dpop.algorithm_names();
-        let servers = config
-            .servers
-            .iter()
-            .map(|s| ProtectedServer::new(s, &dpop_algorithms, find))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sets = policies.into_sets(config);
+        let setup = Setup::new(config, issuers, sets, &dpop, &metrics)?;
         let check_counters = Reason::ALL
             .iter()
             .map(|r| metrics.check_counter(r.decision(), r.as_str()))
@@ -170,20 +196,39 @@ impl Engine {
             .map(|u| UpstreamIdentity::new(u, metrics.clone()).map(Arc::new))
             .transpose()?;
         Ok(Self {
-            servers: Servers::new(servers),
-            issuers,
+            setup: ArcSwap::from_pointee(setup),
             callers: Callers::new(config.cache.tokens, metrics.clone()),
-            decisions: Decisions::new(config.cache.decisions, metrics.clone()),
             list_verdicts: ListVerdicts::new(config.cache.decisions),
+            shadow: Arc::new(Shadow::new(metrics.clone())),
+            config_status: ArcSwap::from_pointee(ConfigStatus::default()),
             dpop,
-            policies,
-            header_names: config.identity_headers.clone(),
-            limits: config.limits.clone(),
-            decision_log: config.decision_log.clone(),
             metrics,
             check_counters,
             upstream_identity,
         })
+    }
+
+    /// Takes a new configuration's servers, issuers, policy sets and settings, all at once:
+    /// checks that start after this see only the new ones. Everything is built before the
+    /// swap, so an error leaves the running configuration untouched. The caches of callers and
+    /// decisions start empty (a cached caller or decision may depend on what changed). What
+    /// this does not change (listeners, DPoP, the upstream identity, cache sizes, overload)
+    /// needs a restart; the caller names those (see `server::reload`).
+    pub fn reconfigure(
+        &self,
+        config: &Config,
+        issuers: Vec<Arc<IssuerKeys>>,
+        sets: PolicySets,
+    ) -> Result<(), EngineError> {
+        let setup = Setup::new(config, issuers, sets, &self.dpop, &self.metrics)?;
+        self.setup.store(Arc::new(setup));
+        self.callers.clear();
+        Ok(())
+    }
+
+    /// The configuration in use: servers, issuers, policy sets.
+    pub fn setup(&self) -> Arc<Setup> {
+        self.setup.load_full()
     }
 
     /// Builds the key holders for every configured issuer (none fetched yet).
@@ -199,20 +244,18 @@ impl Engine {
             .map_err(EngineError::from)
     }
 
-    pub fn issuers(&self) -> &[Arc<IssuerKeys>] {
-        &self.issuers
-    }
-
-    pub fn servers(&self) -> &Servers {
-        &self.servers
+    pub fn issuers(&self) -> Vec<Arc<IssuerKeys>> {
+        self.setup.load().issuers.clone()
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
-    pub fn policies(&self) -> &Arc<PolicyStore> {
-        &self.policies
+    /// The live policy set of the first server (the only one, for tools and tests that build
+    /// an engine around one store).
+    pub fn policies(&self) -> Option<Arc<PolicyStore>> {
+        self.setup.load().policies.first().map(|p| p.live.clone())
     }
 
     /// The verified-caller cache.
@@ -220,9 +263,13 @@ impl Engine {
         &self.callers
     }
 
-    /// The decision cache.
-    pub fn decisions(&self) -> &Decisions {
-        &self.decisions
+    /// The first server's live decision cache (see [`Engine::policies`]; a configuration has
+    /// at least one server).
+    pub fn decisions(&self) -> Arc<Decisions> {
+        self.setup.load().policies.first().map_or_else(
+            || Arc::new(Decisions::new(0, self.metrics.clone())),
+            |p| p.decisions.clone(),
+        )
     }
 
     /// The upstream identity issuer, when configured.
@@ -232,20 +279,22 @@ impl Engine {
 
     /// Ready when every issuer can have its tokens checked (see [`IssuerKeys::is_ready`]).
     pub fn is_ready(&self) -> bool {
-        self.issuers.iter().all(|i| i.is_ready())
+        self.setup.load().issuers.iter().all(|i| i.is_ready())
     }
 
     pub async fn check(&self, input: &CheckInput<'_>) -> Decision {
         let started = Instant::now();
+        let setup = self.setup.load_full();
         let mut facts = Facts::default();
-        let mut decision = self.decide(input, &mut facts).await;
+        let mut shadow = None;
+        let mut decision = self.decide(&setup, input, &mut facts, &mut shadow).await;
         let elapsed = started.elapsed();
         // An allow has its id already: it may be in the upstream identity token (`jti`).
         let id = match &decision {
             Decision::Allow(a) => a.decision_id.clone(),
             Decision::Respond(_) => log::decision_id(),
         };
-        let header = &self.header_names.decision_id;
+        let header = &setup.header_names.decision_id;
         let (reason, status, policies) = match &mut decision {
             Decision::Allow(a) => {
                 a.set_headers.push((header.clone(), id.clone()));
@@ -263,8 +312,11 @@ impl Engine {
             counter.inc();
         }
         self.metrics.check_duration(elapsed);
+        if let Some(job) = shadow {
+            self.shadow.dispatch(job, &id);
+        }
         log::decision(
-            &self.decision_log,
+            &setup.decision_log,
             &log::Line {
                 id: &id,
                 reason,
@@ -277,11 +329,17 @@ impl Engine {
         decision
     }
 
-    async fn decide<'s>(&'s self, input: &CheckInput<'_>, facts: &mut Facts<'s>) -> Decision {
+    async fn decide<'s>(
+        &self,
+        setup: &'s Setup,
+        input: &CheckInput<'_>,
+        facts: &mut Facts<'s>,
+        shadow: &mut Option<ShadowJob>,
+    ) -> Decision {
         if crate::resource::is_ambiguous_path(input.path) {
             return respond::ambiguous_path();
         }
-        let server = match self.servers.route(input.host, input.path) {
+        let server = match setup.servers.route(input.host, input.path) {
             Route::Metadata(server) => return respond::metadata(server, input.method),
             Route::Protected(server) => {
                 facts.server = Some(&server.id);
@@ -301,7 +359,7 @@ impl Engine {
             input.headers,
             input.path,
             form_body,
-            self.limits.max_token_bytes,
+            setup.limits.max_token_bytes,
         ) {
             Ok(credentials) => credentials,
             Err(e) => {
@@ -322,15 +380,15 @@ impl Engine {
             method: input.method,
             headers: input.headers,
             body: input.body,
-            max_body_bytes: self.limits.max_body_bytes,
+            max_body_bytes: setup.limits.max_body_bytes,
         }) {
             Ok(r) => r,
             Err(e) => return respond::mcp_denial(e),
         };
-        let outcome = self.authorize(server, &caller, &request, input, scheme);
+        let outcome = self.authorize(setup, server, &caller, &request, input, scheme, shadow);
         // What the log line says of the request; an allow is only logged when sampled, so an
         // unlogged allow does not pay for it.
-        if outcome.is_err() || self.decision_log.allow_sample_rate > 0.0 {
+        if outcome.is_err() || setup.decision_log.allow_sample_rate > 0.0 {
             match &request {
                 McpRequest::Messages { messages, .. } => {
                     facts.actions = messages.iter().filter_map(|m| m.action).collect();
@@ -345,6 +403,7 @@ impl Engine {
         }
         match outcome.and_then(|policies| {
             self.allow(
+                setup,
                 server,
                 caller,
                 policies,
@@ -360,14 +419,18 @@ impl Engine {
 
     /// Every message must be allowed. A deny that scopes can fix becomes a step-up 403 naming
     /// them (for a batch, what its denied messages need, together); any other deny is a plain
-    /// 403 that clients do not retry.
+    /// 403 that clients do not retry. With a shadow set, `shadow` gets what evaluating it
+    /// needs, to be run once the answer is out.
+    #[expect(clippy::too_many_arguments)]
     fn authorize(
         &self,
+        setup: &Setup,
         server: &ProtectedServer,
-        caller: &Caller,
+        caller: &Arc<Caller>,
         request: &McpRequest,
         input: &CheckInput<'_>,
         scheme: Scheme<'_>,
+        shadow: &mut Option<ShadowJob>,
     ) -> Result<Vec<String>, Respond> {
         let identity = caller.identity();
         let Some(tenant) = server.tenant_for(input.path, input.headers) else {
@@ -377,138 +440,115 @@ impl Engine {
                 vec![],
             ));
         };
-        let server_target = Target::Server;
-        let (batch, messages): (bool, Vec<(Option<&'static str>, &Target)>) = match request {
-            McpRequest::Messages { batch, messages } => (
-                *batch,
-                messages.iter().map(|m| (m.action, &m.target)).collect(),
-            ),
-            McpRequest::OpenStream => (false, vec![(Some("GET"), &server_target)]),
-            McpRequest::EndSession => (false, vec![(Some("DELETE"), &server_target)]),
+        let Some(sets) = setup.policies.get(server.index()) else {
+            // INVARIANT: `Setup::new` gives every server its sets.
+            tracing::error!(server = %server.id, "no policy set for this server; denied");
+            return Err(respond::forbidden(
+                Reason::PolicyError,
+                "the request could not be evaluated",
+                vec![],
+            ));
         };
+        let (batch, messages) = authorize::messages(request);
         let header = |name: &str| input.headers.get(name).map_or("", String::as_str);
-        let bundle = self.policies.load();
-        bundle.prebuild(|| {
-            self.servers
-                .iter()
-                .filter_map(|s| Some((s.id.as_str(), s.static_tenant()?)))
-        });
-        let mut principal = None;
-        let mut allowed_by = Vec::new();
-        let mut missing: Vec<String> = Vec::new();
-        // The scopes each denied message's challenge would name (by `servers[].step_up`).
-        let mut needed: Vec<String> = Vec::new();
-        for (action, target) in messages {
-            let Some(action) = action else {
+        let bundle = sets.live.load();
+        bundle.prebuild(|| setup.static_tenants());
+        let eval = Evaluation {
+            server_id: &server.id,
+            tenant,
+            scopes_supported: &server.scopes_supported,
+            step_up: server.step_up.scope,
+            protocol_version: header("mcp-protocol-version"),
+            session_id: header("mcp-session-id"),
+        };
+        let verdict = authorize::evaluate(
+            &bundle,
+            &sets.decisions,
+            &eval,
+            caller,
+            batch,
+            &messages,
+            |action, target, decision| {
+                self.metrics
+                    .mcp_request(&server.id, Some(action), decision.allowed);
+                if let Target::Tool { name, .. } = target {
+                    bundle
+                        .tool_counters
+                        .count(&server.id, name, decision.allowed);
+                }
+            },
+        );
+        if let Some(set) = &sets.shadow {
+            *shadow = ShadowJob::new(
+                set,
+                setup,
+                &eval,
+                caller,
+                request,
+                &verdict,
+                &bundle.hash,
+                &self.metrics,
+            );
+        }
+        let policy_hash = &bundle.hash;
+        match verdict {
+            Verdict::Allowed { policies } => {
+                tracing::debug!(server = %server.id, subject = %identity.subject, policies = ?policies, policy_hash = %policy_hash, "allowed by policy");
+                Ok(policies)
+            }
+            Verdict::UnknownMethod => {
                 self.metrics.mcp_request(&server.id, None, false);
                 tracing::info!(server = %server.id, subject = %identity.subject, "denied: unknown MCP method");
-                return Err(respond::forbidden(
+                Err(respond::forbidden(
                     Reason::PolicyDeny,
                     "unknown MCP method",
                     vec![],
-                ));
-            };
-            let req = EvalRequest {
-                identity,
-                server_id: &server.id,
-                server_tenant: tenant,
-                action,
-                target,
-                protocol_version: header("mcp-protocol-version"),
-                session_id: header("mcp-session-id"),
-                batch,
-            };
-            let supported = &server.scopes_supported;
-            let rule = server.step_up.scope;
-            // The Cedar principal is built on the first miss of the request and reused by its
-            // other messages (a batch); a decision cache hit needs none.
-            let decided = self.decisions.get_or_decide(&bundle, &req, caller, || {
-                let p = match principal.take() {
-                    Some(p) => p,
-                    None => bundle.principal(identity)?,
-                };
-                let decided = bundle.decide_as(&req, &p, supported, rule);
-                principal = Some(p);
-                decided
-            });
-            let decision = match decided {
-                Ok(d) => d,
-                // The caller's arguments do not fit the tool's declared types: a bad request,
-                // not a policy failure.
-                Err(policy::BuildError::Arguments(e)) => {
-                    self.metrics.mcp_request(&server.id, Some(action), false);
-                    return Err(respond::invalid_params(&e));
-                }
-                Err(e) => {
-                    tracing::error!(server = %server.id, action, error = %e, policy_hash = %bundle.hash, "cannot evaluate policies; denied");
-                    return Err(respond::forbidden(
-                        Reason::PolicyError,
-                        "the request could not be evaluated",
-                        vec![],
-                    ));
-                }
-            };
-            self.metrics
-                .mcp_request(&server.id, Some(action), decision.allowed);
-            if let Target::Tool { name, .. } = target {
-                bundle
-                    .tool_counters
-                    .count(&server.id, name, decision.allowed);
+                ))
             }
-            if !decision.errors.is_empty() {
-                for e in &decision.errors {
+            // The caller's arguments do not fit the tool's declared types: a bad request, not
+            // a policy failure.
+            Verdict::InvalidArguments { action, error } => {
+                self.metrics.mcp_request(&server.id, Some(action), false);
+                Err(respond::invalid_params(&error))
+            }
+            Verdict::CannotEvaluate { action, error } => {
+                tracing::error!(server = %server.id, action, error = %error, policy_hash = %policy_hash, "cannot evaluate policies; denied");
+                Err(respond::forbidden(
+                    Reason::PolicyError,
+                    "the request could not be evaluated",
+                    vec![],
+                ))
+            }
+            Verdict::Errored { action, errors } => {
+                for e in &errors {
                     self.metrics
                         .policy_error(e.split_once(": ").map_or(e.as_str(), |(id, _)| id));
                 }
                 // An erroring policy may have been a forbid: deny, and say which one.
-                tracing::error!(server = %server.id, action, errors = ?decision.errors, policy_hash = %bundle.hash, "policy evaluation error; denied");
-                return Err(respond::forbidden(
+                tracing::error!(server = %server.id, action, errors = ?errors, policy_hash = %policy_hash, "policy evaluation error; denied");
+                Err(respond::forbidden(
                     Reason::PolicyError,
                     "a policy failed to evaluate",
                     vec![],
-                ));
+                ))
             }
-            if decision.allowed {
-                for p in &decision.determining {
-                    if !allowed_by.contains(p) {
-                        allowed_by.push(p.clone());
-                    }
-                }
-                continue;
+            Verdict::Denied { action, policies } => {
+                tracing::info!(server = %server.id, action, subject = %identity.subject, policies = ?policies, policy_hash = %policy_hash, "denied by policy");
+                Err(respond::forbidden(
+                    Reason::PolicyDeny,
+                    "the policies do not allow this request",
+                    policies,
+                ))
             }
-            match (&decision.missing_scopes, &decision.challenge_scopes) {
-                (Some(scopes), Some(challenge)) => {
-                    for s in scopes {
-                        if !missing.contains(s) {
-                            missing.push(s.clone());
-                        }
-                    }
-                    for s in challenge {
-                        if !needed.contains(s) {
-                            needed.push(s.clone());
-                        }
-                    }
-                }
-                // Some message no scope can fix: the whole request is a plain 403.
-                _ => {
-                    tracing::info!(server = %server.id, action, subject = %identity.subject, policies = ?decision.determining, policy_hash = %bundle.hash, "denied by policy");
-                    return Err(respond::forbidden(
-                        Reason::PolicyDeny,
-                        "the policies do not allow this request",
-                        decision.determining.clone(),
-                    ));
-                }
+            Verdict::StepUp { missing, needed } => {
+                // Each message's challenge helps on its own; together they cover every denied
+                // message (adding scopes never takes a permission away, see the README's
+                // step-up section).
+                let scopes = crate::policy::challenge_scopes(&server.scopes_supported, &needed);
+                tracing::info!(server = %server.id, subject = %identity.subject, missing = ?missing, policy_hash = %policy_hash, "denied: insufficient scope");
+                Err(respond::step_up(server, &scopes, scheme))
             }
         }
-        if missing.is_empty() {
-            tracing::debug!(server = %server.id, subject = %identity.subject, policies = ?allowed_by, policy_hash = %bundle.hash, "allowed by policy");
-            return Ok(allowed_by);
-        }
-        // Each message's challenge helps on its own; together they cover every denied message
-        // (adding scopes never takes a permission away, see the README's step-up section).
-        let scopes = policy::challenge_scopes(&server.scopes_supported, &needed);
-        tracing::info!(server = %server.id, subject = %identity.subject, missing = ?missing, policy_hash = %bundle.hash, "denied: insufficient scope");
-        Err(respond::step_up(server, &scopes, scheme))
     }
 
     /// The scheme a challenge names: DPoP when the request used it or the server requires it
@@ -581,8 +621,10 @@ impl Engine {
 
     /// The header changes of an allow. `Err` only when the server's signed identity cannot be
     /// minted: the request is refused rather than forwarded without it.
+    #[expect(clippy::too_many_arguments)]
     fn allow(
         &self,
+        setup: &Setup,
         server: &ProtectedServer,
         caller: Arc<Caller>,
         policies: Vec<String>,
@@ -592,7 +634,7 @@ impl Engine {
     ) -> Result<Allow, Respond> {
         let decision_id = log::decision_id();
         let identity = caller.identity();
-        let names = &self.header_names;
+        let names = &setup.header_names;
         let mut set_headers = Vec::with_capacity(5);
         // The token and its DPoP proof stay here: the upstream gets the identity, not the means
         // to act as the caller.
@@ -662,14 +704,19 @@ impl Engine {
     /// The list filter for a marked response's caller, with the live policy set. Fails closed:
     /// a caller naming a server this instance does not protect gets no filter.
     pub fn list_filter(&self, caller: ListCaller) -> Result<ListFilter, ListError> {
-        let server = self
+        let setup = self.setup.load();
+        let server = setup
             .servers
             .iter()
             .find(|s| s.id == caller.server_id)
             .ok_or(ListError::UnknownServer)?;
+        let sets = setup
+            .policies
+            .get(server.index())
+            .ok_or(ListError::UnknownServer)?;
         ListFilter::new(
             server,
-            self.policies.load(),
+            sets.live.load(),
             caller,
             self.metrics.clone(),
             self.list_verdicts.clone(),

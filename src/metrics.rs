@@ -80,8 +80,17 @@ struct Inner {
     servers: Vec<String>,
     /// `mcp_authz_mcp_requests_total`, resolved per (server, method, decision) at startup.
     mcp_requests: McpRequestCounters,
-    policy_last_load: Gauge,
+    policy_last_load: GaugeVec,
     policy_info: IntGaugeVec,
+    /// `mcp_authz_policy_set_failing{set}`.
+    policy_set_failing: IntGaugeVec,
+    /// `mcp_authz_shadow_decisions_total{server, live, shadow}`.
+    shadow_decisions: IntCounterVec,
+    /// `mcp_authz_shadow_skipped_total{server}`.
+    shadow_skipped: IntCounterVec,
+    /// `mcp_authz_config_reloads_total{outcome}`.
+    config_reloads: IntCounterVec,
+    config_last_reload: Gauge,
     /// Indexed by `CacheLookup as usize`.
     token_cache_lookups: Vec<IntCounter>,
     token_cache_entries: IntGauge,
@@ -186,21 +195,56 @@ impl Metrics {
         let policy_reloads = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_policy_reloads_total",
-                "Policy reloads after a change on disk, by outcome (success, failure).",
+                "Policy reloads after a change on disk, by policy set (its directory) and outcome (success, failure).",
             ),
-            &["outcome"],
+            &["set", "outcome"],
         )?;
-        let policy_last_load = Gauge::with_opts(Opts::new(
-            "mcp_authz_policy_last_load_timestamp_seconds",
-            "Unix time the active policy set was loaded.",
-        ))?;
+        let policy_last_load = GaugeVec::new(
+            Opts::new(
+                "mcp_authz_policy_last_load_timestamp_seconds",
+                "Unix time each policy set's live content was loaded.",
+            ),
+            &["set"],
+        )?;
         let policy_info = IntGaugeVec::new(
             Opts::new(
                 "mcp_authz_policy_info",
-                "The active policy set, by content hash; always 1.",
+                "Each policy set's live content, by directory and content hash; always 1.",
             ),
-            &["hash"],
+            &["set", "hash"],
         )?;
+        let policy_set_failing = IntGaugeVec::new(
+            Opts::new(
+                "mcp_authz_policy_set_failing",
+                "1 while a policy set's files fail to load (its last good content still decides), else 0.",
+            ),
+            &["set"],
+        )?;
+        let shadow_decisions = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_shadow_decisions_total",
+                "Requests evaluated by both a server's live and shadow policy sets, by what each decided (allow, deny, step_up, error, invalid); live != shadow is a disagreement.",
+            ),
+            &["server", "live", "shadow"],
+        )?;
+        let shadow_skipped = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_shadow_skipped_total",
+                "Requests a shadow policy set did not evaluate, by server and why (overloaded: too many shadow evaluations pending; not_loaded: the shadow set has never loaded).",
+            ),
+            &["server", "reason"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "mcp_authz_config_reloads_total",
+                "Configuration file reloads after a change on disk, by outcome (success, failure: the last good configuration stays).",
+            ),
+            &["outcome"],
+        )?;
+        let config_last_reload = Gauge::with_opts(Opts::new(
+            "mcp_authz_config_last_reload_timestamp_seconds",
+            "Unix time the configuration in use was loaded (at start or by a reload).",
+        ))?;
         let policy_errors = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_policy_evaluation_errors_total",
@@ -216,9 +260,10 @@ impl Metrics {
             &["outcome"],
         )?;
         for outcome in ["success", "failure"] {
-            policy_reloads.with_label_values(&[outcome]);
             tls_reloads.with_label_values(&[outcome]);
+            config_reloads.with_label_values(&[outcome]);
         }
+        config_last_reload.set(unix_now());
         let tool_calls = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_tool_calls_total",
@@ -419,6 +464,11 @@ impl Metrics {
         ))?;
         registry.register(Box::new(policy_last_load.clone()))?;
         registry.register(Box::new(policy_info.clone()))?;
+        registry.register(Box::new(policy_set_failing.clone()))?;
+        registry.register(Box::new(shadow_decisions.clone()))?;
+        registry.register(Box::new(shadow_skipped.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_last_reload.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(RuntimeTasks::new()?))?;
         Ok(Self {
@@ -439,6 +489,11 @@ impl Metrics {
                 mcp_requests,
                 policy_last_load,
                 policy_info,
+                policy_set_failing,
+                shadow_decisions,
+                shadow_skipped,
+                config_reloads,
+                config_last_reload,
                 token_cache_lookups,
                 token_cache_entries,
                 decision_cache_lookups,
@@ -723,25 +778,115 @@ impl Metrics {
         self.inner.tls_reloads.with_label_values(&[outcome]).inc();
     }
 
-    pub fn policy_reload(&self, outcome: &str) {
+    /// A policy set's reload after a change on disk: `success` or `failure`.
+    pub fn policy_reload(&self, set: &str, outcome: &str) {
         self.inner
             .policy_reloads
-            .with_label_values(&[outcome])
+            .with_label_values(&[set, outcome])
             .inc();
     }
 
-    /// Records the active policy set: its hash (the only series of the info metric), its load
-    /// time, and a zero error series per policy id so dashboards and alerts see every policy.
-    pub fn policy_loaded(&self, hash: &str, at: SystemTime, policy_ids: &[String]) {
+    /// Records a policy set's live content: its hash (the set's only series of the info metric,
+    /// replacing `previous`), its load time, its reload counters and failing flag at zero, and
+    /// a zero error series per policy id so dashboards and alerts see every policy.
+    pub fn policy_loaded(
+        &self,
+        set: &str,
+        previous: Option<&str>,
+        hash: &str,
+        at: SystemTime,
+        policy_ids: &[String],
+    ) {
         for id in policy_ids {
             self.inner.policy_errors.with_label_values(&[id.as_str()]);
         }
-        self.inner.policy_info.reset();
-        self.inner.policy_info.with_label_values(&[hash]).set(1);
+        if let Some(previous) = previous
+            && previous != hash
+        {
+            let _ = self.inner.policy_info.remove_label_values(&[set, previous]);
+        }
+        self.inner
+            .policy_info
+            .with_label_values(&[set, hash])
+            .set(1);
+        for outcome in ["success", "failure"] {
+            self.inner.policy_reloads.with_label_values(&[set, outcome]);
+        }
+        self.inner.policy_set_failing.with_label_values(&[set]);
         let t = at
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        self.inner.policy_last_load.set(t);
+        self.inner.policy_last_load.with_label_values(&[set]).set(t);
+    }
+
+    /// `mcp_authz_policy_set_failing{set}`.
+    pub fn policy_set_failing(&self, set: &str, failing: bool) {
+        self.inner
+            .policy_set_failing
+            .with_label_values(&[set])
+            .set(i64::from(failing));
+    }
+
+    /// A policy set no longer used by the configuration: its series go.
+    pub fn policy_set_removed(&self, set: &str, hash: &str) {
+        let inner = &self.inner;
+        let _ = inner.policy_info.remove_label_values(&[set, hash]);
+        let _ = inner.policy_last_load.remove_label_values(&[set]);
+        let _ = inner.policy_set_failing.remove_label_values(&[set]);
+        for outcome in ["success", "failure"] {
+            let _ = inner.policy_reloads.remove_label_values(&[set, outcome]);
+        }
+    }
+
+    /// The `mcp_authz_shadow_decisions_total` child for one (server, live, shadow) triple.
+    pub fn shadow_decision(&self, server: &str, live: &str, shadow: &str) -> IntCounter {
+        self.inner
+            .shadow_decisions
+            .with_label_values(&[server, live, shadow])
+    }
+
+    /// `mcp_authz_shadow_decisions_total` for one server so far: (live, shadow, count).
+    pub fn shadow_counts(&self, server: &str) -> Vec<(String, String, u64)> {
+        use prometheus::core::Collector;
+        let mut out = Vec::new();
+        for family in self.inner.shadow_decisions.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                if label("server") == server {
+                    // Counter values are whole numbers held as f64.
+                    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let count = m.get_counter().value() as u64;
+                    out.push((label("live"), label("shadow"), count));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A request a server's shadow set did not evaluate: `overloaded` or `not_loaded`.
+    pub fn shadow_skipped(&self, server: &str, reason: &str) {
+        self.inner
+            .shadow_skipped
+            .with_label_values(&[server, reason])
+            .inc();
+    }
+
+    /// A configuration reload: `success` (also sets the load time) or `failure`.
+    pub fn config_reload(&self, outcome: &str) {
+        self.inner
+            .config_reloads
+            .with_label_values(&[outcome])
+            .inc();
+        if outcome == "success" {
+            self.inner.config_last_reload.set(unix_now());
+        }
     }
 
     /// The `mcp_authz_checks_shed_total` child for one reason, resolved once by the admission
@@ -796,6 +941,12 @@ impl prometheus::core::Collector for RuntimeTasks {
         }
         self.gauge.collect()
     }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

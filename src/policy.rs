@@ -8,6 +8,7 @@ pub mod cases;
 mod load;
 mod prebuilt;
 mod reads;
+mod sets;
 mod vocabulary;
 mod watch;
 
@@ -28,7 +29,8 @@ use crate::identity::Identity;
 use crate::mcp::Target;
 pub use load::{Files, LoadError, load_dir, load_files};
 pub use reads::Reads;
-pub use watch::{PolicyStore, Reload};
+pub use sets::{PolicySets, ServerSets, SetsError, ShadowSet};
+pub use watch::{LoadFailure, PolicyStore, Reload, SetStatus};
 
 /// A validated policy set with everything evaluation needs. Immutable; swapped whole.
 pub struct PolicyBundle {

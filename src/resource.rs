@@ -83,6 +83,8 @@ pub struct ProtectedServer {
     /// `servers[].upstream_identity.audience`: when set, an allow carries a signed identity
     /// for this audience (see `crate::upstream_identity`).
     pub upstream_audience: Option<String>,
+    /// Position in [`Servers`], set by [`Servers::new`]: indexes per-server state kept beside.
+    index: usize,
 }
 
 /// Why a configured server cannot be set up. Configuration validation rules all of these out,
@@ -200,7 +202,13 @@ impl ProtectedServer {
                 .upstream_identity
                 .as_ref()
                 .map(|u| u.audience.clone()),
+            index: 0,
         })
+    }
+
+    /// Position in its [`Servers`].
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// The configured tenant, when it does not come from the request.
@@ -355,7 +363,10 @@ pub struct Servers {
 }
 
 impl Servers {
-    pub fn new(list: Vec<ProtectedServer>) -> Self {
+    pub fn new(mut list: Vec<ProtectedServer>) -> Self {
+        for (i, server) in list.iter_mut().enumerate() {
+            server.index = i;
+        }
         Self { list }
     }
 
@@ -430,6 +441,7 @@ mod tests {
             token_binding: Default::default(),
             audiences: Vec::new(),
             upstream_identity: None,
+            policies: Default::default(),
         };
         ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
@@ -449,6 +461,7 @@ mod tests {
             token_binding: Default::default(),
             audiences: Vec::new(),
             upstream_identity: None,
+            policies: Default::default(),
         };
         ProtectedServer::new(&cfg, &[], |_| None).unwrap()
     }
@@ -687,6 +700,7 @@ mod tests {
             token_binding: Default::default(),
             audiences: Vec::new(),
             upstream_identity: None,
+            policies: Default::default(),
         };
         let err = |c: ServerConfig| match ProtectedServer::new(&c, &[], |_| None) {
             Ok(_) => panic!("expected an error"),
@@ -836,6 +850,7 @@ mod tests {
                 token_binding: Default::default(),
                 audiences: Vec::new(),
                 upstream_identity: None,
+                policies: Default::default(),
             };
             assert!(
                 matches!(

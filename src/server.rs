@@ -2,12 +2,15 @@
 //! engine, starts the key refreshers, the gRPC server and the admin server; `shutdown` stops
 //! them in order.
 
+mod reload;
 mod shutdown;
 
+pub use reload::{ConfigReload, ConfigReloader, restart_only};
 pub use shutdown::{shutdown_signal, shutdown_signals};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -24,7 +27,7 @@ use crate::dev::DevIssuer;
 use crate::engine::Engine;
 use crate::grpc::{Admission, AuthzService, ListService};
 use crate::metrics::Metrics;
-use crate::policy::PolicyStore;
+use crate::policy::PolicySets;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +43,7 @@ pub enum ServeError {
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error("policies: {0}")]
-    Policy(#[from] crate::policy::LoadError),
+    Policy(#[from] crate::policy::SetsError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
@@ -55,6 +58,9 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub admin_grpc_addr: SocketAddr,
     pub engine: Arc<Engine>,
+    metrics: Metrics,
+    /// Key refreshers and policy watchers, kept in step with the configuration.
+    background: Arc<Mutex<reload::Background>>,
     /// Set first on shutdown: health NOT_SERVING, `/readyz` 503, checks still answered.
     draining: watch::Sender<bool>,
     /// Set after the drain delay: the listeners stop accepting, in-flight requests finish.
@@ -99,7 +105,7 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
     let server_ids: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
     let metrics = Metrics::new(&registry, &server_ids)?;
     let issuers = Engine::issuers_from_config(config, &metrics)?;
-    let policies = PolicyStore::open(&config.policies.dir, metrics.clone())?;
+    let policies = PolicySets::open(config, &metrics)?;
     let engine = Arc::new(Engine::new(config, issuers, policies, metrics.clone())?);
 
     let tls = config
@@ -135,14 +141,15 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
             .map_err(ServeError::Admin)
     });
 
-    for issuer in engine.issuers() {
-        tokio::spawn(issuer.clone().run_refresher(shutdown.subscribe()));
+    let background = Arc::new(Mutex::new(reload::Background::new(shutdown.subscribe())));
+    if let Ok(mut b) = background.lock() {
+        b.sync(&engine.setup(), &metrics);
     }
-    tokio::spawn(engine.policies().clone().run_watcher(shutdown.subscribe()));
     if let Some(upstream) = engine.upstream_identity() {
         tokio::spawn(upstream.clone().run(shutdown.subscribe()));
     }
 
+    let metrics_for_reload = metrics.clone();
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().run_reloader(metrics, shutdown.subscribe()));
     }
@@ -182,6 +189,8 @@ pub async fn start(config: &Config, dev: Option<Arc<DevIssuer>>) -> Result<Runni
         admin_addr,
         admin_grpc_addr,
         engine,
+        metrics: metrics_for_reload,
+        background,
         draining,
         shutdown,
         tasks,
@@ -283,6 +292,19 @@ fn local_addr(
 }
 
 impl Running {
+    /// Reloads `path` (the file `config` was loaded from) when it changes, until shutdown.
+    pub fn watch_config(&self, path: &Path, config: &Config) -> Arc<ConfigReloader> {
+        let reloader = Arc::new(ConfigReloader::new(
+            path,
+            config,
+            self.engine.clone(),
+            self.metrics.clone(),
+            self.background.clone(),
+        ));
+        tokio::spawn(reloader.clone().run(self.shutdown.subscribe()));
+        reloader
+    }
+
     /// Waits until every issuer has keys, or `timeout` passes. Returns readiness.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;

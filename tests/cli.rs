@@ -633,7 +633,7 @@ fn dev_token_and_check_work_together() {
     let (code, out, err) = run(&["status", "--addr", &admin_grpc]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("ready: true") && out.contains("policy set: "),
+        out.contains("ready: true") && out.contains("server demo:") && out.contains("  live   "),
         "{out}"
     );
     let (code, out, err) = run(&[

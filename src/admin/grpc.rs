@@ -62,20 +62,48 @@ impl Admin for AdminService {
                 }
             })
             .collect();
-        let bundle = self.engine.policies().load();
+        let servers: Vec<pb::ServerPolicies> = self
+            .engine
+            .policy_status()
+            .into_iter()
+            .map(|s| pb::ServerPolicies {
+                server_id: s.server,
+                live: Some(set_status(s.live)),
+                shadow: s.shadow.map(set_status),
+                shadow_decisions: s
+                    .shadow_decisions
+                    .into_iter()
+                    .map(|c| pb::ShadowCount {
+                        live: c.live,
+                        shadow: c.shadow,
+                        count: c.count,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let policies = servers
+            .first()
+            .and_then(|s| s.live.as_ref())
+            .map(|l| pb::PolicySet {
+                hash: l.hash.clone(),
+                loaded_at_unix: l.loaded_at_unix,
+                policies: l.policies,
+                dir: l.dir.clone(),
+            });
+        let config = self.engine.config_status();
         Ok(Response::new(pb::StatusResponse {
             ready: issuers.iter().all(|i| i.ready),
             version: env!("CARGO_PKG_VERSION").into(),
-            policies: Some(pb::PolicySet {
-                hash: bundle.hash.clone(),
-                loaded_at_unix: bundle
-                    .loaded_at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-                policies: u32::try_from(bundle.policy_ids.len()).unwrap_or(u32::MAX),
-                dir: bundle.dir.display().to_string(),
-            }),
+            policies,
             issuers,
+            servers,
+            config: (!config.path.is_empty()).then(|| pb::ConfigStatus {
+                path: config.path.clone(),
+                hash: config.hash.clone(),
+                loaded_at_unix: i64::try_from(config.loaded_at).unwrap_or(i64::MAX),
+                error: config.error.clone().unwrap_or_default(),
+                restart_required: config.restart_required.clone(),
+            }),
         }))
     }
 
@@ -84,12 +112,25 @@ impl Admin for AdminService {
         request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         let r = request.into_inner();
-        let server = self
-            .engine
+        let setup = self.engine.setup();
+        let server = setup
             .servers()
             .iter()
             .find(|s| s.id == r.server_id)
             .ok_or_else(|| Status::not_found(format!("no server `{}`", r.server_id)))?;
+        let sets = setup
+            .policies_of(server)
+            .ok_or_else(|| Status::internal("the server has no policy set"))?;
+        let store = if r.shadow {
+            sets.shadow
+                .as_ref()
+                .and_then(|s| s.set.store())
+                .ok_or_else(|| {
+                    Status::failed_precondition("this server has no loaded shadow policy set")
+                })?
+        } else {
+            sets.live.clone()
+        };
         let tenant = non_empty(&r.server_tenant)
             .or_else(|| server.static_tenant().map(str::to_owned))
             .ok_or_else(|| {
@@ -141,7 +182,7 @@ impl Admin for AdminService {
             policies: None,
             challenge_scope: None,
         };
-        let bundle = self.engine.policies().load();
+        let bundle = store.load();
         let outcome = cases::evaluate(&bundle, &Defaults::default(), &case)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let d = outcome.decision;
@@ -160,5 +201,16 @@ impl Admin for AdminService {
             www_authenticate,
             policy_hash: bundle.hash.clone(),
         }))
+    }
+}
+
+fn set_status(s: crate::policy::SetStatus) -> pb::PolicySetStatus {
+    pb::PolicySetStatus {
+        dir: s.dir,
+        hash: s.hash,
+        loaded_at_unix: i64::try_from(s.loaded_at).unwrap_or(i64::MAX),
+        policies: u32::try_from(s.policies).unwrap_or(u32::MAX),
+        state: s.state.to_owned(),
+        error: s.error.unwrap_or_default(),
     }
 }

@@ -63,22 +63,29 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let policies = state.engine.policies().load();
-    let loaded = policies
-        .loaded_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let body = json!({
+    let servers = state.engine.policy_status();
+    let config = state.engine.config_status();
+    let mut body = json!({
         "ready": ready,
         "draining": draining,
         "issuers": issuers,
-        "policies": {
-            "hash": policies.hash,
-            "dir": policies.dir.display().to_string(),
-            "policies": policies.policy_ids.len(),
-            "loaded_at": loaded,
-        },
+        "servers": servers,
     });
+    // The first server's live set, as before per-server sets (one set for most deployments).
+    if let (Some(first), Some(map)) = (servers.first(), body.as_object_mut()) {
+        map.insert(
+            "policies".into(),
+            json!({
+                "hash": first.live.hash,
+                "dir": first.live.dir,
+                "policies": first.live.policies,
+                "loaded_at": first.live.loaded_at,
+            }),
+        );
+        if !config.path.is_empty() {
+            map.insert("config".into(), json!(*config));
+        }
+    }
     (status, axum::Json(body)).into_response()
 }
 
@@ -96,7 +103,8 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn prm(State(state): State<AdminState>, uri: Uri) -> Response {
-    match state.engine.servers().metadata_for_path(uri.path()) {
+    let setup = state.engine.setup();
+    match setup.servers().metadata_for_path(uri.path()) {
         Some(server) => (
             [
                 (header::CONTENT_TYPE, "application/json"),

@@ -89,7 +89,7 @@ pub(super) async fn dev(a: DevArgs) -> ExitCode {
         },
     );
     println!("{token}");
-    run_service(&config, Some(Arc::new(issuer))).await
+    run_service(&config, Some(Arc::new(issuer)), None).await
 }
 
 pub(super) fn token(a: TokenArgs) -> ExitCode {

@@ -192,6 +192,7 @@ pub(super) async fn explain_remote(a: ExplainArgs) -> ExitCode {
             claims,
         }),
         server_tenant: a.server_tenant,
+        shadow: a.shadow,
     };
     let r = match client.explain(request).await {
         Ok(r) => r.into_inner(),

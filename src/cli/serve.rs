@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::dev::DevIssuer;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::policy::PolicyStore;
+use crate::policy::PolicySets;
 use crate::server;
 
 pub(super) async fn serve(path: &Path) -> ExitCode {
@@ -19,7 +19,7 @@ pub(super) async fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    run_service(&config, None).await
+    run_service(&config, None, Some(path)).await
 }
 
 pub(super) fn envoy_headers(path: &Path) -> ExitCode {
@@ -43,14 +43,29 @@ pub(super) fn validate(path: &Path) -> ExitCode {
     };
     // Everything `serve` builds before listening, minus the network.
     let metrics = Metrics::unregistered();
-    let policies = match PolicyStore::open(&config.policies.dir, metrics.clone()) {
+    let policies = match PolicySets::open(&config, &metrics) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: policies: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let hash = policies.load().hash.clone();
+    // A shadow set that does not load does not stop `serve`, but `validate` says so.
+    let mut shadow_failed = false;
+    for set in policies.shadows() {
+        let status = set.status();
+        if let Some(e) = &status.error {
+            eprintln!(
+                "warning: shadow policy set `{}` does not load: {e}",
+                status.dir
+            );
+            shadow_failed = true;
+        }
+    }
+    let sets: Vec<String> = policies
+        .live()
+        .map(|s| format!("{} from `{}`", s.load().hash, s.dir().display()))
+        .collect();
     let built = Engine::issuers_from_config(&config, &metrics)
         .and_then(|issuers| Engine::new(&config, issuers, policies, metrics));
     if let Err(e) = built {
@@ -79,18 +94,26 @@ pub(super) fn validate(path: &Path) -> ExitCode {
         }
     }
     println!(
-        "`{}` is valid: {} issuer(s), {} server(s), policy set {hash} from `{}`",
+        "`{}` is valid: {} issuer(s), {} server(s), policy set(s) {}",
         path.display(),
         config.issuers.len(),
         config.servers.len(),
-        config.policies.dir.display()
+        sets.join(", ")
     );
+    if shadow_failed {
+        return ExitCode::from(EXIT_CONFIG);
+    }
     ExitCode::SUCCESS
 }
 
 /// Starts every listener and serves until SIGTERM/SIGINT. `dev` is the embedded development
 /// issuer whose discovery and JWKS the admin port then serves.
-pub(super) async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) -> ExitCode {
+/// With `path`, the configuration file is watched and reloaded.
+pub(super) async fn run_service(
+    config: &Config,
+    dev: Option<Arc<DevIssuer>>,
+    path: Option<&Path>,
+) -> ExitCode {
     let running = match server::start(config, dev).await {
         Ok(r) => r,
         Err(e) => {
@@ -102,19 +125,23 @@ pub(super) async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) ->
         grpc = %running.grpc_addr,
         admin = %running.admin_addr,
         admin_grpc = %running.admin_grpc_addr,
-        policy_hash = %running.engine.policies().load().hash,
+        policy_hash = %first_hash(&running.engine),
+        policy_sets = ?set_hashes(&running.engine),
         issuers = config.issuers.len(),
         servers = config.servers.len(),
         version = env!("CARGO_PKG_VERSION"),
         "mcp-authz started"
     );
+    if let Some(path) = path {
+        running.watch_config(path, config);
+    }
     let engine = running.engine.clone();
     match running
         .run_until(server::shutdown_signals(), &config.shutdown)
         .await
     {
         Ok(()) => {
-            tracing::info!(policy_hash = %engine.policies().load().hash, "mcp-authz stopped");
+            tracing::info!(policy_hash = %first_hash(&engine), policy_sets = ?set_hashes(&engine), "mcp-authz stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -122,4 +149,21 @@ pub(super) async fn run_service(config: &Config, dev: Option<Arc<DevIssuer>>) ->
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first server's live set hash (the only set in most deployments).
+fn first_hash(engine: &Engine) -> String {
+    engine
+        .policies()
+        .map(|p| p.load().hash.clone())
+        .unwrap_or_default()
+}
+
+/// `server=hash` for every server's live set.
+fn set_hashes(engine: &Engine) -> Vec<String> {
+    engine
+        .policy_status()
+        .iter()
+        .map(|s| format!("{}={}", s.server, s.live.hash))
+        .collect()
 }

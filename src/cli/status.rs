@@ -30,11 +30,47 @@ pub(super) async fn status(addr: &str) -> ExitCode {
         }
     };
     println!("ready: {} (version {})", s.ready, s.version);
-    if let Some(p) = &s.policies {
+    if let Some(c) = &s.config {
         println!(
-            "policy set: {} ({} policies from `{}`, loaded at {})",
-            p.hash, p.policies, p.dir, p.loaded_at_unix
+            "config: `{}` {} (loaded at {})",
+            c.path, c.hash, c.loaded_at_unix
         );
+        if !c.error.is_empty() {
+            println!(
+                "  failing: {} (the configuration above stays in use)",
+                c.error
+            );
+        }
+        if !c.restart_required.is_empty() {
+            println!(
+                "  changed, waiting for a restart: {}",
+                c.restart_required.join(", ")
+            );
+        }
+    }
+    for server in &s.servers {
+        println!("server {}:", server.server_id);
+        if let Some(live) = &server.live {
+            println!("  live   {}", set_line(live));
+        }
+        if let Some(shadow) = &server.shadow {
+            println!("  shadow {}", set_line(shadow));
+            let total: u64 = server.shadow_decisions.iter().map(|c| c.count).sum();
+            let disagree: u64 = server
+                .shadow_decisions
+                .iter()
+                .filter(|c| c.live != c.shadow)
+                .map(|c| c.count)
+                .sum();
+            println!("  shadow decisions: {total} evaluated, {disagree} disagreed");
+            for c in server
+                .shadow_decisions
+                .iter()
+                .filter(|c| c.live != c.shadow)
+            {
+                println!("    live {} / shadow {}: {}", c.live, c.shadow, c.count);
+            }
+        }
     }
     for i in &s.issuers {
         let error = if i.last_error.is_empty() {
@@ -55,4 +91,19 @@ pub(super) async fn status(addr: &str) -> ExitCode {
     } else {
         ExitCode::from(EXIT_DENIED)
     }
+}
+
+/// One policy set: hash, state, size, directory.
+fn set_line(s: &pb::PolicySetStatus) -> String {
+    let mut line = match s.state.as_str() {
+        "never_loaded" => format!("(never loaded) from `{}`", s.dir),
+        _ => format!(
+            "{} {} ({} policies from `{}`, loaded at {})",
+            s.hash, s.state, s.policies, s.dir, s.loaded_at_unix
+        ),
+    };
+    if !s.error.is_empty() {
+        line.push_str(&format!("\n         error: {}", s.error));
+    }
+    line
 }

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// Sign an identity for this server's upstream (needs the top-level `upstream_identity`).
     #[serde(default)]
     pub upstream_identity: Option<super::ServerIdentityConfig>,
+    /// This server's own policy set and shadow set (see [`super::ServerPoliciesConfig`]).
+    #[serde(default)]
+    pub policies: super::ServerPoliciesConfig,
 }
 
 /// `servers[].token_binding`.

@@ -181,8 +181,25 @@ impl Default for Listen {
 #[serde(deny_unknown_fields)]
 pub struct PoliciesConfig {
     /// `schema.cedarschema`, `*.cedar`, optional `entities.json`. A relative path is taken
-    /// from the configuration file's directory.
+    /// from the configuration file's directory. Servers without `servers[].policies.dir` use it.
     pub dir: PathBuf,
+    /// A candidate set evaluated beside `dir` on every check of the servers that use `dir`,
+    /// never enforced: disagreements are counted and logged (see `crate::policy::shadow`).
+    #[serde(default)]
+    pub shadow_dir: Option<PathBuf>,
+}
+
+/// `servers[].policies`: a server's own policy set, loaded and reloaded on its own.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPoliciesConfig {
+    /// The server's live set; without it the server uses the top-level `policies.dir`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The server's shadow set. Without it, a server with its own `dir` has none, and a
+    /// server on the top-level set uses `policies.shadow_dir`.
+    #[serde(default)]
+    pub shadow_dir: Option<PathBuf>,
 }
 
 /// Names of the headers set for the upstream on allow.

@@ -133,6 +133,13 @@ pub struct Callers {
 // === impl Callers ===
 
 impl Callers {
+    /// Forgets every cached caller (a new configuration may verify tokens differently).
+    pub fn clear(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
     pub fn new(max_entries: u64, metrics: Metrics) -> Self {
         let cache = (max_entries > 0).then(|| {
             moka::sync::Cache::builder()

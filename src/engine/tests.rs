@@ -766,7 +766,8 @@ servers:
         claims["aud"] = serde_json::json!(["https://elsewhere.example", RESOURCE]);
         claims["nested"] = serde_json::json!({"a": [1, 2.5, null], "b": "x"});
         let token = k.rsa.token(&claims);
-        let Route::Protected(server) = f.engine.servers().route("mcp.example.com", "/weather/mcp")
+        let setup = f.engine.setup();
+        let Route::Protected(server) = setup.servers().route("mcp.example.com", "/weather/mcp")
         else {
             panic!("routes")
         };

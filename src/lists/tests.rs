@@ -25,6 +25,7 @@ fn server(mode: ListFilterMode) -> ProtectedServer {
         token_binding: Default::default(),
         audiences: Vec::new(),
         upstream_identity: None,
+        policies: Default::default(),
     };
     ProtectedServer::new(&cfg, &[], |_| None).unwrap()
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
@@ -25,8 +25,36 @@ const MAX_SETTLE: Duration = Duration::from_secs(1);
 
 pub struct PolicyStore {
     dir: PathBuf,
+    /// The directory as the metrics and logs name it (`set` label).
+    name: String,
     current: ArcSwap<PolicyBundle>,
+    /// Set while the files on disk fail to load (the last good bundle still decides); cleared
+    /// by a successful load, or when the files are back to the live content.
+    failure: ArcSwapOption<LoadFailure>,
     metrics: Metrics,
+}
+
+/// Why the files on disk are not the live set.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub error: String,
+    pub since: std::time::SystemTime,
+}
+
+/// A store's state, for `/readyz`, `status` and the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SetStatus {
+    pub dir: String,
+    pub hash: String,
+    pub policies: usize,
+    /// Unix seconds.
+    pub loaded_at: u64,
+    /// `loaded` (the files on disk are the live set) or `failing` (they fail to load; the
+    /// last good set, `hash`, still decides).
+    pub state: &'static str,
+    /// Why the files on disk fail to load, while `failing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What a reload attempt did.
@@ -41,13 +69,61 @@ impl PolicyStore {
     /// Loads the directory; the service does not start on a bad policy set.
     pub fn open(dir: &Path, metrics: Metrics) -> Result<Arc<Self>, LoadError> {
         let mut bundle = load::load_dir(dir)?;
+        let name = dir.display().to_string();
         bundle.tool_counters = metrics.tool_counters(&bundle.declared_tools());
-        metrics.policy_loaded(&bundle.hash, bundle.loaded_at, &bundle.policy_ids);
+        metrics.policy_loaded(
+            &name,
+            None,
+            &bundle.hash,
+            bundle.loaded_at,
+            &bundle.policy_ids,
+        );
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
+            name,
             current: ArcSwap::from_pointee(bundle),
+            failure: ArcSwapOption::empty(),
             metrics,
         }))
+    }
+
+    /// The live set's hash and the state of the files on disk.
+    pub fn status(&self) -> SetStatus {
+        let bundle = self.current.load();
+        let failure = self.failure.load_full();
+        SetStatus {
+            dir: self.name.clone(),
+            hash: bundle.hash.clone(),
+            policies: bundle.policy_ids.len(),
+            loaded_at: unix_seconds(bundle.loaded_at),
+            state: if failure.is_some() {
+                "failing"
+            } else {
+                "loaded"
+            },
+            error: failure.map(|f| f.error.clone()),
+        }
+    }
+
+    /// Why the files on disk do not load, while they do not.
+    pub fn failure(&self) -> Option<Arc<LoadFailure>> {
+        self.failure.load_full()
+    }
+
+    fn set_failing(&self, failing: Option<&LoadError>) {
+        match failing {
+            Some(e) => self.failure.store(Some(Arc::new(LoadFailure {
+                error: e.to_string(),
+                since: self
+                    .failure
+                    .load()
+                    .as_ref()
+                    .map_or_else(std::time::SystemTime::now, |f| f.since),
+            }))),
+            None => self.failure.store(None),
+        }
+        self.metrics
+            .policy_set_failing(&self.name, failing.is_some());
     }
 
     /// The live bundle: one atomic load, no lock.
@@ -57,6 +133,11 @@ impl PolicyStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The directory as logs and metrics name it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Re-reads the directory; swaps in a new bundle only if the content changed and all of it
@@ -70,7 +151,13 @@ impl PolicyStore {
     /// is never loaded, it is read again at the next poll.
     fn reload_stable(&self, settle: Duration) -> Reload {
         let first = match load::read_files(&self.dir) {
-            Ok(files) if files.hash == self.current.load().hash => return Reload::Unchanged,
+            Ok(files) if files.hash == self.current.load().hash => {
+                // Back to the live content (a broken edit reverted): nothing is failing.
+                if self.failure.load().is_some() {
+                    self.set_failing(None);
+                }
+                return Reload::Unchanged;
+            }
             Ok(files) => Ok(files),
             Err(e) => Err(e),
         };
@@ -94,27 +181,37 @@ impl PolicyStore {
                 for w in &bundle.warnings {
                     tracing::warn!(warning = %w, "policy lint warning");
                 }
+                let previous = self.current.load().hash.clone();
                 tracing::info!(
+                    policy_set = %self.name,
                     policy_hash = %hash,
                     policies = bundle.policy_ids.len(),
-                    previous = %self.current.load().hash,
+                    previous = %previous,
                     "policy set reloaded"
                 );
-                self.metrics.policy_reload("success");
-                self.metrics
-                    .policy_loaded(&hash, bundle.loaded_at, &bundle.policy_ids);
+                self.metrics.policy_reload(&self.name, "success");
+                self.metrics.policy_loaded(
+                    &self.name,
+                    Some(&previous),
+                    &hash,
+                    bundle.loaded_at,
+                    &bundle.policy_ids,
+                );
                 self.current.store(Arc::new(bundle));
+                self.set_failing(None);
                 Reload::Loaded { hash }
             }
             Err(e) => {
                 // Broken content is reported at each look (events, then once per poll): what
                 // an operator watching the logs during an edit wants to see.
                 tracing::error!(
+                    policy_set = %self.name,
                     error = %e,
                     active_policy_hash = %self.current.load().hash,
                     "policy reload failed; keeping the last good policy set"
                 );
-                self.metrics.policy_reload("failure");
+                self.metrics.policy_reload(&self.name, "failure");
+                self.set_failing(Some(&e));
                 Reload::Failed(e)
             }
         }
@@ -165,4 +262,9 @@ impl PolicyStore {
             let _ = tokio::task::spawn_blocking(move || this.reload_stable(SETTLE)).await;
         }
     }
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
