@@ -80,6 +80,8 @@ struct Inner {
     servers: Vec<String>,
     /// `mcp_authz_mcp_requests_total`, resolved per (server, method, decision) at startup.
     mcp_requests: McpRequestCounters,
+    /// The vector behind `mcp_requests`, for servers a configuration reload added.
+    mcp_requests_vec: IntCounterVec,
     policy_last_load: GaugeVec,
     policy_info: IntGaugeVec,
     /// `mcp_authz_policy_set_failing{set}`.
@@ -453,7 +455,7 @@ impl Metrics {
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(policy_errors.clone()))?;
         registry.register(Box::new(tool_calls.clone()))?;
-        registry.register(Box::new(mcp_requests_vec))?;
+        registry.register(Box::new(mcp_requests_vec.clone()))?;
         registry.register(Box::new(token_cache_vec))?;
         registry.register(Box::new(token_cache_entries.clone()))?;
         registry.register(Box::new(decision_cache_vec))?;
@@ -487,6 +489,7 @@ impl Metrics {
                 tool_calls,
                 servers: servers.iter().map(|s| s.to_string()).collect(),
                 mcp_requests,
+                mcp_requests_vec,
                 policy_last_load,
                 policy_info,
                 policy_set_failing,
@@ -731,13 +734,19 @@ impl Metrics {
 
     pub fn mcp_request(&self, server: &str, action: Option<&'static str>, allowed: bool) {
         let method = action.unwrap_or("other");
-        if let Some(c) = self
-            .inner
-            .mcp_requests
-            .get(server)
-            .and_then(|m| m.get(&(method, allowed)))
-        {
-            c.inc();
+        match self.inner.mcp_requests.get(server) {
+            Some(m) => {
+                if let Some(c) = m.get(&(method, allowed)) {
+                    c.inc();
+                }
+            }
+            // A server a configuration reload added (its id is configuration, not client
+            // input): resolved per call until the next restart.
+            None => self
+                .inner
+                .mcp_requests_vec
+                .with_label_values(&[server, method, if allowed { "allow" } else { "deny" }])
+                .inc(),
         }
     }
 

@@ -404,3 +404,36 @@ fn unix_now() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let yaml =
+            crate::testutil::config_yaml("https://idp.example", "https://mcp.example/mcp", "");
+        Config::from_yaml(&format!("{yaml}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn restart_only_settings_keep_their_running_value_and_are_named() {
+        let old = config("");
+        let new = config(
+            "dpop: {algorithms: [ES256]}\ncache: {tokens: 7, decisions: 9}\nlimits: {max_body_bytes: 2048, max_token_bytes: 5000}\n",
+        );
+        let (effective, changed) = restart_only(&old, new);
+        assert_eq!(changed, ["dpop", "cache.tokens", "limits.max_body_bytes"]);
+        assert_eq!(effective.cache.tokens, old.cache.tokens);
+        assert_eq!(effective.limits.max_body_bytes, old.limits.max_body_bytes);
+        assert_eq!(format!("{:?}", effective.dpop), format!("{:?}", old.dpop));
+        // What a reload does change is taken.
+        assert_eq!(effective.cache.decisions, 9);
+        assert_eq!(effective.limits.max_token_bytes, 5000);
+    }
+
+    #[test]
+    fn an_unchanged_file_names_nothing() {
+        let (_, changed) = restart_only(&config(""), config(""));
+        assert!(changed.is_empty(), "{changed:?}");
+    }
+}
