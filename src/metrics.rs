@@ -879,6 +879,15 @@ impl Metrics {
         out
     }
 
+    /// Creates a shadowed server's skip series at zero, so alerts on them work at once.
+    pub fn shadow_series(&self, server: &str) {
+        for reason in ["not_loaded", "overloaded"] {
+            self.inner
+                .shadow_skipped
+                .with_label_values(&[server, reason]);
+        }
+    }
+
     /// A request a server's shadow set did not evaluate: `overloaded` or `not_loaded`.
     pub fn shadow_skipped(&self, server: &str, reason: &str) {
         self.inner

@@ -226,8 +226,15 @@ fn the_dockerfile_is_multi_stage_and_unprivileged() {
 async fn the_grafana_dashboard_queries_real_metrics() {
     let key = TestKey::ec("k1");
     let idp = FakeIdp::start(&[&key]).await;
-    let config =
-        Config::from_yaml(&config_yaml(&idp.issuer, "https://mcp.example.com/mcp", "")).unwrap();
+    // With a shadow set (the shipped policies shadowing themselves), so its series exist.
+    let yaml = config_yaml(&idp.issuer, "https://mcp.example.com/mcp", "").replace(
+        "policies:\n  dir: ",
+        &format!(
+            "policies:\n  shadow_dir: {}\n  dir: ",
+            root().join("policies").display()
+        ),
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
     let running = mcp_authz::server::start(&config, None).await.unwrap();
     assert!(running.wait_ready(Duration::from_secs(10)).await);
     let token = key.token(&claims(&idp.issuer, "https://mcp.example.com/mcp"));
@@ -239,6 +246,8 @@ async fn the_grafana_dashboard_queries_real_metrics() {
         Some(&token),
     )
     .await;
+    // The shadow evaluation runs after the answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = reqwest::get(format!("http://{}/metrics", running.admin_addr))
         .await
         .unwrap()

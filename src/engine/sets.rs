@@ -79,6 +79,9 @@ impl Setup {
                 .entry(found.live.dir().to_owned())
                 .or_insert_with(|| Arc::new(Decisions::new(capacity, metrics.clone())))
                 .clone();
+            if found.shadow.is_some() {
+                metrics.shadow_series(&server.id);
+            }
             let shadow = found.shadow.map(|set| {
                 let decisions = shadow_caches
                     .entry(PathBuf::from(set.name()))
