@@ -154,5 +154,31 @@ async fn a_real_prometheus_scrapes_the_check_counter() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Every query of the shipped Grafana dashboard is valid PromQL to this Prometheus.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/grafana/mcp-authz-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "5m");
+            let url = url::Url::parse_with_params(
+                &format!("http://127.0.0.1:{port}/api/v1/query"),
+                &[("query", expr.as_str())],
+            )
+            .unwrap();
+            let body: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(body["status"], "success", "`{expr}`: {body}");
+        }
+    }
     running.stop().await;
 }
