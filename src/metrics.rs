@@ -79,8 +79,8 @@ struct Inner {
     tool_calls: IntCounterVec,
     servers: Vec<String>,
     /// `mcp_authz_mcp_requests_total`, resolved per (server, method, decision) at startup.
-    mcp_requests: McpRequestCounters,
-    /// The vector behind `mcp_requests`, for servers a configuration reload added.
+    /// Replaced (with the added servers' counters) when a configuration reload adds servers.
+    mcp_requests: arc_swap::ArcSwap<McpRequestCounters>,
     mcp_requests_vec: IntCounterVec,
     policy_last_load: GaugeVec,
     policy_info: IntGaugeVec,
@@ -282,20 +282,10 @@ impl Metrics {
         )?;
         let mut mcp_requests = McpRequestCounters::new();
         for server in servers {
-            let per_server = mcp_requests.entry(server.to_string()).or_default();
-            for method in crate::mcp::KNOWN_METHODS
-                .iter()
-                .copied()
-                .chain(["response", "GET", "DELETE", "other"])
-            {
-                for allowed in [true, false] {
-                    let decision = if allowed { "allow" } else { "deny" };
-                    per_server.insert(
-                        (method, allowed),
-                        mcp_requests_vec.with_label_values(&[server, method, decision]),
-                    );
-                }
-            }
+            mcp_requests.insert(
+                server.to_string(),
+                server_mcp_counters(&mcp_requests_vec, server),
+            );
         }
         let token_cache_vec = IntCounterVec::new(
             Opts::new(
@@ -488,7 +478,7 @@ impl Metrics {
                 policy_errors,
                 tool_calls,
                 servers: servers.iter().map(|s| s.to_string()).collect(),
-                mcp_requests,
+                mcp_requests: arc_swap::ArcSwap::from_pointee(mcp_requests),
                 mcp_requests_vec,
                 policy_last_load,
                 policy_info,
@@ -734,20 +724,36 @@ impl Metrics {
 
     pub fn mcp_request(&self, server: &str, action: Option<&'static str>, allowed: bool) {
         let method = action.unwrap_or("other");
-        match self.inner.mcp_requests.get(server) {
-            Some(m) => {
-                if let Some(c) = m.get(&(method, allowed)) {
-                    c.inc();
-                }
-            }
-            // A server a configuration reload added (its id is configuration, not client
-            // input): resolved per call until the next restart.
-            None => self
-                .inner
-                .mcp_requests_vec
-                .with_label_values(&[server, method, if allowed { "allow" } else { "deny" }])
-                .inc(),
+        if let Some(c) = self
+            .inner
+            .mcp_requests
+            .load()
+            .get(server)
+            .and_then(|m| m.get(&(method, allowed)))
+        {
+            c.inc();
         }
+    }
+
+    /// Makes `servers` (a configuration's ids, as a reload may add) values of the `server`
+    /// label of `mcp_authz_mcp_requests_total`. Ids never configured stay out.
+    pub fn register_servers<'a>(&self, servers: impl IntoIterator<Item = &'a str>) {
+        let current = self.inner.mcp_requests.load();
+        let added: Vec<&str> = servers
+            .into_iter()
+            .filter(|s| !current.contains_key(*s))
+            .collect();
+        if added.is_empty() {
+            return;
+        }
+        let mut next = (**current).clone();
+        for server in added {
+            next.insert(
+                server.to_owned(),
+                server_mcp_counters(&self.inner.mcp_requests_vec, server),
+            );
+        }
+        self.inner.mcp_requests.store(Arc::new(next));
     }
 
     /// Resolves the tool counters for a policy set: each declared tool of a configured server,
@@ -959,6 +965,28 @@ impl prometheus::core::Collector for RuntimeTasks {
         }
         self.gauge.collect()
     }
+}
+
+/// One server's `mcp_authz_mcp_requests_total` children, by (method, allowed).
+fn server_mcp_counters(
+    vec: &IntCounterVec,
+    server: &str,
+) -> HashMap<(&'static str, bool), IntCounter> {
+    let mut per_server = HashMap::new();
+    for method in crate::mcp::KNOWN_METHODS
+        .iter()
+        .copied()
+        .chain(["response", "GET", "DELETE", "other"])
+    {
+        for allowed in [true, false] {
+            let decision = if allowed { "allow" } else { "deny" };
+            per_server.insert(
+                (method, allowed),
+                vec.with_label_values(&[server, method, decision]),
+            );
+        }
+    }
+    per_server
 }
 
 fn unix_now() -> f64 {

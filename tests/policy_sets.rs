@@ -533,6 +533,15 @@ async fn the_configuration_file_reloads_whole_or_not_at_all() {
     assert_eq!(list_tools(&running, &key, &idp, "a").await, (true, 200));
 
     let m = metrics(&running).await;
+    assert_eq!(
+        sample(
+            &m,
+            "mcp_authz_mcp_requests_total",
+            &["server=\"b\"", "method=\"tools/list\"", "decision=\"deny\""]
+        ),
+        Some(3.0),
+        "the added server's requests are counted: {m}"
+    );
     assert!(
         sample(
             &m,

@@ -83,9 +83,10 @@ impl Setup {
                 metrics.shadow_series(&server.id);
             }
             let shadow = found.shadow.map(|set| {
+                // Its lookups are not the decision cache's metrics (one per checked message).
                 let decisions = shadow_caches
                     .entry(PathBuf::from(set.name()))
-                    .or_insert_with(|| Arc::new(Decisions::new(capacity, metrics.clone())))
+                    .or_insert_with(|| Arc::new(Decisions::new(capacity, Metrics::unregistered())))
                     .clone();
                 ShadowPolicies { set, decisions }
             });

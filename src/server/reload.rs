@@ -56,8 +56,31 @@ fn leased(parent: &watch::Receiver<bool>) -> (Lease, watch::Receiver<bool>) {
 pub(super) struct Background {
     shutdown: watch::Receiver<bool>,
     tasks: HashMap<usize, Lease>,
-    /// What each task serves, so a dropped set's metric series can go too.
-    sets: HashMap<usize, (String, String)>,
+    /// The sets the tasks serve, so a dropped set's metric series can go too.
+    sets: HashMap<usize, Served>,
+}
+
+/// A policy set a task serves.
+enum Served {
+    Live(Arc<crate::policy::PolicyStore>),
+    Shadow(Arc<crate::policy::ShadowSet>),
+}
+
+impl Served {
+    fn name(&self) -> &str {
+        match self {
+            Served::Live(s) => s.name(),
+            Served::Shadow(s) => s.name(),
+        }
+    }
+
+    /// The hash of the content it publishes now (empty for a shadow set never loaded).
+    fn hash(&self) -> String {
+        match self {
+            Served::Live(s) => s.load().hash.clone(),
+            Served::Shadow(s) => s.status().hash,
+        }
+    }
 }
 
 impl Background {
@@ -88,8 +111,7 @@ impl Background {
                 let (lease, rx) = leased(&self.shutdown);
                 tokio::spawn(store.clone().run_watcher(rx));
                 self.tasks.insert(id, lease);
-                self.sets
-                    .insert(id, (store.name().to_owned(), store.load().hash.clone()));
+                self.sets.insert(id, Served::Live(store.clone()));
             }
         }
         for set in setup.sets().shadows() {
@@ -99,6 +121,7 @@ impl Background {
                 let (lease, rx) = leased(&self.shutdown);
                 tokio::spawn(set.clone().run(rx));
                 self.tasks.insert(id, lease);
+                self.sets.insert(id, Served::Shadow(set.clone()));
             }
         }
         self.tasks.retain(|id, _| wanted.contains_key(id));
@@ -109,8 +132,11 @@ impl Background {
             .copied()
             .collect();
         for id in removed {
-            if let Some((name, hash)) = self.sets.remove(&id) {
-                metrics.policy_set_removed(&name, &hash);
+            if let Some(gone) = self.sets.remove(&id) {
+                // A directory still served in another role keeps its series.
+                if !self.sets.values().any(|s| s.name() == gone.name()) {
+                    metrics.policy_set_removed(gone.name(), &gone.hash());
+                }
             }
         }
     }
@@ -249,6 +275,8 @@ impl ConfigReloader {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        self.metrics
+            .register_servers(effective.servers.iter().map(|s| s.id.as_str()));
         if let Err(e) = self.engine.reconfigure(&effective, issuers, sets) {
             return self.failed(e.to_string());
         }
