@@ -68,6 +68,17 @@ fn groups(out: &str) -> Vec<(String, Vec<String>)> {
     groups
 }
 
+/// The value of `--NAME` in a change's flags, unquoted (the first, if repeated).
+fn flag<'a>(change: &'a str, name: &str) -> Option<&'a str> {
+    let flags = change.split('\t').nth(1)?;
+    flags.split(" --").find_map(|f| {
+        f.trim_start_matches("--")
+            .strip_prefix(name)?
+            .strip_prefix(' ')
+            .map(|v| v.trim_matches('\''))
+    })
+}
+
 /// Runs `mcp-authz policy explain --policies DIR FLAGS` through a shell, as a reviewer pastes
 /// the flags, and returns the decision line.
 fn explain(dir: &Path, flags: &str) -> String {
@@ -140,15 +151,20 @@ fn removing_the_break_glass_forbid_allows_the_dangerous_tool() {
         .filter(|c| {
             c.starts_with("deny \u{2192} allow")
                 && c.contains("--tool delete_everything")
-                && c.contains("mcp:tools:admin")
-                && !c.contains("break-glass")
+                && flag(c, "scope").is_some_and(|s| s.split(' ').any(|s| s == "mcp:tools:admin"))
+                && flag(c, "group").is_none()
                 && !c.contains("case `")
         })
         .collect();
     assert!(!space.is_empty(), "{changes:#?}");
-    // Every change in the group is a denied dangerous call that is now allowed.
+    // Every change in the group is a denied dangerous call that is now allowed, or challenged
+    // for its scope.
     for c in changes {
-        assert!(c.starts_with("deny \u{2192} allow"), "{c}");
+        assert!(
+            c.starts_with("deny \u{2192} allow")
+                || c.starts_with("deny \u{2192} step-up [mcp:tools:admin]"),
+            "{c}"
+        );
         assert!(c.contains("--tool delete_everything"), "{c}");
     }
     // Only that: nothing else changed.
@@ -187,7 +203,7 @@ fn a_permit_asking_another_scope_changes_the_step_up_challenge() {
         .iter()
         .find(|c| {
             c.starts_with("step-up [mcp:tools:admin] \u{2192} step-up [mcp:tools:files]")
-                && c.contains("--group break-glass")
+                && flag(c, "group") == Some("break-glass")
         })
         .unwrap_or_else(|| panic!("{changes:#?}"));
     let flags = moved.split('\t').nth(1).unwrap();
@@ -210,7 +226,7 @@ fn a_tool_added_to_a_tool_set_is_reported() {
             d,
             "entities.json",
             "  { \"uid\": { \"type\": \"Mcp::Tool\", \"id\": \"demo/get_alerts\" },",
-            "  { \"uid\": { \"type\": \"Mcp::Tool\", \"id\": \"demo/get_radar\" },\n    \"parents\": [ { \"type\": \"Mcp::ToolSet\", \"id\": \"weather\" } ] },\n  { \"uid\": { \"type\": \"Mcp::Tool\", \"id\": \"demo/get_alerts\" },",
+            "  { \"uid\": { \"type\": \"Mcp::Tool\", \"id\": \"demo/get_radar\" }, \"attrs\": {},\n    \"parents\": [ { \"type\": \"Mcp::ToolSet\", \"id\": \"weather\" } ] },\n  { \"uid\": { \"type\": \"Mcp::Tool\", \"id\": \"demo/get_alerts\" },",
         );
     });
     let (code, out, err) = diff(old.path(), new.path());

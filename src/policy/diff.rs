@@ -176,8 +176,8 @@ struct Shape<'a> {
 /// - scope sets: none, each single scope (of any `scopes_supported` or case), each case's
 ///   scopes, and each server's whole `scopes_supported`. Not every subset.
 ///
-/// Only the first `limit` requests of the space are taken; a request equal to a test case is
-/// not evaluated twice.
+/// A request equal to a test case is not evaluated twice; of the others, only the first `limit`
+/// are taken.
 pub fn request_space(bundles: &[&PolicyBundle], files: &[&CaseFile], limit: usize) -> RequestSpace {
     // Test cases, deduplicated by name and content.
     let mut probes = Vec::new();
@@ -437,7 +437,6 @@ pub fn request_space(bundles: &[&PolicyBundle], files: &[&CaseFile], limit: usiz
                 if taken >= limit {
                     break 'space;
                 }
-                taken += 1;
                 let request = Resolved {
                     server: shape.site.clone(),
                     caller: Caller {
@@ -456,6 +455,7 @@ pub fn request_space(bundles: &[&PolicyBundle], files: &[&CaseFile], limit: usiz
                     .take(cases)
                     .any(|p: &Probe| p.request == request);
                 if !is_case {
+                    taken += 1;
                     probes.push(Probe {
                         case: None,
                         request,
