@@ -126,12 +126,18 @@ fn diff(old_dir: &Path, new_dir: &Path, format: DiffFormat, limit: usize) -> Exi
     let files: Vec<&cases::CaseFile> = new_cases.iter().chain(old_cases.iter()).collect();
     let space = diff::request_space(&[&old, &new], &files, limit);
     let result = diff::diff(&old, &new, &space);
-    match format {
+    let text = match format {
         DiffFormat::Json => match serde_json::to_string_pretty(&result) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => json + "\n",
             Err(e) => return fail(e),
         },
-        DiffFormat::Text => print_diff(&result, old_dir, new_dir),
+        DiffFormat::Text => render_diff(&result, old_dir, new_dir),
+    };
+    // The output is long and often piped into `head` or `less`: a closed pipe is not an error.
+    if let Err(e) = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return fail(e);
     }
     if result.changes.is_empty() {
         ExitCode::SUCCESS
@@ -140,9 +146,14 @@ fn diff(old_dir: &Path, new_dir: &Path, format: DiffFormat, limit: usize) -> Exi
     }
 }
 
-fn print_diff(d: &diff::Diff, old_dir: &Path, new_dir: &Path) {
+/// The text report: changes grouped by policy, each as `policy explain` flags, then a summary.
+fn render_diff(d: &diff::Diff, old_dir: &Path, new_dir: &Path) -> String {
+    // Writing to a `String` cannot fail: the `fmt::Result`s below are always `Ok`.
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if !d.changes.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "changed answers, `{}` -> `{}`, by policy; each request as `mcp-authz policy explain` \
              flags (add `--policies DIR`):",
             old_dir.display(),
@@ -150,11 +161,11 @@ fn print_diff(d: &diff::Diff, old_dir: &Path, new_dir: &Path) {
         );
     }
     for (policies, changes) in d.groups() {
-        println!();
+        out.push('\n');
         if policies.is_empty() {
-            println!("(no determining policy: default deny in both)");
+            let _ = writeln!(out, "(no determining policy)");
         } else {
-            println!("{}", policies.join(", "));
+            let _ = writeln!(out, "{}", policies.join(", "));
         }
         for c in changes {
             let mut notes = Vec::new();
@@ -184,24 +195,27 @@ fn print_diff(d: &diff::Diff, old_dir: &Path, new_dir: &Path) {
             } else {
                 format!("  ({})", notes.join("; "))
             };
-            println!("  {} \u{2192} {}{notes}", c.old.verdict, c.new.verdict);
-            println!("    {}", explain_flags(&c.probe.request));
+            let _ = writeln!(out, "  {} \u{2192} {}{notes}", c.old.verdict, c.new.verdict);
+            let _ = writeln!(out, "    {}", explain_flags(&c.probe.request));
         }
     }
     if d.truncated {
-        println!();
-        println!(
+        out.push('\n');
+        let _ = writeln!(
+            out,
             "note: the request space has {} requests; only the first {} were evaluated (--limit)",
             d.space_total, d.limit
         );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "policy diff: {} requests evaluated ({} test cases, {} from the request space), {} changed",
         d.evaluated,
         d.cases,
         d.evaluated - d.cases,
         d.changes.len()
     );
+    out
 }
 
 /// A resolved request as `policy explain` flags, quoted for a POSIX shell.
