@@ -146,6 +146,13 @@ struct Targets {
     resources: BTreeSet<String>,
 }
 
+/// The targets of a server nothing names.
+const EMPTY: &Targets = &Targets {
+    tools: BTreeMap::new(),
+    prompts: BTreeSet::new(),
+    resources: BTreeSet::new(),
+};
+
 /// A request of the space without its caller and scopes.
 struct Shape<'a> {
     site: &'a Site,
@@ -198,101 +205,8 @@ pub fn request_space(bundles: &[&PolicyBundle], files: &[&CaseFile], limit: usiz
     }
     let cases = probes.len();
 
-    // Servers: the defaults' first, then each case's (id, tenant).
-    let mut sites: Vec<Site> = Vec::new();
-    let add_site = |site: Site, sites: &mut Vec<Site>| {
-        if !sites
-            .iter()
-            .any(|s| s.id == site.id && s.tenant == site.tenant)
-        {
-            sites.push(site);
-        }
-    };
-    for file in files {
-        add_site(
-            cases::resolve_site(&file.defaults.server, &ServerSpec::default()),
-            &mut sites,
-        );
-    }
-    if sites.is_empty() {
-        add_site(
-            cases::resolve_site(&ServerSpec::default(), &ServerSpec::default()),
-            &mut sites,
-        );
-    }
-    for r in &resolved {
-        add_site(r.server.clone(), &mut sites);
-    }
-
-    // Targets by server id.
-    let mut targets: BTreeMap<String, Targets> = BTreeMap::new();
-    let mut declared: HashSet<(String, String)> = HashSet::new();
-    for b in bundles {
-        let t = &b.types;
-        for uid in b.overlays.keys() {
-            let id: &str = uid.id().unescaped();
-            let Some((server, name)) = id.split_once('/') else {
-                continue;
-            };
-            let entry = targets.entry(server.to_owned()).or_default();
-            let ty = uid.type_name();
-            if *ty == t.tool {
-                entry.tools.entry(name.to_owned()).or_default();
-            } else if *ty == t.prompt {
-                entry.prompts.insert(name.to_owned());
-            } else if *ty == t.resource {
-                entry.resources.insert(name.to_owned());
-            }
-        }
-        for (key, tool) in &b.tools {
-            let Some((server, name)) = key.split_once('/') else {
-                continue;
-            };
-            declared.insert((server.to_owned(), name.to_owned()));
-            let variants = targets
-                .entry(server.to_owned())
-                .or_default()
-                .tools
-                .entry(name.to_owned())
-                .or_default();
-            push_unique(variants, sample(&tool.arguments));
-        }
-    }
-    let mut tasks: BTreeSet<String> = BTreeSet::new();
-    for r in &resolved {
-        let entry = targets.entry(r.server.id.clone()).or_default();
-        if let Some(tool) = &r.tool {
-            entry.tools.entry(tool.clone()).or_default();
-        }
-        if let Some(prompt) = &r.prompt {
-            entry.prompts.insert(prompt.clone());
-        }
-        if let Some(resource) = &r.resource {
-            entry.resources.insert(resource.clone());
-        }
-        if let Some(task) = &r.task {
-            tasks.insert(task.clone());
-        }
-    }
-    if tasks.is_empty() {
-        tasks.insert(TASK_ID.to_owned());
-    }
-    for (server, entry) in &mut targets {
-        for (name, variants) in &mut entry.tools {
-            if !declared.contains(&(server.clone(), name.clone())) {
-                push_unique(variants, Map::new());
-            }
-        }
-    }
-    for r in &resolved {
-        if let (Some(tool), "tools/call") = (&r.tool, r.method.as_str())
-            && let Some(variants) = targets
-                .get_mut(&r.server.id)
-                .and_then(|t| t.tools.get_mut(tool))
-        {
-            push_unique(variants, r.arguments.clone());
-        }
-    }
+    let mut sites = sites(files, &resolved);
+    let (targets, tasks) = targets(bundles, &resolved);
     // A server that only the entities or the schema name: the default server's facts.
     if let Some(default) = sites.first().cloned() {
         for id in targets.keys() {
@@ -305,128 +219,12 @@ pub fn request_space(bundles: &[&PolicyBundle], files: &[&CaseFile], limit: usiz
         }
     }
 
-    // Methods, with the targets each applies to in some schema.
-    let mut methods: BTreeMap<String, BTreeSet<Kind>> = BTreeMap::new();
-    for b in bundles {
-        for action in b.schema.actions() {
-            let id: &str = action.id().unescaped();
-            if id.starts_with(TOOL_ACTION_PREFIX) || !authorizable(id) {
-                continue;
-            }
-            let Some(types) = b.schema.resources_for_action(action) else {
-                continue;
-            };
-            let types: Vec<&cedar_policy::EntityTypeName> = types.collect();
-            for kind in Kind::of_method(id) {
-                if types.contains(&kind.type_name(&b.types)) {
-                    methods.entry(id.to_owned()).or_default().insert(*kind);
-                }
-            }
-        }
-    }
+    let methods = methods(bundles);
+    let callers = callers(bundles, files, &resolved);
+    let scope_sets = scope_sets(&sites, &resolved);
+    let shapes = shapes(&sites, &methods, &targets, &tasks);
 
-    // Callers (scopes apart): the defaults', the cases', and one per group.
-    let mut callers: Vec<Caller> = Vec::new();
-    let no_scopes = |mut c: Caller| {
-        c.scopes.clear();
-        c
-    };
-    for file in files {
-        push_unique(
-            &mut callers,
-            no_scopes(cases::resolve_caller(
-                &file.defaults.principal,
-                &PrincipalSpec::default(),
-            )),
-        );
-    }
-    if callers.is_empty() {
-        callers.push(no_scopes(cases::resolve_caller(
-            &PrincipalSpec::default(),
-            &PrincipalSpec::default(),
-        )));
-    }
-    for r in &resolved {
-        push_unique(&mut callers, no_scopes(r.caller.clone()));
-    }
-    if let Some(base) = callers.first().cloned() {
-        for group in groups(bundles) {
-            push_unique(
-                &mut callers,
-                Caller {
-                    groups: vec![group],
-                    ..base.clone()
-                },
-            );
-        }
-    }
-
-    // Scope sets, each sorted.
-    let mut singles: BTreeSet<&String> = BTreeSet::new();
-    for s in &sites {
-        singles.extend(&s.scopes_supported);
-    }
-    for r in &resolved {
-        singles.extend(&r.caller.scopes);
-    }
-    let mut scope_sets: Vec<Vec<String>> = vec![Vec::new()];
-    for s in singles {
-        push_unique(&mut scope_sets, vec![s.clone()]);
-    }
-    let sorted = |v: &[String]| {
-        let set: BTreeSet<&String> = v.iter().collect();
-        set.into_iter().cloned().collect::<Vec<String>>()
-    };
-    for r in &resolved {
-        push_unique(&mut scope_sets, sorted(&r.caller.scopes));
-    }
-    for s in &sites {
-        push_unique(&mut scope_sets, sorted(&s.scopes_supported));
-    }
-
-    // The shapes (server, method, target, arguments), then the product with callers and scopes.
-    let mut shapes: Vec<Shape<'_>> = Vec::new();
-    let empty = Targets::default();
-    for site in &sites {
-        let t = targets.get(&site.id).unwrap_or(&empty);
-        for (method, kinds) in &methods {
-            let blank = Shape {
-                site,
-                method,
-                tool: None,
-                prompt: None,
-                resource: None,
-                task: None,
-                arguments: None,
-            };
-            for kind in kinds {
-                match kind {
-                    Kind::Server => shapes.push(Shape { ..blank }),
-                    Kind::Task => shapes.extend(tasks.iter().map(|id| Shape {
-                        task: Some(id),
-                        ..blank
-                    })),
-                    Kind::Tool => {
-                        for (name, variants) in &t.tools {
-                            shapes.extend(variants.iter().map(|a| Shape {
-                                tool: Some(name),
-                                arguments: Some(a),
-                                ..blank
-                            }));
-                        }
-                    }
-                    Kind::Prompt => shapes.extend(t.prompts.iter().map(|p| Shape {
-                        prompt: Some(p),
-                        ..blank
-                    })),
-                    Kind::Resource => shapes.extend(t.resources.iter().map(|u| Shape {
-                        resource: Some(u),
-                        ..blank
-                    })),
-                }
-            }
-        }
-    }
+    // The product of the shapes with the callers and the scope sets.
     let space_total = shapes
         .len()
         .saturating_mul(callers.len())
@@ -471,6 +269,252 @@ pub fn request_space(bundles: &[&PolicyBundle], files: &[&CaseFile], limit: usiz
         space_total,
         limit,
     }
+}
+
+/// The servers: the defaults' first, then each case's (id, tenant), with the facts of the first
+/// that names it.
+fn sites(files: &[&CaseFile], resolved: &[Resolved]) -> Vec<Site> {
+    let mut sites: Vec<Site> = Vec::new();
+    let add_site = |site: Site, sites: &mut Vec<Site>| {
+        if !sites
+            .iter()
+            .any(|s| s.id == site.id && s.tenant == site.tenant)
+        {
+            sites.push(site);
+        }
+    };
+    for file in files {
+        add_site(
+            cases::resolve_site(&file.defaults.server, &ServerSpec::default()),
+            &mut sites,
+        );
+    }
+    if sites.is_empty() {
+        add_site(
+            cases::resolve_site(&ServerSpec::default(), &ServerSpec::default()),
+            &mut sites,
+        );
+    }
+    for r in resolved {
+        add_site(r.server.clone(), &mut sites);
+    }
+    sites
+}
+
+/// What each server id has that requests can name, and the task ids.
+fn targets(
+    bundles: &[&PolicyBundle],
+    resolved: &[Resolved],
+) -> (BTreeMap<String, Targets>, BTreeSet<String>) {
+    let mut targets: BTreeMap<String, Targets> = BTreeMap::new();
+    let mut declared: HashSet<(String, String)> = HashSet::new();
+    for b in bundles {
+        let t = &b.types;
+        for uid in b.overlays.keys() {
+            let id: &str = uid.id().unescaped();
+            let Some((server, name)) = id.split_once('/') else {
+                continue;
+            };
+            let entry = targets.entry(server.to_owned()).or_default();
+            let ty = uid.type_name();
+            if *ty == t.tool {
+                entry.tools.entry(name.to_owned()).or_default();
+            } else if *ty == t.prompt {
+                entry.prompts.insert(name.to_owned());
+            } else if *ty == t.resource {
+                entry.resources.insert(name.to_owned());
+            }
+        }
+        for (key, tool) in &b.tools {
+            let Some((server, name)) = key.split_once('/') else {
+                continue;
+            };
+            declared.insert((server.to_owned(), name.to_owned()));
+            let variants = targets
+                .entry(server.to_owned())
+                .or_default()
+                .tools
+                .entry(name.to_owned())
+                .or_default();
+            push_unique(variants, sample(&tool.arguments));
+        }
+    }
+    let mut tasks: BTreeSet<String> = BTreeSet::new();
+    for r in resolved {
+        let entry = targets.entry(r.server.id.clone()).or_default();
+        if let Some(tool) = &r.tool {
+            entry.tools.entry(tool.clone()).or_default();
+        }
+        if let Some(prompt) = &r.prompt {
+            entry.prompts.insert(prompt.clone());
+        }
+        if let Some(resource) = &r.resource {
+            entry.resources.insert(resource.clone());
+        }
+        if let Some(task) = &r.task {
+            tasks.insert(task.clone());
+        }
+    }
+    if tasks.is_empty() {
+        tasks.insert(TASK_ID.to_owned());
+    }
+    for (server, entry) in &mut targets {
+        for (name, variants) in &mut entry.tools {
+            if !declared.contains(&(server.clone(), name.clone())) {
+                push_unique(variants, Map::new());
+            }
+        }
+    }
+    for r in resolved {
+        if let (Some(tool), "tools/call") = (&r.tool, r.method.as_str())
+            && let Some(variants) = targets
+                .get_mut(&r.server.id)
+                .and_then(|t| t.tools.get_mut(tool))
+        {
+            push_unique(variants, r.arguments.clone());
+        }
+    }
+    (targets, tasks)
+}
+
+/// The methods the schemas declare, with the targets each applies to in some schema.
+fn methods(bundles: &[&PolicyBundle]) -> BTreeMap<String, BTreeSet<Kind>> {
+    let mut methods: BTreeMap<String, BTreeSet<Kind>> = BTreeMap::new();
+    for b in bundles {
+        for action in b.schema.actions() {
+            let id: &str = action.id().unescaped();
+            if id.starts_with(TOOL_ACTION_PREFIX) || !authorizable(id) {
+                continue;
+            }
+            let Some(types) = b.schema.resources_for_action(action) else {
+                continue;
+            };
+            let types: Vec<&cedar_policy::EntityTypeName> = types.collect();
+            for kind in Kind::of_method(id) {
+                if types.contains(&kind.type_name(&b.types)) {
+                    methods.entry(id.to_owned()).or_default().insert(*kind);
+                }
+            }
+        }
+    }
+    methods
+}
+
+/// The callers, scopes apart: the defaults', the cases', and the defaults' in each group.
+fn callers(bundles: &[&PolicyBundle], files: &[&CaseFile], resolved: &[Resolved]) -> Vec<Caller> {
+    let mut callers: Vec<Caller> = Vec::new();
+    let no_scopes = |mut c: Caller| {
+        c.scopes.clear();
+        c
+    };
+    for file in files {
+        push_unique(
+            &mut callers,
+            no_scopes(cases::resolve_caller(
+                &file.defaults.principal,
+                &PrincipalSpec::default(),
+            )),
+        );
+    }
+    if callers.is_empty() {
+        callers.push(no_scopes(cases::resolve_caller(
+            &PrincipalSpec::default(),
+            &PrincipalSpec::default(),
+        )));
+    }
+    for r in resolved {
+        push_unique(&mut callers, no_scopes(r.caller.clone()));
+    }
+    if let Some(base) = callers.first().cloned() {
+        for group in groups(bundles) {
+            push_unique(
+                &mut callers,
+                Caller {
+                    groups: vec![group],
+                    ..base.clone()
+                },
+            );
+        }
+    }
+    callers
+}
+
+/// The scope sets, each sorted: none, each single scope, each case's, each server's whole
+/// `scopes_supported`.
+fn scope_sets(sites: &[Site], resolved: &[Resolved]) -> Vec<Vec<String>> {
+    let mut singles: BTreeSet<&String> = BTreeSet::new();
+    for s in sites {
+        singles.extend(&s.scopes_supported);
+    }
+    for r in resolved {
+        singles.extend(&r.caller.scopes);
+    }
+    let mut scope_sets: Vec<Vec<String>> = vec![Vec::new()];
+    for s in singles {
+        push_unique(&mut scope_sets, vec![s.clone()]);
+    }
+    let sorted = |v: &[String]| {
+        let set: BTreeSet<&String> = v.iter().collect();
+        set.into_iter().cloned().collect::<Vec<String>>()
+    };
+    for r in resolved {
+        push_unique(&mut scope_sets, sorted(&r.caller.scopes));
+    }
+    for s in sites {
+        push_unique(&mut scope_sets, sorted(&s.scopes_supported));
+    }
+    scope_sets
+}
+
+/// Every (server, method, target, arguments) of the space.
+fn shapes<'a>(
+    sites: &'a [Site],
+    methods: &'a BTreeMap<String, BTreeSet<Kind>>,
+    targets: &'a BTreeMap<String, Targets>,
+    tasks: &'a BTreeSet<String>,
+) -> Vec<Shape<'a>> {
+    let mut shapes: Vec<Shape<'_>> = Vec::new();
+    for site in sites {
+        let t = targets.get(&site.id).unwrap_or(EMPTY);
+        for (method, kinds) in methods {
+            let blank = Shape {
+                site,
+                method,
+                tool: None,
+                prompt: None,
+                resource: None,
+                task: None,
+                arguments: None,
+            };
+            for kind in kinds {
+                match kind {
+                    Kind::Server => shapes.push(Shape { ..blank }),
+                    Kind::Task => shapes.extend(tasks.iter().map(|id| Shape {
+                        task: Some(id),
+                        ..blank
+                    })),
+                    Kind::Tool => {
+                        for (name, variants) in &t.tools {
+                            shapes.extend(variants.iter().map(|a| Shape {
+                                tool: Some(name),
+                                arguments: Some(a),
+                                ..blank
+                            }));
+                        }
+                    }
+                    Kind::Prompt => shapes.extend(t.prompts.iter().map(|p| Shape {
+                        prompt: Some(p),
+                        ..blank
+                    })),
+                    Kind::Resource => shapes.extend(t.resources.iter().map(|u| Shape {
+                        resource: Some(u),
+                        ..blank
+                    })),
+                }
+            }
+        }
+    }
+    shapes
 }
 
 /// The methods `policy test` can put to the policies (see `cases::target`).
