@@ -66,7 +66,7 @@ pub enum Command {
     /// Send one Envoy-shaped CheckRequest to a running server and print the decision.
     /// Exit 0 on allow, 1 on deny, 2 on error.
     Check(CheckArgs),
-    /// Tools for policy authors: validate, test, explain, scaffold.
+    /// Tools for policy authors: validate, test, diff, explain, scaffold.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Ask a running server (admin gRPC API) for readiness, the policy set and key sets.

@@ -1,6 +1,7 @@
-//! Table-driven policy tests (`mcp-authz policy test`) and one-off evaluations
-//! (`mcp-authz policy explain`): a hypothetical caller, server and MCP message, evaluated with
-//! exactly the code the service runs, including the step-up challenge scope.
+//! Table-driven policy tests (`mcp-authz policy test`, with the policies' coverage) and one-off
+//! evaluations (`mcp-authz policy explain`, and each request of `mcp-authz policy diff`): a
+//! hypothetical caller, server and MCP message, evaluated with exactly the code the service
+//! runs, including the step-up challenge scope.
 
 use std::collections::BTreeSet;
 use std::path::Path;
