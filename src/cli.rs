@@ -66,7 +66,7 @@ pub enum Command {
     /// Send one Envoy-shaped CheckRequest to a running server and print the decision.
     /// Exit 0 on allow, 1 on deny, 2 on error.
     Check(CheckArgs),
-    /// Tools for policy authors: validate, test, explain, scaffold.
+    /// Tools for policy authors: validate, test, diff, explain, scaffold.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Ask a running server (admin gRPC API) for readiness, the policy set and key sets.
@@ -98,6 +98,26 @@ pub enum PolicyCommand {
         /// Case file; default `<dir>/tests.yaml`.
         #[arg(long)]
         cases: Option<PathBuf>,
+        /// Exit 1 when fewer than this share (0-100) of the policies are determining in some
+        /// case (a permit that allowed something, a forbid that denied something).
+        #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+        min_coverage: Option<f64>,
+    },
+    /// Evaluate two policy directories over the same requests (both sets' test cases and a
+    /// request space built from their schemas, entities and cases) and print each request
+    /// whose decision or step-up challenge changed, grouped by policy. Exit 0 when nothing
+    /// changed, 1 when something did, 2 on an error.
+    Diff {
+        /// The policy directory before the change.
+        old: PathBuf,
+        /// The policy directory after the change.
+        new: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+        /// The most requests taken from the request space (test cases are always evaluated).
+        #[arg(long, default_value_t = crate::policy::diff::DEFAULT_LIMIT)]
+        limit: usize,
     },
     /// Evaluate one hypothetical request, offline against a policy directory or live through a
     /// running server (`--addr`): decision, determining policies, challenge.
@@ -115,6 +135,15 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+}
+
+/// How `policy diff` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// Changes grouped by policy, each as `policy explain` flags, and a summary line.
+    Text,
+    /// One JSON object: the counts and every change with both answers.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +183,12 @@ pub struct ExplainArgs {
     /// Caller tenant.
     #[arg(long, default_value = "")]
     pub tenant: String,
+    /// The token's client id (`context.client_id`, `principal.client_id`).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// The token's issuer (`principal.issuer`).
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// Granted scopes (repeatable or space-separated).
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
@@ -334,6 +369,14 @@ fn parse_claims(claims: &[String]) -> Result<Vec<(String, String)>, String> {
                 .ok_or_else(|| format!("--claim `{c}` is not name=value"))
         })
         .collect()
+}
+
+/// `--min-coverage`: a percentage from 0 to 100.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage from 0 to 100")),
+    }
 }
 
 /// A gRPC endpoint URI for `--addr`, which users give as `host:port`.

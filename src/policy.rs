@@ -5,6 +5,7 @@
 
 pub mod arguments;
 pub mod cases;
+pub mod diff;
 mod load;
 mod prebuilt;
 mod reads;

@@ -104,7 +104,7 @@ pub struct StepUpConfig {
 /// Which scopes a 403 `insufficient_scope` challenge names. Either way they come from
 /// `scopes_supported`, in its order, and following the challenge must allow the request (else
 /// the answer is a plain 403).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum StepUpScope {
     /// The scopes this operation needs: the missing ones plus the granted ones the allow depends
@@ -149,6 +149,16 @@ pub struct MatchConfig {
 const OFFLINE_ACCESS: &str = "offline_access";
 
 // === impl StepUpScope ===
+
+impl StepUpScope {
+    /// The name the configuration uses (what [`FromStr`] reads).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operation => "operation",
+            Self::GrantedAndOperation => "granted_and_operation",
+        }
+    }
+}
 
 impl FromStr for StepUpScope {
     type Err = UnknownStepUpScope;

@@ -1,19 +1,24 @@
-//! Table-driven policy tests (`mcp-authz policy test`) and one-off evaluations
-//! (`mcp-authz policy explain`): a hypothetical caller, server and MCP message, evaluated with
-//! exactly the code the service runs, including the step-up challenge scope.
+//! Table-driven policy tests (`mcp-authz policy test`, with the policies' coverage) and one-off
+//! evaluations (`mcp-authz policy explain`, and each request of `mcp-authz policy diff`): a
+//! hypothetical caller, server and MCP message, evaluated with exactly the code the service
+//! runs, including the step-up challenge scope.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{EvalRequest, PolicyBundle, PolicyDecision};
-use crate::config::StepUpConfig;
+use crate::config::{StepUpConfig, StepUpScope};
 use crate::identity::Identity;
 use crate::mcp::Target;
 
 /// The file kept beside the policies.
 pub const CASES_FILE: &str = "tests.yaml";
+
+/// The caller's issuer when a case names none.
+pub const DEFAULT_ISSUER: &str = "https://issuer.example";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +126,52 @@ pub struct Report {
     pub passed: usize,
     /// Case name and what differed.
     pub failed: Vec<(String, String)>,
+    /// Every policy that was determining in some evaluated case, passed or failed: a satisfied
+    /// permit of an allow, a satisfied forbid of a deny (see [`Report::coverage`]).
+    pub determining: BTreeSet<String>,
+}
+
+/// Which policies the cases exercise: a policy that is determining in no case is a permit
+/// that allowed nothing or a forbid that denied nothing, so no case would notice its removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    /// How many of the set's policies were determining in some case.
+    pub determining: usize,
+    pub total: usize,
+    /// The ids of the others, in the set's order.
+    pub never: Vec<String>,
+}
+
+// === impl Report ===
+
+impl Report {
+    /// The coverage of a policy set (its ids, as [`PolicyBundle::policy_ids`]) by these results.
+    pub fn coverage(&self, policy_ids: &[String]) -> Coverage {
+        let never: Vec<String> = policy_ids
+            .iter()
+            .filter(|id| !self.determining.contains(*id))
+            .cloned()
+            .collect();
+        Coverage {
+            determining: policy_ids.len() - never.len(),
+            total: policy_ids.len(),
+            never,
+        }
+    }
+}
+
+// === impl Coverage ===
+
+impl Coverage {
+    /// The share of policies determining in some case, in percent (100 for an empty set).
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            // Policy counts are far below 2^52: the conversion is exact.
+            self.determining as f64 * 100.0 / self.total as f64
+        }
+    }
 }
 
 pub fn read_cases(path: &Path) -> Result<CaseFile, CaseError> {
@@ -137,7 +188,12 @@ pub fn run(bundle: &PolicyBundle, file: &CaseFile) -> Result<Report, CaseError> 
     let mut report = Report::default();
     for case in &file.cases {
         let verdict = match evaluate(bundle, &file.defaults, case) {
-            Ok(outcome) => mismatch(case, &outcome),
+            Ok(outcome) => {
+                report
+                    .determining
+                    .extend(outcome.decision.determining.iter().cloned());
+                mismatch(case, &outcome)
+            }
             Err(CaseError::InvalidArguments { error, .. }) => (case.expect != Expect::Invalid)
                 .then(|| format!("expected {:?}, got Invalid ({error})", case.expect)),
             Err(e) => return Err(e),
@@ -188,66 +244,141 @@ pub fn evaluate(
     defaults: &Defaults,
     case: &Case,
 ) -> Result<Outcome, CaseError> {
+    evaluate_resolved(bundle, &resolve(defaults, case), &case.name)
+}
+
+/// A case with its defaults applied: every fact of the request concrete, so it can be compared
+/// with another (`policy diff` deduplicates on it) and printed as `policy explain` flags.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resolved {
+    pub server: Site,
+    pub caller: Caller,
+    /// A JSON-RPC method, `response`, `GET` or `DELETE`.
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub arguments: Map<String, Value>,
+}
+
+/// The protected server of a resolved case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Site {
+    pub id: String,
+    pub tenant: String,
+    pub scopes_supported: Vec<String>,
+    pub step_up: StepUpScope,
+}
+
+/// The caller of a resolved case (the token's mapped claims).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Caller {
+    pub sub: String,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub issuer: String,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    /// Extra claims (`sub` is set from [`Caller::sub`]).
+    pub claims: Map<String, Value>,
+}
+
+/// The server of a case: the case's spec over the defaults' over the built-in defaults.
+pub fn resolve_site(defaults: &ServerSpec, over: &ServerSpec) -> Site {
+    Site {
+        id: over
+            .id
+            .clone()
+            .or_else(|| defaults.id.clone())
+            .unwrap_or_else(|| "demo".into()),
+        tenant: over
+            .tenant
+            .clone()
+            .or_else(|| defaults.tenant.clone())
+            .unwrap_or_default(),
+        scopes_supported: over
+            .scopes_supported
+            .clone()
+            .or_else(|| defaults.scopes_supported.clone())
+            .unwrap_or_default(),
+        step_up: over.step_up.or(defaults.step_up).unwrap_or_default().scope,
+    }
+}
+
+/// The caller of a case: the case's principal over the defaults' over the built-in defaults.
+pub fn resolve_caller(defaults: &PrincipalSpec, over: &PrincipalSpec) -> Caller {
+    let p = merge_principal(defaults, over);
+    Caller {
+        sub: p.sub.unwrap_or_else(|| "alice".into()),
+        tenant: p.tenant,
+        client_id: p.client_id,
+        issuer: p.issuer.unwrap_or_else(|| DEFAULT_ISSUER.into()),
+        scopes: p.scopes.unwrap_or_default(),
+        groups: p.groups.unwrap_or_default(),
+        claims: p.claims.unwrap_or_default(),
+    }
+}
+
+/// A case with its defaults applied.
+pub fn resolve(defaults: &Defaults, case: &Case) -> Resolved {
+    Resolved {
+        server: resolve_site(&defaults.server, &case.server),
+        caller: resolve_caller(&defaults.principal, &case.principal),
+        method: case.method.clone(),
+        tool: case.tool.clone(),
+        prompt: case.prompt.clone(),
+        resource: case.resource.clone(),
+        task: case.task.clone(),
+        arguments: case.arguments.clone(),
+    }
+}
+
+/// Evaluates a resolved request exactly as a check would; `name` names it in errors. The one
+/// evaluation behind `policy test`, `policy explain` and `policy diff`.
+pub fn evaluate_resolved(
+    bundle: &PolicyBundle,
+    r: &Resolved,
+    name: &str,
+) -> Result<Outcome, CaseError> {
     let err = |message: String| CaseError::Case {
-        case: case.name.clone(),
+        case: name.to_owned(),
         message,
     };
-    let p = merge_principal(&defaults.principal, &case.principal);
-    let server_id = case
-        .server
-        .id
-        .clone()
-        .or_else(|| defaults.server.id.clone())
-        .unwrap_or_else(|| "demo".into());
-    let server_tenant = case
-        .server
-        .tenant
-        .clone()
-        .or_else(|| defaults.server.tenant.clone())
-        .unwrap_or_default();
-    let supported = case
-        .server
-        .scopes_supported
-        .clone()
-        .or_else(|| defaults.server.scopes_supported.clone())
-        .unwrap_or_default();
-    let step_up = case
-        .server
-        .step_up
-        .or(defaults.server.step_up)
-        .unwrap_or_default();
-    let mut claims: Map<String, Value> = p.claims.clone().unwrap_or_default();
-    let subject = p.sub.clone().unwrap_or_else(|| "alice".into());
-    claims.insert("sub".into(), Value::from(subject.clone()));
+    let c = &r.caller;
+    let mut claims = c.claims.clone();
+    claims.insert("sub".into(), Value::from(c.sub.clone()));
     let identity = Identity {
-        issuer: p
-            .issuer
-            .clone()
-            .unwrap_or_else(|| "https://issuer.example".into()),
-        subject,
-        tenant: p.tenant.clone(),
-        client_id: p.client_id.clone(),
-        scopes: p.scopes.clone().unwrap_or_default(),
-        groups: p.groups.clone().unwrap_or_default(),
+        issuer: c.issuer.clone(),
+        subject: c.sub.clone(),
+        tenant: c.tenant.clone(),
+        client_id: c.client_id.clone(),
+        scopes: c.scopes.clone(),
+        groups: c.groups.clone(),
         expires_at: 0,
         claims: claims.into(),
     };
-    let target = target(case).map_err(|e| err(e.to_string()))?;
+    let target = target(r).map_err(|e| err(e.to_string()))?;
     let req = EvalRequest {
         identity: &identity,
-        server_id: &server_id,
-        server_tenant: &server_tenant,
-        action: &case.method,
+        server_id: &r.server.id,
+        server_tenant: &r.server.tenant,
+        action: &r.method,
         target: &target,
         protocol_version: "2025-11-25",
         session_id: "",
         batch: false,
     };
     let decision = bundle
-        .decide(&req, &supported, step_up.scope)
+        .decide(&req, &r.server.scopes_supported, r.server.step_up)
         .map_err(|e| match e {
             super::BuildError::Arguments(error) => CaseError::InvalidArguments {
-                case: case.name.clone(),
+                case: name.to_owned(),
                 error,
             },
             other => err(other.to_string()),
@@ -283,7 +414,7 @@ enum TargetError {
     UnknownMethod(String),
 }
 
-fn target(case: &Case) -> Result<Target, TargetError> {
+fn target(case: &Resolved) -> Result<Target, TargetError> {
     let need = |v: &Option<String>, field: &'static str| {
         v.clone().ok_or_else(|| TargetError::Missing {
             method: case.method.clone(),

@@ -614,7 +614,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Every `{"type": T, "id": I}` entity reference in a policy's JSON form (scope constraints,
 /// `__entity` literals, `in [...]` lists), as (type, id).
-fn entity_refs(json: &Value, out: &mut Vec<(String, String)>) {
+pub(super) fn entity_refs(json: &Value, out: &mut Vec<(String, String)>) {
     match json {
         Value::Object(map) => {
             if let (Some(Value::String(ty)), Some(Value::String(id)), 2) =
