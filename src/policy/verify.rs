@@ -1,0 +1,512 @@
+//! `mcp-authz policy verify`: properties of a policy directory proved for every possible request
+//! with Cedar's symbolic compiler (`cedar-policy-symcc`) and a cvc5 solver, each one per request
+//! environment of the schema (principal type, action, resource type), over every entity store
+//! the schema allows (so whatever `entities.json` says). A property that fails comes with a
+//! concrete counterexample; one the solver cannot decide is reported as undecided, never
+//! skipped. The properties file lives in `verify/properties.rs`, the counterexample's translation
+//! into a `policy explain` request in `verify/counterexample.rs`. Printing is the CLI's.
+
+mod counterexample;
+mod properties;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use cedar_policy::{Effect, Entities, EntityUid, Policy, PolicySet, RequestEnv};
+use cedar_policy_symcc::solver::LocalSolver;
+use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet};
+
+use super::PolicyBundle;
+pub use counterexample::{Counterexample, ExplainRequest};
+pub use properties::{
+    Assertion, DenyList, PROPERTIES_FILE, Properties, PropertiesError, read_properties,
+};
+
+/// Where the solver is and how long one question may take.
+#[derive(Debug, Clone)]
+pub struct SolverConfig {
+    /// The cvc5 executable (or anything that speaks like it on stdin/stdout).
+    pub path: PathBuf,
+    /// A bound on each solver call; also passed to cvc5 as `--tlimit-per`.
+    pub timeout: Duration,
+}
+
+/// Why verification could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot start the solver `{}`: {message} (install it with scripts/install-cvc5, or set CVC5 / --solver; docs/policy-verify.md)", path.display())]
+    NoSolver { path: PathBuf, message: String },
+    #[error("the schema's action entities: {0}")]
+    Actions(String),
+    #[error("property `{property}`: {message}")]
+    Property { property: String, message: String },
+}
+
+/// The result of one property.
+#[derive(Debug)]
+pub struct PropertyResult {
+    /// What was proved, in words (`tenant isolation`, `deny-list: ...`).
+    pub property: String,
+    /// The request environments the property was checked in.
+    pub checked: usize,
+    pub failures: Vec<Failure>,
+    /// Environments the solver could not decide: the property is not proved.
+    pub undecided: Vec<Undecided>,
+}
+
+impl PropertyResult {
+    fn new(property: impl Into<String>) -> Self {
+        Self {
+            property: property.into(),
+            checked: 0,
+            failures: Vec::new(),
+            undecided: Vec::new(),
+        }
+    }
+
+    pub fn proved(&self) -> bool {
+        self.failures.is_empty() && self.undecided.is_empty()
+    }
+}
+
+/// One way a property fails.
+#[derive(Debug)]
+pub enum Failure {
+    /// A request the property says must be denied, and the policies allow.
+    Allowed {
+        env: String,
+        counterexample: Box<Counterexample>,
+    },
+    /// A policy that can never take effect, in any request environment it applies to.
+    Dead {
+        id: String,
+        effect: Effect,
+        /// The environments its scope can match (none: its action scope matches no action).
+        envs: usize,
+    },
+}
+
+/// A question the solver or the compiler could not answer.
+#[derive(Debug)]
+pub struct Undecided {
+    pub env: String,
+    pub reason: String,
+}
+
+/// Runs every property: the built-ins (tenant isolation, the deny-lists, no dead policy), the
+/// properties file's assertions, and with `old` no new allows. Results in that order.
+pub async fn verify(
+    bundle: &PolicyBundle,
+    properties: &Properties,
+    old: Option<&PolicyBundle>,
+    solver: &SolverConfig,
+) -> Result<Vec<PropertyResult>, VerifyError> {
+    let mut s = Session::start(solver).await?;
+    let schema = &bundle.schema;
+    let actions = schema
+        .action_entities()
+        .map_err(|e| VerifyError::Actions(e.to_string()))?;
+    let envs: Vec<RequestEnv> = schema.request_envs().collect();
+    let mut results = Vec::new();
+
+    if properties.tenant_isolation {
+        let property = "tenant isolation: principal.tenant != resource.tenant => deny";
+        let guard = guard_policy(
+            property,
+            "permit (principal, action, resource) when { principal.tenant == resource.tenant };",
+        )?;
+        results.push(
+            s.implies_guard(bundle, property, &envs, |_| true, &guard)
+                .await,
+        );
+    }
+    for list in &properties.deny_lists {
+        let property = format!(
+            "deny-list: tools/call of a tool in ToolSet `{}` => principal in Group `{}`",
+            list.tool_set, list.group
+        );
+        let guard = guard_policy(
+            &property,
+            &format!(
+                "permit (principal, action, resource) unless {{ resource in {}::ToolSet::{} && !(principal in {}::Group::{}) }};",
+                NAMESPACE,
+                quoted(&list.tool_set),
+                NAMESPACE,
+                quoted(&list.group)
+            ),
+        )?;
+        let tools_call = action_uid("tools/call")?;
+        let in_tools_call = |env: &RequestEnv| is_in(&actions, env.action(), &tools_call);
+        results.push(
+            s.implies_guard(bundle, &property, &envs, in_tools_call, &guard)
+                .await,
+        );
+    }
+    for a in &properties.assertions {
+        let (property, condition) = match (&a.never_allows_when, a.always_denies) {
+            (Some(when), false) => (format!("never allows `{}`: when {{ {when} }}", a.name), when.clone()),
+            (None, true) => (format!("always denies `{}`", a.name), "true".to_owned()),
+            _ => {
+                return Err(VerifyError::Property {
+                    property: a.name.clone(),
+                    message: "give exactly one of `never_allows_when` and `always_denies: true`"
+                        .into(),
+                });
+            }
+        };
+        let guard = guard_policy(
+            &property,
+            &format!("permit (principal, action, resource) unless {{ {condition} }};"),
+        )?;
+        let scope = match &a.action {
+            Some(name) => Some(action_uid(name)?),
+            None => None,
+        };
+        if let Some(uid) = &scope
+            && !envs.iter().any(|e| e.action() == uid)
+            && !actions.iter().any(|e| e.uid() == *uid)
+        {
+            return Err(VerifyError::Property {
+                property,
+                message: format!("action `{uid}` is not in the schema"),
+            });
+        }
+        let applies = |env: &RequestEnv| {
+            scope
+                .as_ref()
+                .is_none_or(|uid| env.action() == uid || is_in(&actions, env.action(), uid))
+        };
+        results.push(s.implies_guard(bundle, &property, &envs, applies, &guard).await);
+    }
+    results.push(s.dead_policies(bundle, &envs).await);
+    if let Some(old) = old {
+        results.push(s.no_new_allows(bundle, old, &envs).await);
+    }
+    Ok(results)
+}
+
+/// The namespace of the mcp-authz vocabulary.
+const NAMESPACE: &str = "Mcp";
+
+fn action_uid(name: &str) -> Result<EntityUid, VerifyError> {
+    EntityUid::from_str(&format!("{NAMESPACE}::Action::{}", quoted(name))).map_err(|e| {
+        VerifyError::Property {
+            property: name.to_owned(),
+            message: e.to_string(),
+        }
+    })
+}
+
+/// A Cedar string literal.
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+fn guard_policy(property: &str, text: &str) -> Result<PolicySet, VerifyError> {
+    let err = |message: String| VerifyError::Property {
+        property: property.to_owned(),
+        message,
+    };
+    let policy = Policy::from_str(text).map_err(|e| err(format!("`{text}`: {e}")))?;
+    PolicySet::from_policies([policy]).map_err(|e| err(e.to_string()))
+}
+
+/// `action` is `group` or a (transitive) member of it.
+fn is_in(actions: &Entities, action: &EntityUid, group: &EntityUid) -> bool {
+    action == group
+        || actions
+            .ancestors(action)
+            .is_some_and(|mut a| a.any(|u| u == group))
+}
+
+fn env_name(env: &RequestEnv) -> String {
+    format!("{}, {}, {}", env.principal(), env.action(), env.resource())
+}
+
+/// One solver process, restarted after a failure or a timeout (its state is unknown then).
+struct Session {
+    config: SolverConfig,
+    compiler: Option<CedarSymCompiler<LocalSolver>>,
+}
+
+/// Runs one solver call with the session's timeout; on a failure the solver is discarded.
+macro_rules! solve {
+    ($s:ident, |$c:ident| $call:expr) => {{
+        let timeout = $s.config.timeout;
+        match $s.compiler() {
+            Err(e) => Err(e),
+            Ok($c) => match tokio::time::timeout(timeout, $call).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => {
+                    $s.compiler = None;
+                    Err(format!("solver: {e}"))
+                }
+                Err(_) => {
+                    $s.compiler = None;
+                    Err(format!(
+                        "solver timed out after {}",
+                        humantime::format_duration(timeout)
+                    ))
+                }
+            },
+        }
+    }};
+}
+
+// === impl Session ===
+
+impl Session {
+    /// Starts the solver and asks it one trivial question, so a missing or broken solver is
+    /// an error up front rather than an undecided property.
+    async fn start(config: &SolverConfig) -> Result<Self, VerifyError> {
+        use cedar_policy_symcc::solver::{Decision, Solver};
+        let mut solver = spawn(config).map_err(|message| VerifyError::NoSolver {
+            path: config.path.clone(),
+            message,
+        })?;
+        match tokio::time::timeout(config.timeout, solver.check_sat()).await {
+            Ok(Ok(Decision::Sat)) => {}
+            Ok(Ok(d)) => {
+                return Err(VerifyError::NoSolver {
+                    path: config.path.clone(),
+                    message: format!("an empty problem is not `sat` but {d:?}"),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(VerifyError::NoSolver {
+                    path: config.path.clone(),
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(VerifyError::NoSolver {
+                    path: config.path.clone(),
+                    message: "no answer to an empty problem".into(),
+                });
+            }
+        }
+        let compiler = CedarSymCompiler::new(solver).map_err(|e| VerifyError::NoSolver {
+            path: config.path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            config: config.clone(),
+            compiler: Some(compiler),
+        })
+    }
+
+    fn compiler(&mut self) -> Result<&mut CedarSymCompiler<LocalSolver>, String> {
+        if self.compiler.is_none() {
+            let solver = spawn(&self.config)?;
+            self.compiler = Some(CedarSymCompiler::new(solver).map_err(|e| e.to_string())?);
+        }
+        self.compiler
+            .as_mut()
+            .ok_or_else(|| "no solver".to_owned())
+    }
+
+    /// `bundle`'s policies allow nothing that `guard` does not, in each environment `applies`
+    /// selects: a counterexample is a request they allow and the guard denies.
+    async fn implies_guard(
+        &mut self,
+        bundle: &PolicyBundle,
+        property: &str,
+        envs: &[RequestEnv],
+        applies: impl Fn(&RequestEnv) -> bool,
+        guard: &PolicySet,
+    ) -> PropertyResult {
+        let mut result = PropertyResult::new(property);
+        for env in envs.iter().filter(|e| applies(e)) {
+            result.checked += 1;
+            let name = env_name(env);
+            let compiled = CompiledPolicySet::compile(&bundle.policies, env, &bundle.schema)
+                .map_err(|e| format!("the policies: {e}"))
+                .and_then(|p| {
+                    CompiledPolicySet::compile(guard, env, &bundle.schema)
+                        .map(|g| (p, g))
+                        .map_err(|e| format!("the property: {}", cedar_error(&e)))
+                });
+            let answer = match compiled {
+                Ok((p, g)) => {
+                    solve!(self, |c| c.check_implies_with_counterexample_opt(&p, &g))
+                }
+                Err(e) => Err(e),
+            };
+            record(&mut result, bundle, name, answer);
+        }
+        result
+    }
+
+    /// Every permit must allow some request and every forbid must match some request, in some
+    /// environment its scope can match: otherwise it is dead (a contradiction, `when { false }`,
+    /// a permit every allow of which a forbid overrides, a misspelled action group...).
+    async fn dead_policies(&mut self, bundle: &PolicyBundle, envs: &[RequestEnv]) -> PropertyResult {
+        let mut result = PropertyResult::new("no dead policy");
+        let forbids: Vec<Policy> = bundle
+            .policies
+            .policies()
+            .filter(|p| p.effect() == Effect::Forbid)
+            .cloned()
+            .collect();
+        for id in &bundle.policy_ids {
+            let Some(policy) = bundle.policies.policy(&cedar_policy::PolicyId::new(id)) else {
+                continue;
+            };
+            // Environments whose action the policy's scope can match (see `by_action`); in
+            // the others it is not even evaluated.
+            let scoped: Vec<&RequestEnv> = envs
+                .iter()
+                .filter(|e| {
+                    bundle
+                        .by_action
+                        .get(e.action())
+                        .is_some_and(|set| set.policy(policy.id()).is_some())
+                })
+                .collect();
+            let mut alive = false;
+            let mut undecided = Vec::new();
+            for env in &scoped {
+                result.checked += 1;
+                let answer = match policy.effect() {
+                    // Dead when the permit, with every forbid, denies everything.
+                    Effect::Permit => {
+                        match PolicySet::from_policies(
+                            std::iter::once(policy.clone()).chain(forbids.iter().cloned()),
+                        )
+                        .map_err(|e| e.to_string())
+                        .and_then(|set| {
+                            CompiledPolicySet::compile(&set, env, &bundle.schema)
+                                .map_err(|e| cedar_error(&e))
+                        }) {
+                            Ok(set) => solve!(self, |c| c.check_always_denies_opt(&set)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Effect::Forbid => {
+                        match CompiledPolicy::compile(policy, env, &bundle.schema)
+                            .map_err(|e| cedar_error(&e))
+                        {
+                            Ok(p) => solve!(self, |c| c.check_never_matches_opt(&p)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                match answer {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        alive = true;
+                        break;
+                    }
+                    Err(reason) => undecided.push(Undecided {
+                        env: format!("policy `{id}` in {}", env_name(env)),
+                        reason,
+                    }),
+                }
+            }
+            if alive {
+                continue;
+            }
+            if undecided.is_empty() {
+                result.failures.push(Failure::Dead {
+                    id: id.clone(),
+                    effect: policy.effect(),
+                    envs: scoped.len(),
+                });
+            } else {
+                result.undecided.extend(undecided);
+            }
+        }
+        result
+    }
+
+    /// The new policies allow nothing the old ones deny (new => old), in each environment of
+    /// the new schema, both compiled against it.
+    async fn no_new_allows(
+        &mut self,
+        bundle: &PolicyBundle,
+        old: &PolicyBundle,
+        envs: &[RequestEnv],
+    ) -> PropertyResult {
+        let mut result =
+            PropertyResult::new(format!("no new allows (against `{}`)", old.dir.display()));
+        for env in envs {
+            result.checked += 1;
+            let name = env_name(env);
+            let compiled = CompiledPolicySet::compile(&bundle.policies, env, &bundle.schema)
+                .map_err(|e| format!("the new policies: {}", cedar_error(&e)))
+                .and_then(|n| {
+                    CompiledPolicySet::compile(&old.policies, env, &bundle.schema)
+                        .map(|o| (n, o))
+                        .map_err(|e| {
+                            format!(
+                                "the old policies against the new schema: {}",
+                                cedar_error(&e)
+                            )
+                        })
+                });
+            let answer = match compiled {
+                Ok((n, o)) => solve!(self, |c| c.check_implies_with_counterexample_opt(&n, &o)),
+                Err(e) => Err(e),
+            };
+            record(&mut result, bundle, name, answer);
+        }
+        result
+    }
+}
+
+fn record(
+    result: &mut PropertyResult,
+    bundle: &PolicyBundle,
+    env: String,
+    answer: Result<Option<cedar_policy_symcc::Env>, String>,
+) {
+    match answer {
+        Ok(None) => {}
+        Ok(Some(cex)) => result.failures.push(Failure::Allowed {
+            env,
+            counterexample: Box::new(Counterexample::new(bundle, &cex)),
+        }),
+        Err(reason) => result.undecided.push(Undecided { env, reason }),
+    }
+}
+
+/// A symcc error with the validator's messages it carries (a type error names the policy).
+fn cedar_error(e: &cedar_policy_symcc::err::Error) -> String {
+    use miette::Diagnostic;
+    let mut out = e.to_string();
+    if let Some(related) = e.related() {
+        for r in related {
+            out.push_str(&format!("; {r}"));
+        }
+    }
+    out
+}
+
+fn spawn(config: &SolverConfig) -> Result<LocalSolver, String> {
+    let ms = config.timeout.as_millis().max(1);
+    LocalSolver::from_command(
+        tokio::process::Command::new(&config.path)
+            .args(["--lang", "smt"])
+            .arg(format!("--tlimit-per={ms}"))
+            .kill_on_drop(true),
+    )
+    .map_err(|e| match e {
+        cedar_policy_symcc::solver::SolverError::Io(io) => io.to_string(),
+        other => other.to_string(),
+    })
+}
+
+/// The solver `policy verify` uses unless told: `CVC5`, else `cvc5` on the PATH (as symcc's own
+/// `LocalSolver::cvc5` looks).
+pub fn default_solver() -> PathBuf {
+    std::env::var_os("CVC5")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cvc5"))
+}
+
+/// The properties file of a directory, when it has one.
+pub fn properties_in(dir: &Path) -> Option<PathBuf> {
+    let path = dir.join(PROPERTIES_FILE);
+    path.is_file().then_some(path)
+}
