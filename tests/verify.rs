@@ -113,8 +113,15 @@ fn a_permit_without_the_tenant_guard_leaks_across_tenants() {
 
     // Closing the loop: the printed explain command, pasted into a shell, is allowed.
     let explain = field(&cex, "explain:");
-    assert!(explain.starts_with("mcp-authz policy explain --policies "), "{explain}");
-    assert!(explain.contains(&format!("--tenant {principal_tenant}")) || explain.contains(&format!("--tenant '{principal_tenant}'")), "{explain}");
+    assert!(
+        explain.starts_with("mcp-authz policy explain --policies "),
+        "{explain}"
+    );
+    assert!(
+        explain.contains(&format!("--tenant {principal_tenant}"))
+            || explain.contains(&format!("--tenant '{principal_tenant}'")),
+        "{explain}"
+    );
     let line = explain.replacen("mcp-authz", BIN, 1);
     let run = Command::new("sh").args(["-c", &line]).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -200,11 +207,26 @@ assertions:
     .unwrap();
     let (code, out, err) = verify(&[&shipped(), "--properties", file.to_str().unwrap()]);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("PROVED: never allows `tools need a tool scope`"), "{out}");
-    assert!(out.contains("PROVED: never allows `tenantless callers get nothing`"), "{out}");
-    assert!(out.contains("PROVED: never allows `pings need mcp:connect`"), "{out}");
-    assert!(out.contains("FAILED: always denies `nobody may ping`"), "{out}");
-    assert!(!out.contains("deny-list"), "deny_lists: [] checks none:\n{out}");
+    assert!(
+        out.contains("PROVED: never allows `tools need a tool scope`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROVED: never allows `tenantless callers get nothing`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROVED: never allows `pings need mcp:connect`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAILED: always denies `nobody may ping`"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("deny-list"),
+        "deny_lists: [] checks none:\n{out}"
+    );
     let cex = counterexample(&out, "FAILED: always denies `nobody may ping`");
     assert!(field(&cex, "explain:").contains("--method ping"), "{out}");
 
@@ -218,10 +240,19 @@ assertions:
 #[test]
 fn no_solver_is_an_error() {
     let out = Command::new(BIN)
-        .args(["policy", "verify", &shipped(), "--solver", "/nonexistent/cvc5"])
+        .args([
+            "policy",
+            "verify",
+            &shipped(),
+            "--solver",
+            "/nonexistent/cvc5",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot start the solver `/nonexistent/cvc5`"), "{err}");
+    assert!(
+        err.contains("cannot start the solver `/nonexistent/cvc5`"),
+        "{err}"
+    );
 }

@@ -73,7 +73,8 @@ impl PropertyResult {
 /// One way a property fails.
 #[derive(Debug)]
 pub enum Failure {
-    /// A request the property says must be denied, and the policies allow.
+    /// A request the property says must be denied, and the policies allow. The counterexample
+    /// has the shape mcp-authz builds when one exists in that environment (see [`realism`]).
     Allowed {
         env: String,
         counterexample: Box<Counterexample>,
@@ -107,7 +108,9 @@ pub async fn verify(
     let actions = schema
         .action_entities()
         .map_err(|e| VerifyError::Actions(e.to_string()))?;
-    let envs: Vec<RequestEnv> = schema.request_envs().collect();
+    let mut envs: Vec<RequestEnv> = schema.request_envs().collect();
+    // In a stable order, so the same directory prints the same report.
+    envs.sort_by_key(env_name);
     let mut results = Vec::new();
 
     if properties.tenant_isolation {
@@ -145,7 +148,10 @@ pub async fn verify(
     }
     for a in &properties.assertions {
         let (property, condition) = match (&a.never_allows_when, a.always_denies) {
-            (Some(when), false) => (format!("never allows `{}`: when {{ {when} }}", a.name), when.clone()),
+            (Some(when), false) => (
+                format!("never allows `{}`: when {{ {when} }}", a.name),
+                when.clone(),
+            ),
             (None, true) => (format!("always denies `{}`", a.name), "true".to_owned()),
             _ => {
                 return Err(VerifyError::Property {
@@ -177,7 +183,10 @@ pub async fn verify(
                 .as_ref()
                 .is_none_or(|uid| env.action() == uid || is_in(&actions, env.action(), uid))
         };
-        results.push(s.implies_guard(bundle, &property, &envs, applies, &guard).await);
+        results.push(
+            s.implies_guard(bundle, &property, &envs, applies, &guard)
+                .await,
+        );
     }
     results.push(s.dead_policies(bundle, &envs).await);
     if let Some(old) = old {
@@ -301,9 +310,7 @@ impl Session {
             let solver = spawn(&self.config)?;
             self.compiler = Some(CedarSymCompiler::new(solver).map_err(|e| e.to_string())?);
         }
-        self.compiler
-            .as_mut()
-            .ok_or_else(|| "no solver".to_owned())
+        self.compiler.as_mut().ok_or_else(|| "no solver".to_owned())
     }
 
     /// `bundle`'s policies allow nothing that `guard` does not, in each environment `applies`
@@ -333,15 +340,51 @@ impl Session {
                 }
                 Err(e) => Err(e),
             };
+            let answer = match answer {
+                Ok(Some(raw)) => Ok(Some(
+                    match self.realistic(bundle, &bundle.policies, env, guard).await {
+                        Some(cex) => (cex, true),
+                        None => (raw, false),
+                    },
+                )),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
             record(&mut result, bundle, name, answer);
         }
         result
     }
 
+    /// The property failed: look for a counterexample of the shape mcp-authz builds (see
+    /// [`realism`]), which `policy explain` can reproduce. `None` when there is none (the
+    /// solver's first one stands, with its notes) or the question cannot be put.
+    async fn realistic(
+        &mut self,
+        bundle: &PolicyBundle,
+        policies: &PolicySet,
+        env: &RequestEnv,
+        guard: &PolicySet,
+    ) -> Option<cedar_policy_symcc::Env> {
+        let text = realism(bundle, env)?;
+        let forbid =
+            Policy::parse(Some(cedar_policy::PolicyId::new("mcp-authz-realism")), text).ok()?;
+        let mut constrained = policies.clone();
+        constrained.add(forbid).ok()?;
+        let p = CompiledPolicySet::compile(&constrained, env, &bundle.schema).ok()?;
+        let g = CompiledPolicySet::compile(guard, env, &bundle.schema).ok()?;
+        solve!(self, |c| c.check_implies_with_counterexample_opt(&p, &g))
+            .ok()
+            .flatten()
+    }
+
     /// Every permit must allow some request and every forbid must match some request, in some
     /// environment its scope can match: otherwise it is dead (a contradiction, `when { false }`,
     /// a permit every allow of which a forbid overrides, a misspelled action group...).
-    async fn dead_policies(&mut self, bundle: &PolicyBundle, envs: &[RequestEnv]) -> PropertyResult {
+    async fn dead_policies(
+        &mut self,
+        bundle: &PolicyBundle,
+        envs: &[RequestEnv],
+    ) -> PropertyResult {
         let mut result = PropertyResult::new("no dead policy");
         let forbids: Vec<Policy> = bundle
             .policies
@@ -449,9 +492,155 @@ impl Session {
                 Ok((n, o)) => solve!(self, |c| c.check_implies_with_counterexample_opt(&n, &o)),
                 Err(e) => Err(e),
             };
+            let answer = match answer {
+                Ok(Some(raw)) => Ok(Some(
+                    match self
+                        .realistic(bundle, &bundle.policies, env, &old.policies)
+                        .await
+                    {
+                        Some(cex) => (cex, true),
+                        None => (raw, false),
+                    },
+                )),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
             record(&mut result, bundle, name, answer);
         }
         result
+    }
+}
+
+/// A forbid that leaves only requests of the shape mcp-authz builds and `policy explain` can
+/// ask: the context and caller facts explain fixes, a tool's own action only on that tool (with
+/// its name and server), a tool in exactly the tool sets `entities.json` puts it in, and the
+/// base `tools/call` only on tools without an action of their own. Proofs never use it: only the
+/// search for a counterexample to show, after a property failed.
+fn realism(bundle: &PolicyBundle, env: &RequestEnv) -> Option<String> {
+    let t = &bundle.types;
+    if env.principal() != &t.user {
+        return None;
+    }
+    let mut facts = vec![
+        "context.client_id == \"\"".to_owned(),
+        "context.protocol_version == \"2025-11-25\"".to_owned(),
+        "context.session_id == \"\"".to_owned(),
+        "context.batch == false".to_owned(),
+        "principal.client_id == \"\"".to_owned(),
+        "principal.issuer == \"https://issuer.example\"".to_owned(),
+    ];
+    if env.resource() == &t.tool {
+        let action: &str = env.action().id().unescaped();
+        let declared: Vec<String> = bundle
+            .tools
+            .keys()
+            .map(|k| format!("{}::Tool::{}", NAMESPACE, quoted(k)))
+            .collect();
+        match action.strip_prefix("tools/call/") {
+            Some(own) => {
+                let (server, name) = own.split_once('/')?;
+                facts.push(format!(
+                    "resource == {NAMESPACE}::Tool::{} && resource.name == {} && resource.server == {}",
+                    quoted(own),
+                    quoted(name),
+                    quoted(server)
+                ));
+            }
+            None if !declared.is_empty() => {
+                facts.push(format!("!(resource in [{}])", declared.join(", ")));
+            }
+            None => {}
+        }
+        // Tool sets: membership exactly as entities.json says.
+        let mut members: std::collections::BTreeMap<String, Vec<String>> = bundle
+            .static_entities
+            .iter()
+            .map(cedar_policy::Entity::uid)
+            .filter(|u| u.type_name().basename() == "ToolSet")
+            .map(|u| (u.to_string(), Vec::new()))
+            .collect();
+        let closed: std::collections::HashMap<EntityUid, std::collections::HashSet<EntityUid>> =
+            bundle
+                .static_entities
+                .iter()
+                .cloned()
+                .map(|e| {
+                    let (uid, _, ancestors) = e.into_inner();
+                    (uid, ancestors)
+                })
+                .collect();
+        for (tool, overlay) in &bundle.overlays {
+            if tool.type_name() != &t.tool {
+                continue;
+            }
+            let mut ancestors: std::collections::HashSet<&EntityUid> =
+                overlay.parents.iter().collect();
+            for p in &overlay.parents {
+                ancestors.extend(closed.get(p).into_iter().flatten());
+            }
+            for a in ancestors {
+                if let Some(list) = members.get_mut(&a.to_string()) {
+                    list.push(tool.to_string());
+                }
+            }
+        }
+        // Facts entities.json gives tools (`read_only`...): as it gives them, and absent on
+        // the tools it does not name.
+        let mut holders: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (tool, overlay) in &bundle.overlays {
+            if tool.type_name() != &t.tool {
+                continue;
+            }
+            let entity = cedar_policy::Entity::new(
+                tool.clone(),
+                overlay.attrs.iter().cloned().collect(),
+                std::collections::HashSet::new(),
+            )
+            .ok()?;
+            let json = entity.to_json_value().ok()?;
+            for (k, v) in json.get("attrs").and_then(serde_json::Value::as_object)? {
+                facts.push(format!(
+                    "(!(resource == {tool}) || (resource has {k} && resource.{k} == {}))",
+                    cedar_literal(v)?
+                ));
+                holders.entry(k.clone()).or_default().push(tool.to_string());
+            }
+        }
+        for (k, tools) in holders {
+            facts.push(format!(
+                "(resource in [{}] || !(resource has {k}))",
+                tools.join(", ")
+            ));
+        }
+        for (set, tools) in members {
+            facts.push(if tools.is_empty() {
+                format!("!(resource in {set})")
+            } else {
+                format!(
+                    "(resource in {set}) == (resource in [{}])",
+                    tools.join(", ")
+                )
+            });
+        }
+    }
+    Some(format!(
+        "forbid (principal, action, resource) unless {{ {} }};",
+        facts.join(" && ")
+    ))
+}
+
+/// A plain JSON value (what entities.json may give a tool) as a Cedar literal.
+fn cedar_literal(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(_) | Value::Bool(_) => Some(v.to_string()),
+        Value::Number(n) => n.as_i64().map(|n| n.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .map(cedar_literal)
+            .collect::<Option<Vec<_>>>()
+            .map(|l| format!("[{}]", l.join(", "))),
+        _ => None,
     }
 }
 
@@ -459,13 +648,13 @@ fn record(
     result: &mut PropertyResult,
     bundle: &PolicyBundle,
     env: String,
-    answer: Result<Option<cedar_policy_symcc::Env>, String>,
+    answer: Result<Option<(cedar_policy_symcc::Env, bool)>, String>,
 ) {
     match answer {
         Ok(None) => {}
-        Ok(Some(cex)) => result.failures.push(Failure::Allowed {
+        Ok(Some((cex, realistic))) => result.failures.push(Failure::Allowed {
             env,
-            counterexample: Box::new(Counterexample::new(bundle, &cex)),
+            counterexample: Box::new(Counterexample::new(bundle, &cex, realistic)),
         }),
         Err(reason) => result.undecided.push(Undecided { env, reason }),
     }

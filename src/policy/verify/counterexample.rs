@@ -29,6 +29,10 @@ pub struct Counterexample {
     pub resource: EntityView,
     pub context: Map<String, Value>,
     pub explain: ExplainRequest,
+    /// Of the shape mcp-authz builds, with the tool sets of this directory's `entities.json`
+    /// (explain can reproduce it). `false`: no such counterexample exists in this environment;
+    /// this one needs an entity store or request fields mcp-authz does not produce today.
+    pub realistic: bool,
     /// What `policy explain` with [`ExplainRequest::flags`] decides against the directory:
     /// `Ok(true)` reproduces the counterexample; `Ok(false)` means it relies on something the
     /// flags or `entities.json` do not give (see `explain.caveats`).
@@ -76,7 +80,11 @@ fn shell_quote(s: &str) -> String {
 // === impl Counterexample ===
 
 impl Counterexample {
-    pub(super) fn new(bundle: &PolicyBundle, env: &cedar_policy_symcc::Env) -> Self {
+    pub(super) fn new(
+        bundle: &PolicyBundle,
+        env: &cedar_policy_symcc::Env,
+        realistic: bool,
+    ) -> Self {
         let entity = |uid: Option<&cedar_policy::EntityUid>| -> EntityView {
             let Some(uid) = uid else {
                 return EntityView {
@@ -145,6 +153,7 @@ impl Counterexample {
             &resource_id,
             &resource,
             &context,
+            realistic,
         );
         let explained = match case {
             Ok(case) => cases::evaluate(bundle, &Defaults::default(), &case)
@@ -158,6 +167,7 @@ impl Counterexample {
             resource,
             context,
             explain,
+            realistic,
             explained,
         }
     }
@@ -171,7 +181,10 @@ fn uid_text(v: &Value) -> Option<String> {
 }
 
 fn string_attr(view: &EntityView, key: &str) -> Option<String> {
-    view.attrs.get(key).and_then(Value::as_str).map(str::to_owned)
+    view.attrs
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// The flags (and the [`Case`] they make) for a counterexample. The case is an error when the
@@ -184,6 +197,7 @@ fn explain_request(
     resource_id: &str,
     resource: &EntityView,
     context: &Map<String, Value>,
+    realistic: bool,
 ) -> (ExplainRequest, Result<Case, String>) {
     let mut flags: Vec<(String, String)> = Vec::new();
     let mut caveats = Vec::new();
@@ -200,10 +214,19 @@ fn explain_request(
         _ => match resource_id.split_once('/') {
             Some((server, name)) => (server.to_owned(), Some(name.to_owned())),
             None => {
+                // Not a uid mcp-authz builds: take the server and name from the attributes,
+                // from which mcp-authz would build `<server>/<name>`.
+                let key = if resource_type == "Resource" {
+                    "uri"
+                } else {
+                    "name"
+                };
+                let server = string_attr(resource, "server").unwrap_or_default();
+                let name = string_attr(resource, key).unwrap_or_default();
                 caveats.push(format!(
-                    "the resource id `{resource_id}` has no `<server>/` prefix, which every {resource_type} mcp-authz builds has"
+                    "the resource id `{resource_id}` has no `<server>/` prefix; explain builds `{server}/{name}` from its attributes"
                 ));
-                (String::new(), Some(resource_id.to_owned()))
+                (server, Some(name))
             }
         },
     };
@@ -275,13 +298,20 @@ fn explain_request(
                 flag("--group", &g);
                 groups.push(g);
             }
-            None => caveats.push(format!("the principal is in `{parent}`, which is not a group")),
+            None => caveats.push(format!(
+                "the principal is in `{parent}`, which is not a group"
+            )),
         }
     }
     let scopes: Vec<String> = context
         .get("scopes")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     for s in &scopes {
         flag("--scope", s);
@@ -327,19 +357,31 @@ fn explain_request(
 
     // What explain fixes: say where the counterexample differs.
     let fixed: [(&str, Option<&Value>, Value); 6] = [
-        ("principal.client_id", principal.attrs.get("client_id"), Value::from("")),
+        (
+            "principal.client_id",
+            principal.attrs.get("client_id"),
+            Value::from(""),
+        ),
         (
             "principal.issuer",
             principal.attrs.get("issuer"),
             Value::from("https://issuer.example"),
         ),
-        ("context.client_id", context.get("client_id"), Value::from("")),
+        (
+            "context.client_id",
+            context.get("client_id"),
+            Value::from(""),
+        ),
         (
             "context.protocol_version",
             context.get("protocol_version"),
             Value::from("2025-11-25"),
         ),
-        ("context.session_id", context.get("session_id"), Value::from("")),
+        (
+            "context.session_id",
+            context.get("session_id"),
+            Value::from(""),
+        ),
         ("context.batch", context.get("batch"), Value::from(false)),
     ];
     for (field, value, explain_uses) in fixed {
@@ -356,7 +398,8 @@ fn explain_request(
         .iter()
         .filter(|p| !p.starts_with("Mcp::Server::"))
         .collect();
-    if !ancestors.is_empty() {
+    // A realistic counterexample has the tool sets of entities.json already.
+    if !ancestors.is_empty() && !realistic {
         caveats.push(format!(
             "the resource is in {}: entities.json must say so for explain to see it",
             ancestors
