@@ -149,9 +149,11 @@ impl Counterexample {
             &principal_id,
             &principal,
             &action_id,
-            &resource_type,
-            &resource_id,
-            &resource,
+            Target {
+                kind: &resource_type,
+                id: &resource_id,
+                entity: &resource,
+            },
             &context,
             realistic,
         );
@@ -187,18 +189,28 @@ fn string_attr(view: &EntityView, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The resource of a counterexample: its type's basename, its id, the entity.
+struct Target<'a> {
+    kind: &'a str,
+    id: &'a str,
+    entity: &'a EntityView,
+}
+
 /// The flags (and the [`Case`] they make) for a counterexample. The case is an error when the
 /// request is not one `policy explain` can ask (an action outside the MCP vocabulary...).
 fn explain_request(
     sub: &str,
     principal: &EntityView,
     action: &str,
-    resource_type: &str,
-    resource_id: &str,
-    resource: &EntityView,
+    target: Target<'_>,
     context: &Map<String, Value>,
     realistic: bool,
 ) -> (ExplainRequest, Result<Case, String>) {
+    let Target {
+        kind: resource_type,
+        id: resource_id,
+        entity: resource,
+    } = target;
     let mut flags: Vec<(String, String)> = Vec::new();
     let mut caveats = Vec::new();
     let mut flag = |f: &str, v: &str| flags.push((f.to_owned(), v.to_owned()));
