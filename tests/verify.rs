@@ -91,10 +91,15 @@ fn the_shipped_policies_prove_every_property() {
         "PROVED: tenant isolation",
         "PROVED: deny-list: tools/call of a tool in ToolSet `dangerous` => principal in Group `break-glass`",
         "PROVED: no dead policy",
+        // policies/properties.yaml, read by default.
+        "PROVED: never allows `a caller without a tenant gets nothing`",
+        "PROVED: never allows `session methods need mcp:connect`",
+        "PROVED: never allows `a tool call needs a tool scope`",
+        "PROVED: never allows `a forecast is for 1 to 16 days`",
     ] {
         assert!(out.contains(property), "no `{property}` in:\n{out}");
     }
-    assert!(out.contains(", 0 failed, 0 undecided"), "{out}");
+    assert!(out.contains("7 proved, 0 failed, 0 undecided"), "{out}");
 }
 
 #[test]
@@ -229,6 +234,16 @@ assertions:
     );
     let cex = counterexample(&out, "FAILED: always denies `nobody may ping`");
     assert!(field(&cex, "explain:").contains("--method ping"), "{out}");
+
+    // An action the schema does not have is an error, not a vacuous proof.
+    std::fs::write(
+        &file,
+        "assertions: [{name: typo, action: tools/cal, always_denies: true}]\n",
+    )
+    .unwrap();
+    let (code, _, err) = verify(&[&shipped(), "--properties", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`Mcp::Action::\"tools/cal\"` is not in the schema"), "{err}");
 
     // Unknown keys are refused (exit 2), naming the key.
     std::fs::write(&file, "deny_list: []\n").unwrap();
