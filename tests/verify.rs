@@ -243,7 +243,10 @@ assertions:
     .unwrap();
     let (code, _, err) = verify(&[&shipped(), "--properties", file.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("`Mcp::Action::\"tools/cal\"` is not in the schema"), "{err}");
+    assert!(
+        err.contains("`Mcp::Action::\"tools/cal\"` is not in the schema"),
+        "{err}"
+    );
 
     // Unknown keys are refused (exit 2), naming the key.
     std::fs::write(&file, "deny_list: []\n").unwrap();
@@ -270,4 +273,16 @@ fn no_solver_is_an_error() {
         err.contains("cannot start the solver `/nonexistent/cvc5`"),
         "{err}"
     );
+}
+
+#[test]
+fn a_question_not_answered_in_time_is_undecided_not_skipped() {
+    let (code, out, err) = verify(&[&shipped(), "--timeout", "1ms"]);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("UNDECIDED: tenant isolation"), "{out}");
+    assert!(
+        out.contains("UNSUPPORTED: tenant isolation: principal.tenant != resource.tenant => deny for (Mcp::User, Mcp::Action::\"DELETE\", Mcp::Server): solver timed out after 1ms"),
+        "{out}"
+    );
+    assert!(!out.contains("PROVED: tenant isolation"), "{out}");
 }

@@ -274,7 +274,9 @@ impl Session {
             path: config.path.clone(),
             message,
         })?;
-        match tokio::time::timeout(config.timeout, solver.check_sat()).await {
+        // Starting may take longer than a question (the PyPI driver starts Python).
+        let startup = config.timeout.max(Duration::from_secs(30));
+        match tokio::time::timeout(startup, solver.check_sat()).await {
             Ok(Ok(Decision::Sat)) => {}
             Ok(Ok(d)) => {
                 return Err(VerifyError::NoSolver {
