@@ -8,6 +8,7 @@ mod policy;
 mod scaffold;
 mod serve;
 mod status;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,7 @@ pub enum Command {
     /// Send one Envoy-shaped CheckRequest to a running server and print the decision.
     /// Exit 0 on allow, 1 on deny, 2 on error.
     Check(CheckArgs),
-    /// Tools for policy authors: validate, test, diff, explain, scaffold.
+    /// Tools for policy authors: validate, test, diff, explain, scaffold, verify.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Ask a running server (admin gRPC API) for readiness, the policy set and key sets.
@@ -135,6 +136,30 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Prove properties for every possible request with Cedar's symbolic compiler and a cvc5
+    /// solver: tenant isolation, the deny-lists, no dead policy, the properties file's
+    /// assertions, and with --no-new-allows that nothing new is allowed. Exit 0 when all hold,
+    /// 1 when one fails (with a counterexample), 2 when one cannot be decided or on error.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies")]
+    pub dir: PathBuf,
+    /// Also prove that DIR allows nothing this older policy directory denied.
+    #[arg(long, value_name = "OLD_DIR")]
+    pub no_new_allows: Option<PathBuf>,
+    /// Properties file; default `<dir>/properties.yaml` when it exists, else the built-ins.
+    #[arg(long, value_name = "FILE")]
+    pub properties: Option<PathBuf>,
+    /// The cvc5 executable; default `$CVC5`, else `cvc5` on the PATH.
+    #[arg(long, value_name = "PATH")]
+    pub solver: Option<PathBuf>,
+    /// Bound on each solver call (a property not decided in time is reported, not skipped).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// How `policy diff` prints.
@@ -327,6 +352,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Policy(PolicyCommand::Explain(a)) if a.addr.is_some() => {
             policy::explain_remote(*a).await
         }
+        Command::Policy(PolicyCommand::Verify(a)) => verify::verify(a).await,
         Command::Policy(p) => policy::policy_command(p),
         Command::Status { addr } => status::status(&addr).await,
     }

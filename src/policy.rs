@@ -1,7 +1,8 @@
 //! Cedar policies: the loaded snapshot ([`PolicyBundle`]: schema, policies, entity facts), the
 //! evaluation of one MCP message against it, and step-up scopes derived from the policies
 //! themselves. Loading lives in `policy/load.rs`, hot reload in `policy/watch.rs`, and the
-//! table-driven policy tests in `policy/cases.rs`.
+//! table-driven policy tests in `policy/cases.rs`, the proofs of `policy verify` in
+//! `policy/verify.rs`.
 
 pub mod arguments;
 pub mod cases;
@@ -10,6 +11,7 @@ mod load;
 mod prebuilt;
 mod reads;
 mod sets;
+pub mod verify;
 mod vocabulary;
 mod watch;
 

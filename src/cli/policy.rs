@@ -57,6 +57,8 @@ pub(super) fn policy_command(command: PolicyCommand) -> ExitCode {
             server,
             out,
         } => super::scaffold::scaffold(&from_tools, &server, out.as_deref()),
+        // Async (the solver is driven through tokio): dispatched by `cli::run`.
+        PolicyCommand::Verify(_) => fail("`policy verify` runs from `cli::run`"),
     }
 }
 
