@@ -33,6 +33,7 @@ use crate::mcp::Target;
 pub use load::{Files, LoadError, load_dir, load_files};
 pub use reads::Reads;
 pub use sets::{PolicySets, ServerSets, SetsError, ShadowSet};
+pub(crate) use watch::dir_events;
 pub use watch::{LoadFailure, PolicyStore, Reload, SetStatus};
 
 /// A validated policy set with everything evaluation needs. Immutable; swapped whole.

@@ -219,24 +219,8 @@ impl PolicyStore {
 
     /// Watches the directory until `shutdown`, reloading on settled changes and every `POLL`.
     pub async fn run_watcher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Opens and reads (our own included) are not changes.
-            if let Ok(e) = event
-                && !matches!(e.kind, notify::EventKind::Access(_))
-            {
-                let _ = tx.send(());
-            }
-        })
-        .and_then(|mut w| w.watch(&self.dir, RecursiveMode::NonRecursive).map(|()| w));
         // Without a watcher the periodic check still reloads, only less promptly.
-        let _watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot watch the policy directory; polling only");
-                None
-            }
-        };
+        let (_watcher, mut rx) = dir_events(&self.dir, "policy directory");
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -260,6 +244,35 @@ impl PolicyStore {
             }
             let this = self.clone();
             let _ = tokio::task::spawn_blocking(move || this.reload_stable(SETTLE)).await;
+        }
+    }
+}
+
+/// Change events in `dir` (opens and reads are not changes), and the watcher to keep alive
+/// while they are wanted. A directory, not its files: Kubernetes swaps ConfigMaps through a
+/// `..data` symlink, editors replace files by rename. Without a watcher (logged, naming `what`)
+/// no event comes and the caller's periodic check does the work.
+pub(crate) fn dir_events(
+    dir: &Path,
+    what: &str,
+) -> (
+    Option<notify::RecommendedWatcher>,
+    mpsc::UnboundedReceiver<()>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event
+            && !matches!(e.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
+    match watcher {
+        Ok(w) => (Some(w), rx),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the {what}; polling only");
+            (None, rx)
         }
     }
 }

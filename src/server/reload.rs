@@ -339,28 +339,12 @@ impl ConfigReloader {
     /// Watches the file's directory (editors and ConfigMaps replace files rather than write
     /// them) until `shutdown`, reloading on settled changes and every [`POLL`].
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        use notify::{RecursiveMode, Watcher};
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let dir = self
             .path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_owned);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(e) = event
-                && !matches!(e.kind, notify::EventKind::Access(_))
-            {
-                let _ = tx.send(());
-            }
-        })
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-        let _watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the configuration directory; polling only");
-                None
-            }
-        };
+        let (_watcher, mut rx) = crate::policy::dir_events(&dir, "configuration directory");
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
