@@ -418,6 +418,11 @@ async fn a_shadow_set_that_does_not_load_changes_nothing_until_it_does() {
         Some(1.0),
         "{m}"
     );
+    let shadow_set = format!("set=\"{}\"", shadow.display());
+    assert_eq!(
+        sample(&m, "mcp_authz_policy_set_failing", &[&shadow_set]),
+        Some(1.0)
+    );
 
     // Fixed, and denying tools/list: it loads on its own and is evaluated from then on.
     std::fs::remove_file(shadow.join("broken.cedar")).unwrap();
@@ -426,6 +431,12 @@ async fn a_shadow_set_that_does_not_load_changes_nothing_until_it_does() {
         server_status(r, "a")["shadow"]["state"] == "loaded"
     })
     .await;
+    let m = metrics(&running).await;
+    assert_eq!(
+        sample(&m, "mcp_authz_policy_set_failing", &[&shadow_set]),
+        Some(0.0),
+        "{m}"
+    );
     assert_eq!(list_tools(&running, &key, &idp, "a").await, (true, 200));
     wait_for(&running, "one shadow decision", |r| {
         server_status(r, "a")["shadow_decisions"]

@@ -189,6 +189,7 @@ impl ShadowSet {
                 tracing::info!(policy_set = %self.name, policy_hash = %store.load().hash, "shadow policy set loaded");
                 self.store.store(Some(store));
                 self.error.store(None);
+                self.metrics.policy_set_failing(&self.name, false);
                 true
             }
             Err(e) => {
