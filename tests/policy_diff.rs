@@ -3,6 +3,7 @@
 //! one file edited, so they follow the shipped set as it changes.
 #![expect(
     clippy::unwrap_used,
+    clippy::panic,
     reason = "test code: a failed assumption should stop the test"
 )]
 
@@ -66,6 +67,23 @@ fn groups(out: &str) -> Vec<(String, Vec<String>)> {
         }
     }
     groups
+}
+
+/// Runs `policy diff OLD NEW`, which must report changes (exit status 1): its output and groups.
+fn changed(old: &Path, new: &Path) -> (String, Vec<(String, Vec<String>)>) {
+    let (code, out, err) = diff(old, new);
+    assert_eq!(code, 1, "{out}{err}");
+    let groups = groups(&out);
+    (out, groups)
+}
+
+/// The change lines of the group `header`, which must be there.
+fn group<'a>(groups: &'a [(String, Vec<String>)], header: &str, out: &str) -> &'a [String] {
+    groups
+        .iter()
+        .find(|(h, _)| h == header)
+        .map(|(_, changes)| changes.as_slice())
+        .unwrap_or_else(|| panic!("no `{header}` group: {out}"))
 }
 
 /// The value of `--NAME` in a change's flags, unquoted (the first, if repeated).
@@ -132,13 +150,8 @@ fn removing_the_break_glass_forbid_allows_the_dangerous_tool() {
             "",
         );
     });
-    let (code, out, err) = diff(old.path(), new.path());
-    assert_eq!(code, 1, "{out}{err}");
-    let groups = groups(&out);
-    let (_, changes) = groups
-        .iter()
-        .find(|(header, _)| header == "dangerous-tools")
-        .unwrap_or_else(|| panic!("no `dangerous-tools` group: {out}"));
+    let (out, groups) = changed(old.path(), new.path());
+    let changes = group(&groups, "dangerous-tools", &out);
     // The shipped case, reported by name, and requests of the space alike.
     assert!(
         changes
@@ -191,13 +204,8 @@ fn a_permit_asking_another_scope_changes_the_step_up_challenge() {
             "when { context.scopes.contains(\"mcp:tools:files\") };",
         );
     });
-    let (code, out, err) = diff(old.path(), new.path());
-    assert_eq!(code, 1, "{out}{err}");
-    let groups = groups(&out);
-    let (_, changes) = groups
-        .iter()
-        .find(|(header, _)| header == "dangerous-tools")
-        .unwrap_or_else(|| panic!("no `dangerous-tools` group: {out}"));
+    let (out, groups) = changed(old.path(), new.path());
+    let changes = group(&groups, "dangerous-tools", &out);
     // A break-glass caller with the baseline scope only: challenged for another scope.
     let moved = changes
         .iter()
@@ -229,13 +237,8 @@ fn a_tool_added_to_a_tool_set_is_reported() {
             "  { \"uid\": { \"type\": \"Mcp::Tool\", \"id\": \"demo/get_radar\" }, \"attrs\": {},\n    \"parents\": [ { \"type\": \"Mcp::ToolSet\", \"id\": \"weather\" } ] },\n  { \"uid\": { \"type\": \"Mcp::Tool\", \"id\": \"demo/get_alerts\" },",
         );
     });
-    let (code, out, err) = diff(old.path(), new.path());
-    assert_eq!(code, 1, "{out}{err}");
-    let groups = groups(&out);
-    let (_, changes) = groups
-        .iter()
-        .find(|(header, _)| header == "weather-tools")
-        .unwrap_or_else(|| panic!("no `weather-tools` group: {out}"));
+    let (out, groups) = changed(old.path(), new.path());
+    let changes = group(&groups, "weather-tools", &out);
     // A tool in no set was callable by nobody; now the weather scope calls it, and a caller
     // without it is challenged for it.
     assert!(
