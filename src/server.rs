@@ -292,7 +292,8 @@ fn local_addr(
 }
 
 impl Running {
-    /// Reloads `path` (the file `config` was loaded from) when it changes, until shutdown.
+    /// Reloads `path` (the file `config` was loaded from) when it changes or on SIGHUP, until
+    /// shutdown. SIGHUP no longer ends the process from here on.
     pub fn watch_config(&self, path: &Path, config: &Config) -> Arc<ConfigReloader> {
         let reloader = Arc::new(ConfigReloader::new(
             path,
@@ -301,7 +302,9 @@ impl Running {
             self.metrics.clone(),
             self.background.clone(),
         ));
-        tokio::spawn(reloader.clone().run(self.shutdown.subscribe()));
+        // SIGHUP is handled from here on (registered now, not when the task first runs).
+        let hangups = shutdown::reload_signals();
+        tokio::spawn(reloader.clone().run(self.shutdown.subscribe(), hangups));
         reloader
     }
 

@@ -346,9 +346,10 @@ fn policy_scaffold_refuses_bad_input_with_64() {
     }
 }
 
-/// SIGTERM: stop accepting, finish, exit 0, with one log line at start and one at stop.
+/// SIGHUP: the configuration file is read, the process goes on. SIGTERM: stop accepting,
+/// finish, exit 0, with one log line at start and one at stop.
 #[test]
-fn serve_stops_cleanly_on_sigterm() {
+fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
     let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -381,6 +382,38 @@ fn serve_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "never started");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // SIGHUP's default action ends a process: here it asks for a reload. A changed file (a
+    // second server) is applied and logged; the process keeps serving.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "  - id: second\n    resource: https://mcp.example.com/second/mcp\n    authorization_servers: [http://127.0.0.1:1]\n    match: {path_prefix: /second/}\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("SIGHUP: reading the configuration file")
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "SIGHUP ended the process"
+        );
+        assert!(Instant::now() < deadline, "SIGHUP not seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("configuration reloaded")
+    {
+        assert!(child.try_wait().unwrap().is_none(), "exited after SIGHUP");
+        assert!(Instant::now() < deadline, "never reloaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "exited after SIGHUP");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

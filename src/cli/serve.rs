@@ -121,6 +121,9 @@ pub(super) async fn run_service(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(path) = path {
+        running.watch_config(path, config);
+    }
     tracing::info!(
         grpc = %running.grpc_addr,
         admin = %running.admin_addr,
@@ -132,9 +135,6 @@ pub(super) async fn run_service(
         version = env!("CARGO_PKG_VERSION"),
         "mcp-authz started"
     );
-    if let Some(path) = path {
-        running.watch_config(path, config);
-    }
     let engine = running.engine.clone();
     match running
         .run_until(server::shutdown_signals(), &config.shutdown)

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, watch};
 
@@ -337,8 +338,13 @@ impl ConfigReloader {
     }
 
     /// Watches the file's directory (editors and ConfigMaps replace files rather than write
-    /// them) until `shutdown`, reloading on settled changes and every [`POLL`].
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// them) until `shutdown`, reloading on settled changes, every [`POLL`] and on each of
+    /// `hangups` (SIGHUP).
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        mut hangups: impl futures_util::Stream<Item = ()> + Unpin,
+    ) {
         let dir = self
             .path
             .parent()
@@ -354,6 +360,9 @@ impl ConfigReloader {
                     while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
                 }
                 _ = poll.tick() => {}
+                Some(()) = hangups.next() => {
+                    tracing::info!(path = %self.path.display(), "SIGHUP: reading the configuration file");
+                }
                 _ = shutdown.changed() => return,
             }
             self.reload_if_changed().await;

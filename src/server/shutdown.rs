@@ -159,6 +159,27 @@ pub fn shutdown_signals() -> impl Stream<Item = ()> + Unpin + Send {
     }
 }
 
+/// SIGHUP, the signal operators send to ask for a reload (as Prometheus and nginx read it):
+/// handled, it reads the configuration file at once instead of ending the process (its
+/// default action). Never fires where there is no SIGHUP.
+pub fn reload_signals() -> impl Stream<Item = ()> + Unpin + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hup = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "SIGHUP not handled"))
+            .ok();
+        Box::pin(futures_util::stream::unfold(hup, |mut hup| async move {
+            recv(hup.as_mut()).await?;
+            Some(((), hup))
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        futures_util::stream::pending()
+    }
+}
+
 /// The next delivery of a signal; one that could not be registered never fires.
 #[cfg(unix)]
 async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
