@@ -356,13 +356,11 @@ fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "listen: {{grpc: 127.0.0.1:{}, admin: 127.0.0.1:{}, admin_grpc: 127.0.0.1:{}}}\n\
+            // Port 0: the log line says where it listens; no port another test could take.
+            "listen: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0, admin_grpc: 127.0.0.1:0}}\n\
              policies: {{dir: {}}}\n\
              issuers:\n  - issuer: http://127.0.0.1:1\n\
              servers:\n  - id: demo\n    resource: https://mcp.example.com/mcp\n    authorization_servers: [http://127.0.0.1:1]\n",
-            free_port(),
-            free_port(),
-            free_port(),
             policies.display()
         ),
     )
@@ -379,7 +377,17 @@ fn serve_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
         .unwrap()
         .contains("mcp-authz started")
     {
-        assert!(Instant::now() < deadline, "never started");
+        if let Some(exit) = child.try_wait().unwrap() {
+            panic!(
+                "exited ({exit}) before starting: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never started: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // SIGHUP's default action ends a process: here it asks for a reload. A changed file (a
