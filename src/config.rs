@@ -99,7 +99,13 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::from_yaml(&text).map_err(|e| e.in_file(path))?;
+        Self::from_file_text(path, &text)
+    }
+
+    /// Parses and validates `text`, read from `path`: errors name the file, and relative paths
+    /// in it are taken from the file's directory. (A reload parses exactly the bytes it hashed.)
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::from_yaml(text).map_err(|e| e.in_file(path))?;
         if let Some(base) = path.parent() {
             let dirs = std::iter::once(&mut config.policies.dir)
                 .chain(config.policies.shadow_dir.as_mut())

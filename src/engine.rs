@@ -474,20 +474,20 @@ impl Engine {
                 if let Target::Tool { name, .. } = target {
                     bundle
                         .tool_counters
+                        .load()
                         .count(&server.id, name, decision.allowed);
                 }
             },
         );
         if let Some(set) = &sets.shadow {
-            *shadow = ShadowJob::new(
+            *shadow = self.shadow.job(
                 set,
                 setup,
                 &eval,
                 caller,
-                request,
+                (request, input.body.len()),
                 &verdict,
                 &bundle.hash,
-                &self.metrics,
             );
         }
         let policy_hash = &bundle.hash;

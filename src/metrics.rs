@@ -77,7 +77,6 @@ struct Inner {
     tls_reloads: IntCounterVec,
     policy_errors: IntCounterVec,
     tool_calls: IntCounterVec,
-    servers: Vec<String>,
     /// `mcp_authz_mcp_requests_total`, resolved per (server, method, decision) at startup.
     /// Replaced (with the added servers' counters) when a configuration reload adds servers.
     mcp_requests: arc_swap::ArcSwap<McpRequestCounters>,
@@ -477,7 +476,6 @@ impl Metrics {
                 tls_reloads,
                 policy_errors,
                 tool_calls,
-                servers: servers.iter().map(|s| s.to_string()).collect(),
                 mcp_requests: arc_swap::ArcSwap::from_pointee(mcp_requests),
                 mcp_requests_vec,
                 policy_last_load,
@@ -672,7 +670,7 @@ impl Metrics {
     /// Items a list filter removed. `server` must be a configured id (unknown ones are not
     /// counted, so they cannot create series).
     pub fn list_items_removed(&self, server: &str, kind: crate::lists::ListKind, n: usize) {
-        if n > 0 && self.inner.servers.iter().any(|s| s == server) {
+        if n > 0 && self.is_server(server) {
             self.inner
                 .list_items_removed
                 .with_label_values(&[server, kind.as_str()])
@@ -690,7 +688,7 @@ impl Metrics {
     }
 
     pub fn list_response(&self, server: &str, result: &'static str) {
-        let server = if self.inner.servers.iter().any(|s| s == server) {
+        let server = if self.is_server(server) {
             server
         } else {
             "unknown"
@@ -735,16 +733,23 @@ impl Metrics {
         }
     }
 
+    /// Whether `server` is a configured id (at startup or by a reload): the only values of the
+    /// `server` label. Lock-free.
+    fn is_server(&self, server: &str) -> bool {
+        self.inner.mcp_requests.load().contains_key(server)
+    }
+
     /// Makes `servers` (a configuration's ids, as a reload may add) values of the `server`
-    /// label of `mcp_authz_mcp_requests_total`. Ids never configured stay out.
-    pub fn register_servers<'a>(&self, servers: impl IntoIterator<Item = &'a str>) {
+    /// label (of `mcp_authz_mcp_requests_total` at once; of the per-tool and list series as
+    /// their sets are counted again). Ids never configured stay out. Whether any was added.
+    pub fn register_servers<'a>(&self, servers: impl IntoIterator<Item = &'a str>) -> bool {
         let current = self.inner.mcp_requests.load();
         let added: Vec<&str> = servers
             .into_iter()
             .filter(|s| !current.contains_key(*s))
             .collect();
         if added.is_empty() {
-            return;
+            return false;
         }
         let mut next = (**current).clone();
         for server in added {
@@ -754,6 +759,7 @@ impl Metrics {
             );
         }
         self.inner.mcp_requests.store(Arc::new(next));
+        true
     }
 
     /// Resolves the tool counters for a policy set: each declared tool of a configured server,
@@ -770,7 +776,7 @@ impl Metrics {
             ]
         };
         let mut by_server: HashMap<String, HashMap<String, [IntCounter; 2]>> = HashMap::new();
-        for server in &self.inner.servers {
+        for server in self.inner.mcp_requests.load().keys() {
             by_server
                 .entry(server.clone())
                 .or_default()

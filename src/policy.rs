@@ -90,7 +90,8 @@ pub struct PolicyBundle {
     reads: reads::ReadsByAction,
     /// `tools/call` counters for the tools `entities.json` declares, by server then tool; the
     /// only tool names that become metric labels (see [`crate::metrics::ToolCounters`]).
-    pub tool_counters: crate::metrics::ToolCounters,
+    /// Replaced when a configuration reload adds servers ([`PolicyStore::recount`]).
+    pub tool_counters: arc_swap::ArcSwap<crate::metrics::ToolCounters>,
     /// Server and declared-target entities built once (see `policy/prebuilt.rs`); empty until
     /// the engine's first check of this bundle calls [`PolicyBundle::prebuild`].
     prebuilt: OnceLock<prebuilt::Prebuilt>,
@@ -205,6 +206,11 @@ impl PolicyBundle {
     {
         self.prebuilt
             .get_or_init(|| prebuilt::Prebuilt::build(self, servers()));
+    }
+
+    /// Whether [`Self::prebuild`] has run.
+    pub fn is_prebuilt(&self) -> bool {
+        self.prebuilt.get().is_some()
     }
 
     /// Whether some policy reads `context.session_id`, and `context.protocol_version`.

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use mcp_authz::config::Config;
 use mcp_authz::server::{self, Running};
-use mcp_authz::testutil::{FakeIdp, TestKey, claims, copy_shipped_policies, grpc_check};
+use mcp_authz::testutil::{
+    FakeIdp, TestKey, claims, copy_shipped_policies, grpc_check, grpc_check_body,
+};
 use serde_json::Value;
 
 const HOST: &str = "mcp.example.com";
@@ -506,6 +508,72 @@ async fn the_configuration_file_reloads_whole_or_not_at_all() {
     );
     assert_eq!(ready["servers"].as_array().unwrap().len(), 2);
     assert_eq!(list_tools(&running, &key, &idp, "b").await, (false, 403));
+    // Content that failed is not tried (nor logged, nor counted) again at every poll.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        sample(
+            &metrics(&running).await,
+            "mcp_authz_config_reloads_total",
+            &["outcome=\"failure\""]
+        ),
+        Some(1.0)
+    );
+
+    // A server added by a reload has its per-tool series (`other`: it declares no tools).
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"anything"}}"#;
+    let token = key.token(&claims(&idp.issuer, &resource("b")));
+    let answer = grpc_check_body(
+        running.grpc_addr,
+        "POST",
+        HOST,
+        "/b/mcp",
+        Some(&token),
+        &[],
+        call,
+    )
+    .await;
+    assert!(!answer.allowed);
+    assert_eq!(
+        sample(
+            &metrics(&running).await,
+            "mcp_authz_tool_calls_total",
+            &["server=\"b\"", "tool=\"other\"", "decision=\"deny\""]
+        ),
+        Some(1.0)
+    );
+
+    // A new issuer whose keys cannot be fetched: refused after the wait (swapping it in would
+    // deny its tokens and take readiness away); the service stays ready on the last good file.
+    let unreachable = "http://127.0.0.1:1";
+    let text = self::config(&idp.issuer, &policies, &with_b, "127.0.0.1:0").replace(
+        "servers:\n",
+        &format!("  - issuer: {unreachable}\n    algorithms: [RS256]\nservers:\n"),
+    );
+    let tmp = root.path().join(".mcp-authz.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let ready = readyz(&running).await;
+        if ready["config"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(unreachable))
+        {
+            break ready;
+        }
+        assert!(ready["ready"] != false, "lost readiness: {ready:#}");
+        assert!(tokio::time::Instant::now() < deadline, "{ready:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        ready["config"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no signing keys within 10 s"),
+        "{ready}"
+    );
+    assert!(running.engine.is_ready());
+    assert_eq!(list_tools(&running, &key, &idp, "a").await, (true, 200));
 
     // A new server whose policy directory does not load: refused whole too (server a stays).
     let missing = root.path().join("missing");

@@ -27,7 +27,7 @@
 //! it is built for that check (about 9 µs).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sha2::Digest as _;
 use std::time::{Duration, Instant};
@@ -127,6 +127,9 @@ impl Caller {
 pub struct Callers {
     /// `None` when turned off (`cache.tokens: 0`).
     cache: Option<moka::sync::Cache<Arc<str>, Arc<Caller>>>,
+    /// Bumped by [`Callers::clear`]: a caller verified under the configuration before a clear
+    /// must not be cached after it.
+    generation: AtomicU64,
     metrics: Metrics,
 }
 
@@ -135,6 +138,7 @@ pub struct Callers {
 impl Callers {
     /// Forgets every cached caller (a new configuration may verify tokens differently).
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(cache) = &self.cache {
             cache.invalidate_all();
         }
@@ -147,7 +151,11 @@ impl Callers {
                 .expire_after(UntilExpiry)
                 .build()
         });
-        Self { cache, metrics }
+        Self {
+            cache,
+            generation: AtomicU64::new(0),
+            metrics,
+        }
     }
 
     /// The caller behind `token` for a request to `server`. A token seen before is checked
@@ -184,6 +192,7 @@ impl Callers {
             None => CacheLookup::Miss,
         };
         self.metrics.token_cache(lookup);
+        let generation = self.generation.load(Ordering::SeqCst);
         let verified = verify_jwt(token, server, now).await?;
         let caller = Arc::new(Caller {
             credential: Credential::Jwt(verified),
@@ -192,6 +201,12 @@ impl Callers {
         });
         if let Some(cache) = &self.cache {
             cache.insert(Arc::from(token), caller.clone());
+            // A clear since the verification began (a configuration reload while keys were
+            // fetched): this caller was verified under the old one. Checked after the insert,
+            // so a clear racing with it removes the entry either way.
+            if self.generation.load(Ordering::SeqCst) != generation {
+                cache.invalidate(token);
+            }
             self.metrics.token_cache_entries(cache.entry_count());
         }
         Ok(caller)

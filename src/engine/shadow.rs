@@ -7,12 +7,14 @@
 //! both sets' determining policies.
 //!
 //! A shadow set never affects an answer: one that has not loaded is skipped (and counted), its
-//! errors are its own verdict, and evaluations beyond [`MAX_PENDING`] are dropped (counted)
-//! rather than queued without bound.
+//! errors are its own verdict, and evaluations beyond [`MAX_PENDING`] (or holding more than
+//! [`MAX_PENDING_KIB`] of request bodies) are dropped (counted) rather than queued without
+//! bound. What the answer's path does for a shadow set is taking a permit and copying the
+//! request; the rest (the shadow set's first-use entity build included) runs in the job.
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::authorize::{self, Evaluation, Verdict};
 use super::sets::ShadowPolicies;
@@ -25,10 +27,22 @@ use crate::policy::{PolicyBundle, ShadowSet};
 /// Shadow evaluations that may be pending at once; more are skipped (`overloaded`).
 pub(super) const MAX_PENDING: usize = 1024;
 
+/// The request bodies pending shadow evaluations may hold, in KiB (64 MiB). Each job takes
+/// its body's size, and at least `MAX_PENDING_KIB / MAX_PENDING` (so at most [`MAX_PENDING`]
+/// small ones).
+pub(super) const MAX_PENDING_KIB: usize = 64 * 1024;
+
 /// The engine's side of shadow evaluation: the bound on pending work, and metrics.
 pub(super) struct Shadow {
+    /// In KiB of request body (see [`MAX_PENDING_KIB`]).
     permits: Arc<Semaphore>,
     metrics: Metrics,
+}
+
+/// The permits (KiB) a job with a body of `body_len` bytes takes.
+fn weight(body_len: usize) -> u32 {
+    let kib = body_len.div_ceil(1024).max(MAX_PENDING_KIB / MAX_PENDING);
+    u32::try_from(kib.min(MAX_PENDING_KIB)).unwrap_or(u32::MAX)
 }
 
 /// One request's shadow evaluation: owns what it needs, so it can run after the answer.
@@ -47,52 +61,55 @@ pub(super) struct ShadowJob {
     live: &'static str,
     live_policies: Vec<String>,
     live_hash: String,
+    /// The servers' static tenants, while the shadow bundle has not built its entities.
+    prebuild: Option<Vec<(String, String)>>,
+    /// Held until the job has run.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Shadow {
     pub(super) fn new(metrics: Metrics) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(MAX_PENDING)),
+            permits: Arc::new(Semaphore::new(MAX_PENDING_KIB)),
             metrics,
         }
     }
 
-    /// Runs `job` on its own task, unless [`MAX_PENDING`] are already pending.
-    pub(super) fn dispatch(&self, job: ShadowJob, decision_id: &str) {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.metrics.shadow_skipped(&job.server_id, "overloaded");
-            return;
-        };
-        let metrics = self.metrics.clone();
-        let decision_id = decision_id.to_owned();
-        tokio::spawn(async move {
-            job.run(&metrics, &decision_id);
-            drop(permit);
-        });
-    }
-}
-
-impl ShadowJob {
-    /// What evaluating `shadow` for this request will need; `None` (counted) when the shadow
-    /// set has never loaded.
+    /// What evaluating `shadow` for this request will need, with its permit; `None` (counted)
+    /// when the shadow set has never loaded or the bound is reached. `request` comes with its
+    /// body's length in bytes.
     #[expect(clippy::too_many_arguments)]
-    pub(super) fn new(
+    pub(super) fn job(
+        &self,
         shadow: &ShadowPolicies,
         setup: &Setup,
         eval: &Evaluation<'_>,
         caller: &Arc<Caller>,
-        request: &McpRequest,
+        (request, body_len): (&McpRequest, usize),
         live: &Verdict,
         live_hash: &str,
-        metrics: &Metrics,
-    ) -> Option<Self> {
+    ) -> Option<ShadowJob> {
         let Some(store) = shadow.set.store() else {
-            metrics.shadow_skipped(eval.server_id, "not_loaded");
+            self.metrics.shadow_skipped(eval.server_id, "not_loaded");
+            return None;
+        };
+        // The permit first: an evaluation that will be dropped copies nothing.
+        let Ok(permit) = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(weight(body_len))
+        else {
+            self.metrics.shadow_skipped(eval.server_id, "overloaded");
             return None;
         };
         let bundle = store.load();
-        bundle.prebuild(|| setup.static_tenants());
-        Some(Self {
+        let prebuild = (!bundle.is_prebuilt()).then(|| {
+            setup
+                .static_tenants()
+                .map(|(s, t)| (s.to_owned(), t.to_owned()))
+                .collect()
+        });
+        Some(ShadowJob {
             set: shadow.set.clone(),
             bundle,
             decisions: shadow.decisions.clone(),
@@ -107,10 +124,27 @@ impl ShadowJob {
             live: live.label(),
             live_policies: live.determining(),
             live_hash: live_hash.to_owned(),
+            prebuild,
+            _permit: permit,
         })
     }
 
+    /// Runs `job` on its own task (its permit is released when it has run).
+    pub(super) fn dispatch(&self, job: ShadowJob, decision_id: &str) {
+        let metrics = self.metrics.clone();
+        let decision_id = decision_id.to_owned();
+        tokio::spawn(async move {
+            job.run(&metrics, &decision_id);
+        });
+    }
+}
+
+impl ShadowJob {
     fn run(self, metrics: &Metrics, decision_id: &str) {
+        if let Some(tenants) = &self.prebuild {
+            self.bundle
+                .prebuild(|| tenants.iter().map(|(s, t)| (s.as_str(), t.as_str())));
+        }
         let (batch, messages) = authorize::messages(&self.request);
         let eval = Evaluation {
             server_id: &self.server_id,

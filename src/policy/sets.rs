@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 const SHADOW_RETRY: Duration = Duration::from_secs(1);
 
 /// Every policy set of one configuration, by directory.
+#[derive(Clone, Default)]
 pub struct PolicySets {
     live: HashMap<PathBuf, Arc<PolicyStore>>,
     shadows: HashMap<PathBuf, Arc<ShadowSet>>,
@@ -73,34 +74,60 @@ impl PolicySets {
         previous: Option<&PolicySets>,
         metrics: &Metrics,
     ) -> Result<Self, SetsError> {
-        let mut live: HashMap<PathBuf, Arc<PolicyStore>> = HashMap::new();
-        let mut shadows: HashMap<PathBuf, Arc<ShadowSet>> = HashMap::new();
+        let mut sets = Self::default();
         for server in &config.servers {
             let (dir, shadow) = config.policy_dirs(server);
-            if !live.contains_key(dir) {
+            if !sets.live.contains_key(dir) {
                 let store = match previous.and_then(|p| p.live.get(dir)) {
                     Some(store) => store.clone(),
-                    None => {
-                        PolicyStore::open(dir, metrics.clone()).map_err(|source| SetsError {
-                            dir: dir.to_owned(),
-                            servers: servers_using(config, dir),
-                            source,
-                        })?
-                    }
+                    None => match PolicyStore::open(dir, metrics.clone()) {
+                        Ok(store) => store,
+                        Err(source) => {
+                            sets.discard_new(previous.unwrap_or(&Self::default()), metrics);
+                            return Err(SetsError {
+                                dir: dir.to_owned(),
+                                servers: servers_using(config, dir),
+                                source,
+                            });
+                        }
+                    },
                 };
-                live.insert(dir.to_owned(), store);
+                sets.live.insert(dir.to_owned(), store);
             }
             if let Some(shadow) = shadow
-                && !shadows.contains_key(shadow)
+                && !sets.shadows.contains_key(shadow)
             {
                 let set = match previous.and_then(|p| p.shadows.get(shadow)) {
                     Some(set) => set.clone(),
                     None => Arc::new(ShadowSet::open(shadow, metrics.clone())),
                 };
-                shadows.insert(shadow.to_owned(), set);
+                sets.shadows.insert(shadow.to_owned(), set);
             }
         }
-        Ok(Self { live, shadows })
+        Ok(sets)
+    }
+
+    /// Removes the metric series of the sets opened for this value and not in `previous`
+    /// (a reload that failed after opening them), unless `previous` has a set of that name.
+    pub fn discard_new(&self, previous: &PolicySets, metrics: &Metrics) {
+        let named = |name: &str| {
+            previous.live().any(|s| s.name() == name)
+                || previous.shadows().any(|s| s.name() == name)
+        };
+        for store in self.live() {
+            if !previous.live().any(|p| Arc::ptr_eq(p, store)) && !named(store.name()) {
+                metrics.policy_set_removed(store.name(), &store.load().hash);
+            }
+        }
+        for set in self.shadows() {
+            if !previous.shadows().any(|p| Arc::ptr_eq(p, set)) && !named(set.name()) {
+                let hash = set
+                    .store()
+                    .map(|s| s.load().hash.clone())
+                    .unwrap_or_default();
+                metrics.policy_set_removed(set.name(), &hash);
+            }
+        }
     }
 
     /// One store as the only set: for tests and tools that build an engine around a store they

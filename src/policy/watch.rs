@@ -68,9 +68,11 @@ pub enum Reload {
 impl PolicyStore {
     /// Loads the directory; the service does not start on a bad policy set.
     pub fn open(dir: &Path, metrics: Metrics) -> Result<Arc<Self>, LoadError> {
-        let mut bundle = load::load_dir(dir)?;
+        let bundle = load::load_dir(dir)?;
         let name = dir.display().to_string();
-        bundle.tool_counters = metrics.tool_counters(&bundle.declared_tools());
+        bundle
+            .tool_counters
+            .store(Arc::new(metrics.tool_counters(&bundle.declared_tools())));
         metrics.policy_loaded(
             &name,
             None,
@@ -140,6 +142,15 @@ impl PolicyStore {
         &self.name
     }
 
+    /// Rebuilds the live set's `tools/call` counters for the servers the metrics now know
+    /// (a configuration reload added some).
+    pub fn recount(&self) {
+        let bundle = self.current.load();
+        bundle.tool_counters.store(Arc::new(
+            self.metrics.tool_counters(&bundle.declared_tools()),
+        ));
+    }
+
     /// Re-reads the directory; swaps in a new bundle only if the content changed and all of it
     /// is valid. A failure keeps the last good bundle, logs why (file, line, column) and counts.
     pub fn reload_if_changed(&self) -> Reload {
@@ -175,8 +186,10 @@ impl PolicyStore {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(mut bundle) => {
-                bundle.tool_counters = self.metrics.tool_counters(&bundle.declared_tools());
+            Ok(bundle) => {
+                bundle.tool_counters.store(Arc::new(
+                    self.metrics.tool_counters(&bundle.declared_tools()),
+                ));
                 let hash = bundle.hash.clone();
                 for w in &bundle.warnings {
                     tracing::warn!(warning = %w, "policy lint warning");

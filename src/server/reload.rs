@@ -30,9 +30,16 @@ use crate::policy::PolicySets;
 const POLL: Duration = Duration::from_secs(1);
 /// Events must be quiet this long before the file is read.
 const SETTLE: Duration = Duration::from_millis(200);
-/// How long a reload that adds issuers waits for their keys before swapping, so a new issuer
-/// does not take readiness away if its keys come quickly.
+/// How long a reload that adds (or changes) issuers waits for their keys. One that has none by
+/// then fails the reload: swapping it in would deny its tokens and take readiness away from
+/// every replica that reads the same file.
 const NEW_ISSUER_WAIT: Duration = Duration::from_secs(10);
+/// Content that failed is tried again this often (an issuer that was down may be up), and at
+/// once on a change or SIGHUP.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
+/// Events that never stop (a directory rewritten more often than [`SETTLE`]) are read anyway
+/// after this long.
+const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 /// Stops one background task when dropped (or at the service's shutdown).
 struct Lease(#[expect(dead_code, reason = "held for its drop")] oneshot::Sender<()>);
@@ -151,6 +158,8 @@ pub struct ConfigReloader {
     background: Arc<Mutex<Background>>,
     /// The configuration as on disk when last applied, and its content hash.
     current: Mutex<(Config, String)>,
+    /// The hash of content that failed, and when it was last tried.
+    failed: Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 /// What one look at the file did.
@@ -173,7 +182,16 @@ impl ConfigReloader {
         metrics: Metrics,
         background: Arc<Mutex<Background>>,
     ) -> Self {
+        // The file as it is now, unless it is no longer what `config` was loaded from (edited
+        // during startup): then no hash, and the first look applies it.
         let hash = std::fs::read(path)
+            .ok()
+            .filter(|b| {
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|t| Config::from_file_text(path, t).ok())
+                    .is_some_and(|c| format!("{c:?}") == format!("{config:?}"))
+            })
             .map(|b| content_hash(&b))
             .unwrap_or_default();
         engine.set_config_status(ConfigStatus {
@@ -189,16 +207,33 @@ impl ConfigReloader {
             metrics,
             background,
             current: Mutex::new((config.clone(), hash)),
+            failed: Mutex::new(None),
         }
     }
 
-    /// Reads the file; applies it if it changed and all of it is valid.
-    pub async fn reload_if_changed(&self) -> ConfigReload {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) => return self.failed(format!("`{}`: {e}", self.path.display())),
+    /// Reads the file; applies it if it changed and all of it is valid. Content that already
+    /// failed is tried again only every [`RETRY_FAILED`], or with `retry_failed` (SIGHUP).
+    pub async fn reload_if_changed(&self, retry_failed: bool) -> ConfigReload {
+        let read = std::fs::read(&self.path);
+        // An unreadable file is tried again like failed content (not logged every second).
+        let hash = match &read {
+            Ok(bytes) => content_hash(bytes),
+            Err(e) => format!("unreadable: {e}"),
         };
-        let hash = content_hash(&bytes);
+        if !retry_failed
+            && let Ok(failed) = self.failed.lock()
+            && failed
+                .as_ref()
+                .is_some_and(|(h, at)| *h == hash && at.elapsed() < RETRY_FAILED)
+        {
+            return ConfigReload::Unchanged;
+        }
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                return self.failed(format!("`{}`: {e}", self.path.display()), Some(&hash));
+            }
+        };
         let (old, old_hash) = match self.current.lock() {
             Ok(c) => (c.0.clone(), c.1.clone()),
             Err(_) => return ConfigReload::Unchanged,
@@ -207,14 +242,31 @@ impl ConfigReloader {
             if self.engine.config_status().error.is_some() {
                 // Back to the content in use (a broken edit reverted).
                 self.status(&hash, None, Vec::new());
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = None;
+                }
             }
             return ConfigReload::Unchanged;
         }
-        let new = match Config::load(&self.path) {
+        let fail = |error: String| self.failed(error, Some(&hash));
+        // Exactly the bytes hashed: a file replaced between two reads is never applied under
+        // the other content's hash.
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return fail(format!("`{}` is not UTF-8", self.path.display()));
+        };
+        let new = match Config::from_file_text(&self.path, text) {
             Ok(c) => c,
-            Err(e) => return self.failed(e.to_string()),
+            Err(e) => return fail(e.to_string()),
         };
         let (effective, restart_required) = restart_only(&old, new);
+        // What runs must be valid as a whole: a setting put back to its running value may not
+        // fit what else changed (a server's upstream audience without the signer it needs).
+        if let Err(e) = effective.validate() {
+            return fail(format!(
+                "{e} (with {} kept at the running value until a restart)",
+                restart_required.join(", ")
+            ));
+        }
         // Keys of unchanged issuers carry over (and their caches, refreshers and readiness).
         let previous = self.engine.setup();
         let mut issuers = Vec::with_capacity(effective.issuers.len());
@@ -232,7 +284,7 @@ impl ConfigReloader {
                 ) {
                     Ok(keys) => issuers.push(keys),
                     Err(e) => {
-                        return self.failed(format!("issuer `{}`: {e}", config.issuer));
+                        return fail(format!("issuer `{}`: {e}", config.issuer));
                     }
                 },
             }
@@ -247,12 +299,17 @@ impl ConfigReloader {
             .await
             {
                 Ok(Ok(sets)) => sets,
-                Ok(Err(e)) => return self.failed(e.to_string()),
-                Err(e) => return self.failed(format!("policy sets: {e}")),
+                Ok(Err(e)) => return fail(e.to_string()),
+                Err(e) => return fail(format!("policy sets: {e}")),
             }
         };
-        // New issuers fetch their keys before the swap, for a while, so adding an issuer does
-        // not make the service unready if its keys come promptly.
+        // From here a failure also forgets the sets this attempt opened (their series).
+        let fail = |error: String| {
+            sets.discard_new(previous.sets(), &self.metrics);
+            fail(error)
+        };
+        // New issuers fetch their keys before the swap: one without keys in time fails the
+        // reload (retried), rather than denying its tokens and making the service unready.
         let new_issuers: Vec<Arc<IssuerKeys>> = issuers
             .iter()
             .filter(|i| !previous.issuers().iter().any(|p| Arc::ptr_eq(p, i)))
@@ -262,7 +319,7 @@ impl ConfigReloader {
         if !new_issuers.is_empty() {
             let shutdown = match self.background.lock() {
                 Ok(b) => b.shutdown.clone(),
-                Err(_) => return ConfigReload::Unchanged,
+                Err(_) => return fail("the background tasks' lock is poisoned".to_owned()),
             };
             for issuer in &new_issuers {
                 let (lease, rx) = leased(&shutdown);
@@ -275,11 +332,35 @@ impl ConfigReloader {
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            if let Some(late) = new_issuers.iter().find(|i| !i.is_ready()) {
+                // Dropping the leases stops their refreshers.
+                let status = late.status();
+                return fail(format!(
+                    "issuer `{}`: no signing keys within {} s{}",
+                    status.issuer,
+                    NEW_ISSUER_WAIT.as_secs(),
+                    status
+                        .last_error
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ));
+            }
         }
-        self.metrics
+        let added_servers = self
+            .metrics
             .register_servers(effective.servers.iter().map(|s| s.id.as_str()));
-        if let Err(e) = self.engine.reconfigure(&effective, issuers, sets) {
-            return self.failed(e.to_string());
+        if let Err(e) = self.engine.reconfigure(&effective, issuers, sets.clone()) {
+            return fail(e.to_string());
+        }
+        if added_servers {
+            // Per-tool series for the servers added (sets count the servers known when they
+            // loaded, and a new server's own set loaded before it was registered).
+            for store in sets.live() {
+                store.recount();
+            }
+        }
+        if let Ok(mut failed) = self.failed.lock() {
+            *failed = None;
         }
         let setup = self.engine.setup();
         if let Ok(mut background) = self.background.lock() {
@@ -312,7 +393,12 @@ impl ConfigReloader {
         }
     }
 
-    fn failed(&self, error: String) -> ConfigReload {
+    /// Keeps the last good configuration; `content` (the failed file's hash) is tried again
+    /// after [`RETRY_FAILED`].
+    fn failed(&self, error: String, content: Option<&str>) -> ConfigReload {
+        if let (Some(content), Ok(mut failed)) = (content, self.failed.lock()) {
+            *failed = Some((content.to_owned(), tokio::time::Instant::now()));
+        }
         let hash = self.current.lock().map(|c| c.1.clone()).unwrap_or_default();
         tracing::error!(config = %self.path.display(), error = %error, config_hash = %hash, "configuration reload failed; keeping the last good configuration");
         self.metrics.config_reload("failure");
@@ -354,18 +440,23 @@ impl ConfigReloader {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let retry_failed = tokio::select! {
                 Some(()) = rx.recv() => {
-                    // Settle: read once the writes stop.
-                    while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
+                    // Settle: read once the writes stop (or after MAX_SETTLE).
+                    let until = tokio::time::Instant::now() + MAX_SETTLE;
+                    while tokio::time::Instant::now() < until
+                        && let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await
+                    {}
+                    false
                 }
-                _ = poll.tick() => {}
+                _ = poll.tick() => false,
                 Some(()) = hangups.next() => {
                     tracing::info!(path = %self.path.display(), "SIGHUP: reading the configuration file");
+                    true
                 }
                 _ = shutdown.changed() => return,
-            }
-            self.reload_if_changed().await;
+            };
+            self.reload_if_changed(retry_failed).await;
         }
     }
 }
