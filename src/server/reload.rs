@@ -262,10 +262,14 @@ impl ConfigReloader {
         // What runs must be valid as a whole: a setting put back to its running value may not
         // fit what else changed (a server's upstream audience without the signer it needs).
         if let Err(e) = effective.validate() {
-            return fail(format!(
-                "{e} (with {} kept at the running value until a restart)",
-                restart_required.join(", ")
-            ));
+            return fail(if restart_required.is_empty() {
+                e.to_string()
+            } else {
+                format!(
+                    "{e} (with {} kept at the running value until a restart)",
+                    restart_required.join(", ")
+                )
+            });
         }
         // Keys of unchanged issuers carry over (and their caches, refreshers and readiness).
         let previous = self.engine.setup();
