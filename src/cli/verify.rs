@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{EXIT_DENIED, EXIT_ERROR, VerifyArgs};
 use crate::policy::load_dir;
 use crate::policy::verify::{
-    self, Counterexample, Failure, Properties, PropertyResult, SolverConfig,
+    self, Counterexample, EntityView, Failure, Properties, PropertyResult, SolverConfig,
 };
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -139,23 +139,9 @@ fn render(r: &PropertyResult, dir: &Path) -> String {
 
 fn counterexample_text(c: &Counterexample, dir: &Path) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "    principal: {}{}{}{}",
-        c.principal.uid,
-        attrs(&c.principal.attrs),
-        parents(&c.principal.parents),
-        tags(&c.principal.tags)
-    );
+    let _ = writeln!(out, "    principal: {}", entity(&c.principal));
     let _ = writeln!(out, "    action:    {}", c.action);
-    let _ = writeln!(
-        out,
-        "    resource:  {}{}{}{}",
-        c.resource.uid,
-        attrs(&c.resource.attrs),
-        parents(&c.resource.parents),
-        tags(&c.resource.tags)
-    );
+    let _ = writeln!(out, "    resource:  {}", entity(&c.resource));
     let _ = writeln!(out, "    context:   {}", Value::Object(c.context.clone()));
     let _ = writeln!(out, "    explain:   {}", c.explain.command_line(dir));
     if !c.realistic {
@@ -176,6 +162,17 @@ fn counterexample_text(c: &Counterexample, dir: &Path) -> String {
         Err(e) => writeln!(out, "      explain cannot ask this request: {e}"),
     };
     out
+}
+
+/// An entity of a counterexample on one line: its uid, attributes, parents and tags.
+fn entity(e: &EntityView) -> String {
+    format!(
+        "{}{}{}{}",
+        e.uid,
+        attrs(&e.attrs),
+        parents(&e.parents),
+        tags(&e.tags)
+    )
 }
 
 fn attrs(m: &Map<String, Value>) -> String {

@@ -18,7 +18,7 @@ use cedar_policy_symcc::solver::LocalSolver;
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet};
 
 use super::PolicyBundle;
-pub use counterexample::{Counterexample, ExplainRequest};
+pub use counterexample::{Counterexample, EntityView, ExplainRequest};
 pub use properties::{
     Assertion, DenyList, PROPERTIES_FILE, Properties, PropertiesError, read_properties,
 };
@@ -342,19 +342,30 @@ impl Session {
                 }
                 Err(e) => Err(e),
             };
-            let answer = match answer {
-                Ok(Some(raw)) => Ok(Some(
-                    match self.realistic(bundle, &bundle.policies, env, guard).await {
-                        Some(cex) => (cex, true),
-                        None => (raw, false),
-                    },
-                )),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            };
+            let answer = self.prefer_realistic(answer, bundle, env, guard).await;
             record(&mut result, bundle, name, answer);
         }
         result
+    }
+
+    /// A solver's answer with its counterexample, if any, replaced by one of the shape
+    /// mcp-authz builds when one exists ([`Self::realistic`]); the flag says which it is.
+    async fn prefer_realistic(
+        &mut self,
+        answer: Result<Option<cedar_policy_symcc::Env>, String>,
+        bundle: &PolicyBundle,
+        env: &RequestEnv,
+        guard: &PolicySet,
+    ) -> Result<Option<(cedar_policy_symcc::Env, bool)>, String> {
+        let Some(raw) = answer? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            match self.realistic(bundle, &bundle.policies, env, guard).await {
+                Some(cex) => (cex, true),
+                None => (raw, false),
+            },
+        ))
     }
 
     /// The property failed: look for a counterexample of the shape mcp-authz builds (see
@@ -494,19 +505,9 @@ impl Session {
                 Ok((n, o)) => solve!(self, |c| c.check_implies_with_counterexample_opt(&n, &o)),
                 Err(e) => Err(e),
             };
-            let answer = match answer {
-                Ok(Some(raw)) => Ok(Some(
-                    match self
-                        .realistic(bundle, &bundle.policies, env, &old.policies)
-                        .await
-                    {
-                        Some(cex) => (cex, true),
-                        None => (raw, false),
-                    },
-                )),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            };
+            let answer = self
+                .prefer_realistic(answer, bundle, env, &old.policies)
+                .await;
             record(&mut result, bundle, name, answer);
         }
         result
